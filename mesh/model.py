@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "CLUSTER_DOMAIN",
     "ConfigMap",
     "Container",
     "ContainerPort",
@@ -42,12 +43,21 @@ __all__ = [
     "VirtualService",
     "Volume",
     "VolumeMount",
+    "service_fqdn",
 ]
+
+
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+
+def service_fqdn(name: str, namespace: str) -> str:
+    """``name.namespace.svc.cluster.local``, the FQDN Istio gives a Kubernetes Service."""
+    return f"{name}.{namespace}.{CLUSTER_DOMAIN}"
 
 
 @dataclass(frozen=True, order=True)
 class ObjectRef:
-    """Identity of an object, as kubectl prints it; ``source`` says where it came from."""
+    """Identity of an object, as kubectl prints it: ``Kind/namespace/name``."""
 
     kind: str
     namespace: str  # "" for cluster-scoped objects (Namespace)
@@ -172,8 +182,17 @@ class ServicePort:
 
 @dataclass(frozen=True)
 class Service(_Base):
-    selector: dict[str, str]
+    selector: dict[str, str]  # empty: the Service selects no pods (as in Kubernetes)
     ports: tuple[ServicePort, ...]
+
+    @property
+    def fqdn(self) -> str:
+        """The host name Istio knows the Service by: ``name.namespace.svc.cluster.local``."""
+        return service_fqdn(self.ref.name, self.ref.namespace)
+
+    def port(self, number: int) -> ServicePort | None:
+        """The port with this number, or None."""
+        return next((p for p in self.ports if p.port == number), None)
 
 
 # --- Istio networking ----------------------------------------------------------------
@@ -207,7 +226,7 @@ class Subset:
 
 @dataclass(frozen=True)
 class DestinationRule(_Base):
-    host: str
+    host: str  # FQDN, resolved against the rule's namespace
     load_balancer: LoadBalancer | None
     subsets: tuple[Subset, ...]
 
@@ -225,14 +244,15 @@ class HTTPMatch:
     name: str = ""
     uri: StringMatch | None = None
     method: StringMatch | None = None
-    headers: tuple[tuple[str, StringMatch], ...] = ()  # sorted by header name
+    headers: tuple[tuple[str, StringMatch], ...] = ()  # lower-case names, sorted
+    ignore_uri_case: bool = False
 
 
 @dataclass(frozen=True)
 class Destination:
-    host: str
+    host: str  # FQDN, resolved against the VirtualService's namespace
     subset: str = ""
-    port: int | None = None
+    port: int | None = None  # None: the Service's only port
 
 
 @dataclass(frozen=True)
@@ -264,13 +284,16 @@ class Retries:
 
 @dataclass(frozen=True)
 class Fault:
+    """Istio's fault injection. As in Istio (and Envoy), a fault without a
+    ``percentage`` affects no request, hence the 0.0 defaults."""
+
     # abort
     abort_http_status: int | None = None
     abort_grpc_status: str | None = None  # e.g. "UNAVAILABLE"
-    abort_percent: float = 100.0
+    abort_percent: float = 0.0
     # delay
     delay_ms: int | None = None
-    delay_percent: float = 100.0
+    delay_percent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -293,8 +316,8 @@ class HTTPRoute:
 
 @dataclass(frozen=True)
 class VirtualService(_Base):
-    hosts: tuple[str, ...]
-    gateways: tuple[str, ...]
+    hosts: tuple[str, ...]  # short names resolved to FQDNs, as Istio does
+    gateways: tuple[str, ...]  # "namespace/name", or "mesh"
     http: tuple[HTTPRoute, ...]
 
 

@@ -1,0 +1,216 @@
+"""The ``canary`` command. Each subcommand parses its arguments and calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from canary.errors import CanaryError
+from mesh.counters import SubsetCounters
+
+__all__ = ["main"]
+
+console = Console(stderr=False, highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _progress(message: str) -> None:
+    err.print(f"[dim]canary:[/dim] {message}")
+
+
+# --- mesh ------------------------------------------------------------------------
+
+
+def _mesh_up(args: argparse.Namespace) -> int:
+    from mesh.api import mesh_up
+
+    state = mesh_up(args.filename, tiny=args.tiny, port=args.port, weights_dir=args.weights_dir, progress=_progress)
+    console.print(f"local mesh ready: {len(state.pods)} model server pod(s) behind Envoy")
+    console.print(f"ingress: {state.ingress_url}")
+    return 0
+
+
+def _mesh_apply(args: argparse.Namespace) -> int:
+    from mesh.api import mesh_apply
+
+    result = mesh_apply(args.filename, progress=_progress)
+    for applied in result.files:
+        for obj in applied.objects:
+            console.print(f"{obj} applied ({Path(applied.path).name}, sha256 {applied.sha256[:12]})")
+    for pod in result.started:
+        console.print(f"pod {pod} started")
+    for pod in result.stopped:
+        console.print(f"pod {pod} stopped")
+    console.print(f"configuration version {result.version} is live in Envoy")
+    return 0
+
+
+def _mesh_status(args: argparse.Namespace) -> int:
+    from mesh.api import mesh_status
+
+    status = mesh_status()
+    st = status.state
+    if args.json:
+        doc = {
+            "ingress_url": st.ingress_url,
+            "admin_port": st.admin_port,
+            "envoy": {"pid": st.envoy_pid, "running": status.envoy_running},
+            "version": st.version,
+            "store": st.store,
+            "objects": sorted({f"{o.document.get('kind')}/{o.document.get('metadata', {}).get('namespace', 'default')}/"
+                               f"{o.document.get('metadata', {}).get('name')}" for o in st.objects}),
+            "pods": [
+                {
+                    "namespace": p.namespace,
+                    "name": p.name,
+                    "deployment": p.deployment,
+                    "labels": p.labels,
+                    "pid": p.pid,
+                    "ports": {str(k): v for k, v in p.ports.items()},
+                    "running": status.pods_running.get(p.name, False),
+                }
+                for p in st.pods
+            ],
+            "counters": {k or "(no subset)": v.to_dict() for k, v in status.counters.items()},
+        }
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    console.print(f"ingress {st.ingress_url}   Envoy pid {st.envoy_pid} "
+                  f"({'running' if status.envoy_running else 'NOT RUNNING'}), admin 127.0.0.1:{st.admin_port}, "
+                  f"config version {st.version}")
+    objects = Table("kind", "namespace", "name", "from", title="objects")
+    for o in st.objects:
+        meta = o.document.get("metadata", {})
+        objects.add_row(str(o.document.get("kind")), str(meta.get("namespace", "default")),
+                        str(meta.get("name")), Path(o.source).name)
+    console.print(objects)
+    pods = Table("pod", "version", "pid", "ports (container→host)", "state", title="pods")
+    for p in st.pods:
+        ports = ", ".join(f"{c}→{h}" for c, h in sorted(p.ports.items()))
+        pods.add_row(f"{p.namespace}/{p.name}", p.labels.get("version", ""), str(p.pid), ports,
+                     "running" if status.pods_running.get(p.name) else "EXITED")
+    console.print(pods)
+    console.print(_counters_table(status.counters))
+    return 0
+
+
+def _counters_table(counters: dict[str, SubsetCounters]) -> Table:
+    table = Table("subset", "requests", "by port", "by class", title="requests per subset (Envoy's counters)")
+    for subset, c in counters.items():
+        table.add_row(subset or "(no subset)", str(c.requests),
+                      ", ".join(f"{p}: {n}" for p, n in sorted(c.by_port.items())),
+                      ", ".join(f"{k}: {n}" for k, n in sorted(c.by_class.items())))
+    return table
+
+
+def _mesh_down(args: argparse.Namespace) -> int:
+    from mesh.api import mesh_down
+
+    stopped = mesh_down()
+    for name in stopped:
+        console.print(f"stopped {name}")
+    if not stopped:
+        console.print("no local mesh was running")
+    return 0
+
+
+# --- demo ------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from canary.demo import run_demo
+
+    result = run_demo(tiny=args.tiny, port=args.port, rest_requests=args.rest_requests,
+                      grpc_requests=args.grpc_requests, keep=args.keep, progress=_progress)
+    total = sum(result.delta.values())
+    table = Table("subset", "requests", "share", "configured", title="weight-70: requests per subset, as Envoy counted them")
+    expected = {"resnet50": "70%", "resnet101": "30%"}
+    for subset, n in sorted(result.delta.items()):
+        share = f"{100 * n / total:.1f}%" if total else "-"
+        table.add_row(subset or "(no subset)", str(n), share, expected.get(subset, "0%"))
+    console.print(table)
+    console.print(f"REST: {result.rest.sent} sent, {result.rest.failures} failed; "
+                  f"gRPC: {result.grpc.sent} sent, {result.grpc.failures} failed")
+    if result.kept_running:
+        console.print(f"the mesh is still running at {result.ingress_url}; stop it with `canary mesh down`")
+    return 0 if result.rest.failures == 0 and result.grpc.failures == 0 else 1
+
+
+# --- export ----------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace) -> int:
+    from serving.export import ensure_models
+
+    from mesh.api import model_store
+
+    store = args.store or model_store(args.tiny)
+    for name, path in ensure_models(store, tiny=args.tiny, weights_dir=args.weights_dir).items():
+        console.print(f"{name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="canary",
+        description="Load-test ML models behind an Istio mesh and verify the canary split.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
+            parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    demo = add("demo", _demo, "bring up the local mesh, split 70/30, send traffic, show the counts")
+    demo.add_argument("--tiny", action="store_true", help="tiny test models instead of ResNet50/101")
+    demo.add_argument("--port", type=int, default=8080, help="ingress port on 127.0.0.1 (default 8080)")
+    demo.add_argument("--rest-requests", type=int, default=240)
+    demo.add_argument("--grpc-requests", type=int, default=60)
+    demo.add_argument("--keep", action="store_true", help="leave the mesh running afterwards")
+
+    mesh = add("mesh", lambda a: 3, "the local mesh: up, apply, status, down")
+    msub = mesh.add_subparsers(dest="mesh_command", required=True)
+    up = add("up", _mesh_up, "start the local mesh and apply the base manifests", msub)
+    up.add_argument("-f", "--filename", type=Path, action="append", default=[],
+                    help="manifest file or directory (default: manifests/base)")
+    up.add_argument("--tiny", action="store_true", help="tiny test models instead of ResNet50/101")
+    up.add_argument("--port", type=int, default=8080, help="ingress port on 127.0.0.1 (default 8080)")
+    up.add_argument("--weights-dir", type=Path, help="directory holding the Keras ImageNet weight files")
+    apply = add("apply", _mesh_apply, "apply manifests like kubectl apply", msub)
+    apply.add_argument("-f", "--filename", type=Path, action="append", required=True,
+                       help="manifest file or directory (repeatable)")
+    status = add("status", _mesh_status, "objects, processes and per-subset counters", msub)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    add("down", _mesh_down, "stop everything the local mesh started", msub)
+
+    export = add("export", _export, "export the SavedModels into the model store (cached)")
+    export.add_argument("--tiny", action="store_true")
+    export.add_argument("--store", type=Path)
+    export.add_argument("--weights-dir", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CanaryError as exc:
+        err.print(f"[bold red]canary:[/bold red] {escape(str(exc))}", soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("canary: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

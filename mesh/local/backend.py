@@ -1,0 +1,424 @@
+"""The local mesh: the manifests running on one machine, on loopback only.
+
+Each Deployment replica is a model server process started from the
+container's own args and env; the Gateway, VirtualServices and
+DestinationRules become the configuration of one real Envoy, pushed by
+file-based xDS. Applying manifests works like ``kubectl apply``: changed
+Deployments get new pods that must be ready before Envoy moves traffic to
+them (old pods stop afterwards), routing objects only reload Envoy, and a
+manifest that fails validation changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import orjson
+from mesh.manifests import apply as apply_objects
+from mesh.manifests import load_manifests, parse_objects, validate_set
+from mesh.translate import EnvoyResources, IngressSettings, PodEndpoint, translate
+
+from canary.errors import ManifestError, MeshError
+from mesh.counters import SubsetCounters, subset_counters
+from mesh.local import procs
+from mesh.local.envoy import EnvoyAdmin, XdsFiles, bootstrap_config, envoy_binary
+from mesh.local.state import AppliedFile, MeshHome, MeshState, PodState, StoredObject, sha256_file
+from mesh.model import Gateway, MeshObject
+from mesh.pods import PodPlan, listening_ports, plan_pods
+
+__all__ = ["ApplyResult", "LocalMesh", "MeshStatus", "Progress", "manifest_files", "no_progress"]
+
+Progress = Callable[[str], None]
+
+
+def no_progress(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    version: int
+    files: list[AppliedFile]
+    started: list[str]  # pods
+    stopped: list[str]
+    unchanged: bool
+
+
+@dataclass(frozen=True)
+class MeshStatus:
+    state: MeshState
+    envoy_running: bool
+    pods_running: dict[str, bool]
+    counters: dict[str, SubsetCounters]
+
+
+def manifest_files(paths: Sequence[Path]) -> list[Path]:
+    """The files ``kubectl apply -f`` would read: files as given, directories' *.yaml sorted."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ManifestError(str(path), "", "", "no such file or directory")
+    return files
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, so a switch-over is never half done."""
+    received: list[int] = []
+
+    def hold(signum: int, _: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            raise KeyboardInterrupt
+
+
+class LocalMesh:
+    """Brings the local mesh up, applies manifests to it, reports on it and takes it down."""
+
+    def __init__(self, home: MeshHome | None = None, progress: Progress = no_progress) -> None:
+        self.home = home or MeshHome()
+        self.xds = XdsFiles(self.home.xds_dir)
+        self.progress = progress
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def up(self, manifests: Sequence[Path], *, store: Path, tiny: bool, port: int = 8080) -> MeshState:
+        """Start Envoy, apply ``manifests`` and return once every pod is ready."""
+        with self.home.locked():
+            if self.home.exists():
+                state = self.home.load()
+                if procs.is_running(state.envoy_pid, state.envoy_marker):
+                    raise MeshError(
+                        f"a local mesh is already running at {state.ingress_url}; "
+                        "use `canary mesh apply` to change it or `canary mesh down` to stop it"
+                    )
+                self._stop_all(state)
+            if procs.probe_tcp(port):
+                raise MeshError(f"port {port} on 127.0.0.1 is in use; pick another with --port")
+            objects = load_manifests(list(manifests))  # validate before starting anything
+            validate_set(objects)
+            state = MeshState(
+                ingress_address="127.0.0.1",
+                ingress_ports=self._ingress_ports(objects, port),
+                admin_port=procs.free_port(),
+                store=str(store),
+                tiny=tiny,
+            )
+            try:
+                self._start_envoy(state)
+                self.home.save(state)
+                self._apply_locked(state, manifests)
+            except BaseException:
+                self._stop_all(state)
+                self.home.state_file.unlink(missing_ok=True)
+                raise
+            return state
+
+    def apply(self, manifests: Sequence[Path]) -> ApplyResult:
+        with self.home.locked():
+            state = self.home.load()
+            if not procs.is_running(state.envoy_pid, state.envoy_marker):
+                raise MeshError("the local mesh's Envoy is not running; run `canary mesh down` then `canary mesh up`")
+            return self._apply_locked(state, manifests)
+
+    def status(self) -> MeshStatus:
+        state = self.home.load()
+        envoy_up = procs.is_running(state.envoy_pid, state.envoy_marker)
+        counters: dict[str, SubsetCounters] = {}
+        if envoy_up:
+            counters = self.counters(state)
+        return MeshStatus(
+            state=state,
+            envoy_running=envoy_up,
+            pods_running={p.name: procs.is_running(p.pid, p.marker) for p in state.pods},
+            counters=counters,
+        )
+
+    def counters(self, state: MeshState | None = None) -> dict[str, SubsetCounters]:
+        """Envoy's own request counters per DestinationRule subset (as istio_requests_total)."""
+        state = state or self.home.load()
+        resources = self._translate(state, self._objects(state))
+        text = EnvoyAdmin(state.admin_port).stats_prometheus()
+        return subset_counters(text, resources.cluster_index)
+
+    def down(self) -> list[str]:
+        """Stop every process the mesh started; returns what was stopped."""
+        with self.home.locked():
+            if not self.home.exists():
+                return []
+            state = self.home.load()
+            stopped = self._stop_all(state)
+            self.home.state_file.unlink(missing_ok=True)
+            return stopped
+
+    # --- apply -------------------------------------------------------------------
+
+    def _apply_locked(self, state: MeshState, manifests: Sequence[Path]) -> ApplyResult:
+        files = manifest_files(manifests)
+        new_objects = load_manifests(files)
+        merged = apply_objects(self._objects(state), new_objects)
+        validate_set(merged)
+        plans = plan_pods(merged)  # raises before anything starts
+        applied = [
+            AppliedFile(
+                path=str(f),
+                sha256=sha256_file(f),
+                objects=[str(o.ref) for o in new_objects if o.source == str(f)],
+            )
+            for f in files
+        ]
+
+        current = {p.name: p for p in state.pods if procs.is_running(p.pid, p.marker)}
+        keep = [current[p.name] for p in plans if p.name in current]
+        to_start = [p for p in plans if p.name not in current]
+        to_stop = [p for p in state.pods if p.name not in {k.name for k in keep}]
+
+        started = self._start_pods(state, to_start)
+        try:
+            pods = sorted(keep + started, key=lambda p: (p.namespace, p.name))
+            with _deferred_interrupts():
+                state.version += 1
+                resources = self._translate(state, merged, pods)
+                self._push(state, resources)
+                state.objects = [StoredObject(source=o.source, document=dict(o.raw)) for o in merged]
+                state.pods = pods
+                state.applied.extend(applied)
+                self.home.save(state)
+        except BaseException:
+            procs.stop((p.pid, p.marker) for p in started)
+            raise
+        procs.stop((p.pid, p.marker) for p in to_stop)
+        return ApplyResult(
+            version=state.version,
+            files=applied,
+            started=[p.name for p in started],
+            stopped=[p.name for p in to_stop],
+            unchanged=not started and not to_stop,
+        )
+
+    def _objects(self, state: MeshState) -> list[MeshObject]:
+        return parse_objects((o.source, o.document) for o in state.objects)
+
+    @staticmethod
+    def _ingress_ports(objects: Sequence[MeshObject], port: int) -> dict[int, int]:
+        gateway_ports = sorted({s.port for o in objects if isinstance(o, Gateway) for s in o.servers})
+        ports = {80: port}
+        for gw_port in gateway_ports:
+            if gw_port not in ports:
+                ports[gw_port] = procs.free_port()
+        return ports
+
+    def _translate(
+        self, state: MeshState, objects: Sequence[MeshObject], pods: Sequence[PodState] | None = None
+    ) -> EnvoyResources:
+        endpoints = [
+            PodEndpoint(
+                namespace=p.namespace,
+                name=p.name,
+                labels=p.labels,
+                address="127.0.0.1",
+                ports=p.ports,
+                port_names=p.port_names,
+                ready=True,
+            )
+            for p in (state.pods if pods is None else pods)
+        ]
+        ingress = IngressSettings(address=state.ingress_address, ports=state.ingress_ports)
+        return translate(objects, endpoints, ingress, self.xds)
+
+    # --- Envoy -------------------------------------------------------------------
+
+    def _start_envoy(self, state: MeshState) -> None:
+        self.home.xds_dir.mkdir(parents=True, exist_ok=True)
+        self.home.logs.mkdir(parents=True, exist_ok=True)
+        self.xds.write(self.xds.lds, "0", [])
+        self.xds.write(self.xds.cds, "0", [])
+        self.home.bootstrap.write_bytes(
+            orjson.dumps(bootstrap_config(state.admin_port, self.xds), option=orjson.OPT_INDENT_2)
+        )
+        log = self.home.logs / "envoy.log"
+        argv = [
+            str(envoy_binary()),
+            "-c",
+            str(self.home.bootstrap),
+            "--disable-hot-restart",
+            "--concurrency",
+            "2",
+            "--log-level",
+            "warn",
+        ]
+        self.progress("starting Envoy (ingress gateway)")
+        state.envoy_pid = procs.spawn(argv, {}, log)
+        state.envoy_marker = str(self.home.bootstrap)
+        admin = EnvoyAdmin(state.admin_port)
+        procs.wait_until(
+            admin.is_ready,
+            lambda: procs.is_running(state.envoy_pid, state.envoy_marker),
+            timeout=30,
+            what="Envoy",
+            log=log,
+        )
+
+    def _push(self, state: MeshState, res: EnvoyResources) -> None:
+        """Make-before-break: new endpoints and clusters first, then routes and listeners."""
+        admin = EnvoyAdmin(state.admin_port)
+        version = str(state.version)
+        log = self.home.logs / "envoy.log"
+        before = {p: s[1] for p, s in admin.subscription_states().items()}
+        old_clusters = orjson.loads(self.xds.cds.read_bytes())["resources"] if self.xds.cds.exists() else []
+        new_names = {c["name"] for c in res.clusters}
+        union = res.clusters + [c for c in old_clusters if c["name"] not in new_names]
+        cluster_stats = [f"cluster.{c.get('alt_stat_name', c['name'])}" for c in res.clusters]
+        files = [self.xds.lds, self.xds.cds]
+
+        for cla in res.cluster_load_assignments:
+            path = self.xds.eds(cla["cluster_name"])
+            self.xds.write(path, version, [cla])
+            files.append(path)
+        self.xds.write(self.xds.cds, version, union)
+        admin.wait_for_version(version, ["cluster_manager.cds", *cluster_stats], before, 30, log)
+        for rc in res.route_configurations:
+            path = self.xds.rds(rc["name"])
+            self.xds.write(path, version, [rc])
+            files.append(path)
+        self.xds.write(self.xds.lds, version, res.listeners)
+        rds = [f".rds.{rc['name']}" for rc in res.route_configurations]
+        admin.wait_for_version(version, ["listener_manager.lds", *rds], before, 30, log)
+        if len(union) != len(res.clusters):
+            self.xds.write(self.xds.cds, version + "-final", res.clusters)
+            admin.wait_for_version(version + "-final", ["cluster_manager.cds"], before, 30, log)
+        self.xds.remove_stale(files)
+
+    # --- pods --------------------------------------------------------------------
+
+    def _start_pods(self, state: MeshState, plans: Sequence[PodPlan]) -> list[PodState]:
+        started: list[PodState] = []
+        try:
+            for plan in plans:
+                self.progress(f"starting pod {plan.namespace}/{plan.name}")
+                started.append(self._spawn_pod(state, plan))
+            for pod, plan in zip(started, plans, strict=True):
+                self._wait_ready(pod, plan)
+                self.progress(f"pod {plan.namespace}/{plan.name} is ready")
+        except BaseException:
+            procs.stop((p.pid, p.marker) for p in started)
+            raise
+        return started
+
+    def _volume_map(self, state: MeshState, plan: PodPlan) -> dict[str, str]:
+        mapping: dict[str, str] = {}
+        for mount_path, volume in plan.mounts.items():
+            if volume.kind == "persistentVolumeClaim":
+                mapping[mount_path] = state.store
+            elif volume.kind == "hostPath":
+                mapping[mount_path] = volume.reference
+            elif volume.kind == "emptyDir":
+                local = self.home.pod_dir(plan.name) / volume.name
+                local.mkdir(parents=True, exist_ok=True)
+                mapping[mount_path] = str(local)
+            else:
+                raise MeshError(
+                    f"Deployment {plan.namespace}/{plan.deployment}: the local mesh cannot mount a "
+                    f"{volume.kind} volume ({volume.name}); use a persistentVolumeClaim for the model store"
+                )
+        return mapping
+
+    def _spawn_pod(self, state: MeshState, plan: PodPlan) -> PodState:
+        grpc_port, rest_port = listening_ports(plan.server_args)
+        host_ports = {p: procs.free_port() for p in (grpc_port, rest_port) if p}
+        port_flags = [f"--port={host_ports[grpc_port]}"]
+        port_flags.append(f"--rest_api_port={host_ports[rest_port]}" if rest_port else "--rest_api_port=0")
+        marker = f"{self.home.root}#{plan.namespace}/{plan.name}"
+        env = {
+            **os.environ,
+            **plan.env,
+            "CANARY_VOLUME_MAP": orjson.dumps(self._volume_map(state, plan)).decode(),
+            "CANARY_POD": marker,
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        log = self.home.logs / f"{plan.namespace}_{plan.name}.log"
+        argv = [sys.executable, "-m", "serving.server", *plan.server_args, *port_flags]
+        pid = procs.spawn(argv, env, log)
+        port_names = {name: port for name, port in plan.container_ports.items() if not name.isdigit()}
+        return PodState(
+            namespace=plan.namespace,
+            name=plan.name,
+            deployment=plan.deployment,
+            labels=plan.labels,
+            template_hash=plan.template_hash,
+            pid=pid,
+            marker=marker,
+            ports=host_ports,
+            port_names=port_names,
+            log=str(log),
+        )
+
+    def _wait_ready(self, pod: PodState, plan: PodPlan) -> None:
+        """The readiness probe as the kubelet runs it; without one, every declared port must accept."""
+        probe = plan.readiness_probe
+
+        def host_port(port: int | str) -> int:
+            container_port = plan.container_ports.get(str(port)) if isinstance(port, str) else port
+            if container_port is None or container_port not in pod.ports:
+                raise MeshError(
+                    f"{plan.namespace}/{plan.deployment}: the readiness probe's port {port} is not a "
+                    "port the model server listens on (--port / --rest_api_port)"
+                )
+            return pod.ports[container_port]
+
+        if probe is None:
+            ports = list(pod.ports.values())
+
+            def ready() -> bool:
+                return all(procs.probe_tcp(p) for p in ports)
+
+            timeout = 300.0
+        else:
+            target = host_port(probe.port)
+            if probe.kind == "httpGet":
+                path = probe.path
+
+                def ready() -> bool:
+                    return procs.probe_http(target, path)
+            else:  # tcpSocket, and grpc probes checked as a connection like tcpSocket
+
+                def ready() -> bool:
+                    return procs.probe_tcp(target)
+
+            timeout = probe.initial_delay_seconds + probe.period_seconds * probe.failure_threshold
+        procs.wait_until(
+            ready,
+            lambda: procs.is_running(pod.pid, pod.marker),
+            timeout=max(timeout, 5.0),
+            what=f"model server pod {plan.namespace}/{plan.name}",
+            log=Path(pod.log),
+        )
+
+    def _stop_all(self, state: MeshState) -> list[str]:
+        running = [p for p in state.pods if procs.is_running(p.pid, p.marker)]
+        targets = [(p.pid, p.marker) for p in running]
+        names = [f"pod {p.namespace}/{p.name} (pid {p.pid})" for p in running]
+        if state.envoy_pid and procs.is_running(state.envoy_pid, state.envoy_marker):
+            targets.append((state.envoy_pid, state.envoy_marker))
+            names.append(f"envoy (pid {state.envoy_pid})")
+        procs.stop(targets)
+        return names

@@ -1,0 +1,164 @@
+"""What the local mesh remembers between commands, in ``<home>/mesh/state.json``.
+
+The state is written atomically after each change, under an exclusive lock,
+so a command killed half-way leaves the previous state whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from canary.errors import MeshError, MeshNotRunningError
+
+__all__ = [
+    "AppliedFile",
+    "MeshHome",
+    "MeshState",
+    "PodState",
+    "StoredObject",
+    "canary_home",
+    "sha256_file",
+]
+
+STATE_FORMAT = 1
+
+
+def canary_home() -> Path:
+    """Where canary keeps its mesh state and model store: ``$CANARY_HOME`` or ``./.canary``."""
+    return Path(os.environ.get("CANARY_HOME", ".canary")).resolve()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class PodState:
+    namespace: str
+    name: str
+    deployment: str
+    labels: dict[str, str]
+    template_hash: str
+    pid: int
+    marker: str
+    ports: dict[int, int]  # container port → host port
+    port_names: dict[str, int]  # container port name → container port
+    log: str
+
+
+@dataclass
+class StoredObject:
+    """An applied object, kept as its manifest so it can be re-validated and re-translated."""
+
+    source: str
+    document: dict[str, Any]
+
+
+@dataclass
+class AppliedFile:
+    path: str
+    sha256: str
+    objects: list[str]
+
+
+@dataclass
+class MeshState:
+    ingress_address: str
+    ingress_ports: dict[int, int]  # Gateway port → local listener port
+    admin_port: int
+    store: str
+    tiny: bool
+    envoy_pid: int = 0
+    envoy_marker: str = ""
+    version: int = 0
+    objects: list[StoredObject] = field(default_factory=list)
+    pods: list[PodState] = field(default_factory=list)
+    applied: list[AppliedFile] = field(default_factory=list)
+    format: int = STATE_FORMAT
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> MeshState:
+        data = orjson.loads(raw)
+        if data.get("format") != STATE_FORMAT:
+            raise MeshError("the mesh state was written by another canary version; run `canary mesh down`")
+        data["ingress_ports"] = {int(k): int(v) for k, v in data["ingress_ports"].items()}
+        data["objects"] = [StoredObject(**o) for o in data["objects"]]
+        data["applied"] = [AppliedFile(**a) for a in data["applied"]]
+        pods = []
+        for p in data["pods"]:
+            p["ports"] = {int(k): int(v) for k, v in p["ports"].items()}
+            pods.append(PodState(**p))
+        data["pods"] = pods
+        return cls(**data)
+
+    @property
+    def ingress_url(self) -> str:
+        port = self.ingress_ports.get(80) or next(iter(self.ingress_ports.values()), 0)
+        return f"http://{self.ingress_address}:{port}"
+
+
+class MeshHome:
+    """The mesh's directory: state, lock, xDS files, bootstrap and logs."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.root = (home or canary_home()) / "mesh"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def xds_dir(self) -> Path:
+        return self.root / "xds"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def bootstrap(self) -> Path:
+        return self.root / "envoy-bootstrap.json"
+
+    def pod_dir(self, pod: str) -> Path:
+        return self.root / "pods" / pod
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One mesh command at a time."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise MeshError(
+                    f"another canary mesh command is running on {self.root}; wait for it to finish"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    def load(self) -> MeshState:
+        if not self.state_file.exists():
+            raise MeshNotRunningError(str(self.root))
+        return MeshState.from_json(self.state_file.read_bytes())
+
+    def save(self, state: MeshState) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_bytes(state.to_json())
+        os.replace(tmp, self.state_file)

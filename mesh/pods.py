@@ -1,0 +1,220 @@
+"""Deployments → the processes a kubelet would start, as pure data.
+
+``plan_pods`` turns each Deployment replica into a :class:`PodPlan`: the model
+server's argv (the image's entrypoint followed by the container's own
+``args``), its environment (``envFrom`` then ``env``, with ``$(VAR)``
+expanded as the kubelet does), the volume mounts and the container ports. It
+performs no I/O: the local backend decides host ports, starts and watches the
+processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from canary.errors import ManifestError, MeshError
+from mesh.model import ConfigMap, Container, Deployment, MeshObject, Probe, Volume
+
+__all__ = [
+    "SUPPORTED_IMAGES",
+    "PodPlan",
+    "expand_vars",
+    "listening_ports",
+    "plan_pods",
+]
+
+# The one image the local mesh can run, and what its entrypoint does
+# (tensorflow/serving's tf_serving_entrypoint.sh):
+#   tensorflow_model_server --port=8500 --rest_api_port=8501 \
+#     --model_name=${MODEL_NAME} --model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME} "$@"
+SUPPORTED_IMAGES = ("tensorflow/serving", "docker.io/tensorflow/serving")
+_IMAGE_ENV = {"MODEL_NAME": "model", "MODEL_BASE_PATH": "/models"}
+_SERVER_BINARIES = ("tensorflow_model_server", "/usr/bin/tensorflow_model_server")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    """One pod of a Deployment, ready to be started by a backend."""
+
+    namespace: str
+    name: str  # <deployment>-<template hash>-<replica index>
+    deployment: str
+    labels: dict[str, str]
+    container: str
+    server_args: tuple[str, ...]  # TF Serving flags, entrypoint first then the container's args
+    env: dict[str, str]
+    mounts: dict[str, Volume]  # container mount path → the volume mounted there
+    container_ports: dict[str, int]  # port name (or str(port)) → container port
+    readiness_probe: Probe | None
+    template_hash: str
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    """Expand ``$(VAR)`` references as the kubelet does.
+
+    ``$$`` becomes ``$`` (so ``$$(VAR)`` stays literal) and references to
+    undefined variables are left untouched.
+    """
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env[name] if name in env else match.group(0)
+
+    return _VAR_REF.sub(sub, text)
+
+
+def _container_env(
+    deployment: Deployment, container: Container, config_maps: Mapping[tuple[str, str], ConfigMap]
+) -> dict[str, str]:
+    """envFrom first, then env in order (later entries see earlier ones)."""
+    ns = deployment.ref.namespace
+    env: dict[str, str] = {}
+    for source in container.env_from:
+        cm = config_maps.get((ns, source.config_map))
+        if cm is None:
+            if source.optional:
+                continue
+            raise MeshError(
+                f"{deployment.ref}: container {container.name!r} needs ConfigMap "
+                f"{ns}/{source.config_map} (envFrom), which does not exist; apply it first "
+                "(the kubelet would report CreateContainerConfigError)"
+            )
+        for key, value in cm.data.items():
+            name = source.prefix + key
+            if _ENV_NAME.match(name):  # the kubelet skips invalid names
+                env[name] = value
+    for var in container.env:
+        if var.value is not None:
+            env[var.name] = expand_vars(var.value, env)
+        elif var.config_map is not None:
+            cm = config_maps.get((ns, var.config_map))
+            if cm is None or var.config_map_key not in cm.data:
+                if var.optional:
+                    continue
+                raise MeshError(
+                    f"{deployment.ref}: env {var.name} refers to ConfigMap key "
+                    f"{ns}/{var.config_map}[{var.config_map_key}], which does not exist; apply it first"
+                )
+            env[var.name] = cm.data[str(var.config_map_key)]
+        else:
+            env[var.name] = ""
+    return env
+
+
+def _image_name(image: str) -> str:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: name.rfind(":")]
+    return name
+
+
+def _server_args(deployment: Deployment, container: Container, env: Mapping[str, str]) -> tuple[str, ...]:
+    if _image_name(container.image) not in SUPPORTED_IMAGES:
+        raise ManifestError(
+            deployment.source,
+            str(deployment.ref),
+            f"spec.template.spec.containers[{container.name}].image",
+            f"the local mesh runs only the tensorflow/serving image, not {container.image!r}; "
+            "use --backend kube for other images",
+        )
+    image_env = {**_IMAGE_ENV, **env}
+    if container.command:
+        if container.command[0] not in _SERVER_BINARIES:
+            raise ManifestError(
+                deployment.source,
+                str(deployment.ref),
+                f"spec.template.spec.containers[{container.name}].command",
+                f"the local mesh can run tensorflow_model_server only, not {container.command[0]!r}",
+            )
+        argv = [expand_vars(a, env) for a in container.command[1:]]
+    else:
+        argv = [
+            "--port=8500",
+            "--rest_api_port=8501",
+            f"--model_name={image_env['MODEL_NAME']}",
+            f"--model_base_path={image_env['MODEL_BASE_PATH']}/{image_env['MODEL_NAME']}",
+        ]
+    argv += [expand_vars(a, env) for a in container.args]
+    return tuple(argv)
+
+
+def listening_ports(server_args: Sequence[str]) -> tuple[int, int]:
+    """The (gRPC, REST) ports the server will listen on: the last flag of each wins."""
+    grpc, rest = 8500, 0
+    for arg in server_args:
+        key, _, value = arg.partition("=")
+        if key in ("--port", "-port") and value.isdigit():
+            grpc = int(value)
+        elif key in ("--rest_api_port", "-rest_api_port") and value.isdigit():
+            rest = int(value)
+    return grpc, rest
+
+
+def _template_hash(deployment: Deployment, config_maps: Mapping[tuple[str, str], ConfigMap]) -> str:
+    """Changes whenever the pods would be replaced: the template or the ConfigMaps it reads."""
+    digest = hashlib.sha256(repr((deployment.pod_labels, deployment.containers, deployment.volumes)).encode())
+    for container in deployment.containers:
+        for source in container.env_from:
+            cm = config_maps.get((deployment.ref.namespace, source.config_map))
+            digest.update(repr(sorted(cm.data.items()) if cm else None).encode())
+        for var in container.env:
+            if var.config_map:
+                cm = config_maps.get((deployment.ref.namespace, var.config_map))
+                digest.update(repr(sorted(cm.data.items()) if cm else None).encode())
+    return digest.hexdigest()[:10]
+
+
+def plan_pods(objects: Sequence[MeshObject]) -> list[PodPlan]:
+    """Every pod the Deployments in ``objects`` ask for, sorted by namespace and name."""
+    config_maps = {(o.ref.namespace, o.ref.name): o for o in objects if isinstance(o, ConfigMap)}
+    pods: list[PodPlan] = []
+    for deployment in (o for o in objects if isinstance(o, Deployment)):
+        if len(deployment.containers) != 1:
+            raise ManifestError(
+                deployment.source,
+                str(deployment.ref),
+                "spec.template.spec.containers",
+                "the local mesh runs pods with exactly one container (the model server); "
+                "Istio's sidecar is the mesh itself",
+            )
+        container = deployment.containers[0]
+        env = _container_env(deployment, container, config_maps)
+        args = _server_args(deployment, container, env)
+        template_hash = _template_hash(deployment, config_maps)
+        ports = {(p.name or str(p.container_port)): p.container_port for p in container.ports}
+        volumes = {v.name: v for v in deployment.volumes}
+        mounts: dict[str, Volume] = {}
+        for mount in container.volume_mounts:
+            if mount.name not in volumes:
+                raise ManifestError(
+                    deployment.source,
+                    str(deployment.ref),
+                    f"spec.template.spec.containers[{container.name}].volumeMounts",
+                    f"volume {mount.name!r} is mounted but not declared in spec.template.spec.volumes",
+                )
+            mounts[mount.mount_path] = volumes[mount.name]
+        for index in range(deployment.replicas):
+            pods.append(
+                PodPlan(
+                    namespace=deployment.ref.namespace,
+                    name=f"{deployment.ref.name}-{template_hash}-{index}",
+                    deployment=deployment.ref.name,
+                    labels=dict(deployment.pod_labels),
+                    container=container.name,
+                    server_args=args,
+                    env=env,
+                    mounts=mounts,
+                    container_ports=ports,
+                    readiness_probe=container.readiness_probe,
+                    template_hash=template_hash,
+                )
+            )
+    return sorted(pods, key=lambda p: (p.namespace, p.name))

@@ -1,0 +1,183 @@
+"""The walkthrough on the local mesh with tiny models: routing as Envoy counts it."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from PIL import Image
+from scipy.stats import binomtest
+
+from canary.cli import main
+from canary.errors import ManifestError
+from canary.traffic import grpc_predict_request, rest_body_b64, send_grpc, send_rest
+from mesh.api import default_manifests, mesh_apply, mesh_status
+from mesh.local import procs
+from tests.integration.meshkit import PHOTO, SEED, RunningMesh
+
+pytestmark = pytest.mark.integration
+
+CANARY = {"user-group": "canary"}
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))}
+
+
+def _rest(mesh: RunningMesh, n: int, headers: dict[str, str] | None = None) -> dict[str, int]:
+    before = mesh.counts()
+    result = send_rest(mesh.url, n, rest_body_b64(PHOTO), headers=headers, concurrency=4, deadline_s=120)
+    assert result.sent == n and result.failures == 0, result.statuses
+    return _delta(before, mesh.counts())
+
+
+def _grpc(mesh: RunningMesh, n: int, metadata: dict[str, str] | None = None) -> dict[str, int]:
+    before = mesh.counts()
+    result = send_grpc(mesh.url, n, grpc_predict_request(PHOTO), metadata=metadata, concurrency=2, deadline_s=120)
+    assert result.sent == n and result.failures == 0, result.statuses
+    return _delta(before, mesh.counts())
+
+
+@pytest.fixture(scope="module")
+def minikube_body(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The minikube walkthrough's body: the photo, unresized, as a nested list of uint8."""
+    pixels = np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("body") / "request-body.json"
+    path.write_bytes(orjson.dumps({"instances": [pixels.tolist()]}))
+    return path
+
+
+@pytest.mark.parametrize("path", ["/v1/models/image_classifier:predict", "/v1/models/image_classifier/versions/1:predict"])
+def test_walkthrough_curl_steps_work_unchanged(mesh: RunningMesh, minikube_body: Path, path: str) -> None:
+    out = subprocess.run(
+        ["curl", "-s", "-w", "\n%{http_code}", "-d", f"@{minikube_body}", "-X", "POST", mesh.url + path],
+        capture_output=True, check=True, timeout=60, cwd=minikube_body.parent,
+    ).stdout
+    body, _, code = out.rpartition(b"\n")
+    assert code == b"200", body[:300]
+    [probs] = orjson.loads(body)["predictions"]
+    assert len(probs) == 1000
+    assert sum(probs) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_gke_request_body_answers_1000_probabilities(mesh: RunningMesh) -> None:
+    body = (SEED / "gcp-request-body.json").read_bytes()
+    out = subprocess.run(
+        ["curl", "-s", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@-",
+         mesh.url + "/v1/models/image_classifier:predict"],
+        input=body, capture_output=True, check=True, timeout=60,
+    ).stdout
+    payload, _, code = out.rpartition(b"\n")
+    assert code == b"200", payload[:300]
+    [probs] = orjson.loads(payload)["predictions"]
+    assert len(probs) == 1000 and all(p >= 0 for p in probs)
+
+
+def test_weight_100_sends_nothing_to_the_canary(mesh: RunningMesh) -> None:
+    mesh.apply("routing", "virtualservice-weight-100.yaml")
+    delta = _rest(mesh, 200)
+    assert delta.get("resnet101", 0) == 0
+    assert delta["resnet50"] == 200
+    delta = _grpc(mesh, 50)
+    assert delta.get("resnet101", 0) == 0
+    assert delta["resnet50"] == 50
+
+
+def test_weight_70_splits_70_30_over_1000_requests(mesh: RunningMesh) -> None:
+    mesh.apply("routing", "virtualservice-weight-70.yaml")
+    delta = _rest(mesh, 1000)
+    assert delta["resnet50"] + delta["resnet101"] == 1000
+    # Envoy draws each request independently: the canary's count is Binomial(1000, 0.3).
+    assert binomtest(delta["resnet101"], 1000, 0.3).pvalue > 1e-4, delta
+    delta = _grpc(mesh, 200)
+    assert delta["resnet50"] + delta["resnet101"] == 200
+    assert binomtest(delta["resnet101"], 200, 0.3).pvalue > 1e-4, delta
+
+
+def test_focused_routing_sends_every_canary_request_to_resnet101(mesh: RunningMesh) -> None:
+    mesh.apply("routing", "virtualservice-focused-routing.yaml")
+    assert _rest(mesh, 150, CANARY) == {"": 0, "resnet101": 150, "resnet50": 0}
+    assert _rest(mesh, 150) == {"": 0, "resnet101": 0, "resnet50": 150}
+    assert _grpc(mesh, 60, CANARY) == {"": 0, "resnet101": 60, "resnet50": 0}
+    assert _grpc(mesh, 60) == {"": 0, "resnet101": 0, "resnet50": 60}
+
+
+def test_grpc_model_service_is_routed_like_predict(mesh: RunningMesh) -> None:
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    mesh.apply("routing", "virtualservice-focused-routing.yaml")
+    before = mesh.counts()
+    with grpc.insecure_channel(mesh.url.removeprefix("http://")) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "image_classifier"
+        reply = stub.GetModelStatus(request, timeout=10, metadata=(("user-group", "canary"),))
+    assert reply.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert _delta(before, mesh.counts())["resnet101"] == 1
+
+
+def test_apply_under_load_drops_no_request(mesh: RunningMesh) -> None:
+    """Routes are reloaded by Envoy with no restart: traffic flows through every switch."""
+    envoy_pid = mesh.state.envoy_pid
+    results = []
+    done = threading.Event()
+
+    def traffic() -> None:
+        body = rest_body_b64(PHOTO)
+        for _ in range(60):  # bounded: at most 60 rounds of 20 requests
+            results.append(send_rest(mesh.url, 20, body, concurrency=2, deadline_s=30))
+            if done.is_set():
+                return
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        for name in ["weight-70", "weight-100", "focused-routing", "weight-70", "weight-100", "weight-70"]:
+            mesh.apply("routing", f"virtualservice-{name}.yaml")
+    finally:
+        done.set()
+        thread.join(timeout=120)
+    sent = sum(r.sent for r in results)
+    failures = sum(r.failures for r in results)
+    assert sent >= 20 and failures == 0, [r.statuses for r in results if r.failures]
+    assert mesh_status(home=mesh.home).state.envoy_pid == envoy_pid  # no restart
+
+
+def test_invalid_manifest_changes_nothing(mesh: RunningMesh, tmp_path: Path) -> None:
+    before = mesh_status(home=mesh.home).state
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        default_manifests("routing", "virtualservice-weight-70.yaml").read_text()
+        .replace("weight: 30", "weight: 40")
+    )
+    with pytest.raises(ManifestError) as info:
+        mesh_apply([bad], home=mesh.home)
+    assert info.value.file == str(bad)
+    assert "weight" in info.value.field or "weight" in info.value.message
+    after = mesh_status(home=mesh.home).state
+    assert after.version == before.version
+    assert after.objects == before.objects
+
+
+def test_status_json_through_the_cli(mesh: RunningMesh, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANARY_HOME", str(mesh.home))
+    assert main(["mesh", "status", "--json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["ingress_url"] == mesh.url
+    assert {p["labels"]["version"] for p in doc["pods"]} == {"resnet50", "resnet101"}
+    assert all(p["running"] for p in doc["pods"])
+    assert "resnet50" in doc["counters"]
+
+
+def test_mesh_down_leaves_no_process_behind(mesh: RunningMesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    pids = mesh.pids()
+    assert all(procs.is_running(pid, marker) for pid, marker in pids)
+    monkeypatch.setenv("CANARY_HOME", str(mesh.home))
+    assert main(["mesh", "down"]) == 0
+    assert not any(procs.is_running(pid, marker) for pid, marker in pids)
+    assert main(["mesh", "status"]) == 3  # no mesh: a clear error, not a traceback

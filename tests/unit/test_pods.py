@@ -1,0 +1,142 @@
+"""Deployments → pod plans: env resolution, $(VAR) expansion and the image's entrypoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from canary.errors import ManifestError, MeshError
+from mesh.model import (
+    ConfigMap,
+    Container,
+    ContainerPort,
+    Deployment,
+    EnvFromSource,
+    EnvVar,
+    ObjectRef,
+    Volume,
+    VolumeMount,
+)
+from mesh.pods import expand_vars, listening_ports, plan_pods
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("--model_name=$(MODEL_NAME)", {"MODEL_NAME": "m"}, "--model_name=m"),
+        ("$(A)/$(B)", {"A": "x", "B": "y"}, "x/y"),
+        ("$(UNDEFINED)", {}, "$(UNDEFINED)"),  # left as is, like the kubelet
+        ("$$(A)", {"A": "x"}, "$(A)"),  # escaped
+        ("$$$(A)", {"A": "x"}, "$x"),
+        ("cost $5", {}, "cost $5"),
+        ("$(A", {"A": "x"}, "$(A"),
+    ],
+)
+def test_expand_vars_like_the_kubelet(text: str, env: dict[str, str], expected: str) -> None:
+    assert expand_vars(text, env) == expected
+
+
+def _cm(name: str, data: dict[str, str]) -> ConfigMap:
+    return ConfigMap(ref=ObjectRef("ConfigMap", "ns", name), source="cm.yaml", raw={}, data=data)
+
+
+def _deployment(container: Container, replicas: int = 1, volumes: tuple[Volume, ...] = ()) -> Deployment:
+    return Deployment(
+        ref=ObjectRef("Deployment", "ns", "web"),
+        source="d.yaml",
+        raw={},
+        labels={},
+        replicas=replicas,
+        selector={"app": "a"},
+        pod_labels={"app": "a", "version": "v1"},
+        containers=(container,),
+        volumes=volumes,
+    )
+
+
+def _container(**kw: object) -> Container:
+    base: dict[str, object] = {
+        "name": "tf",
+        "image": "tensorflow/serving:2.21.0",
+        "args": ("--model_name=$(MODEL_NAME)", "--model_base_path=$(MODEL_PATH)"),
+        "env_from": (EnvFromSource("cfg"),),
+        "ports": (ContainerPort(8501, "http"), ContainerPort(8500, "grpc")),
+    }
+    base.update(kw)
+    return Container(**base)  # type: ignore[arg-type]
+
+
+def test_entrypoint_then_args_with_configmap_env() -> None:
+    cm = _cm("cfg", {"MODEL_NAME": "image_classifier", "MODEL_PATH": "/models/resnet50", "bad key": "x"})
+    [pod] = plan_pods([cm, _deployment(_container())])
+    assert pod.server_args == (
+        "--port=8500",
+        "--rest_api_port=8501",
+        "--model_name=image_classifier",
+        "--model_base_path=/models/image_classifier",
+        "--model_name=image_classifier",
+        "--model_base_path=/models/resnet50",
+    )
+    assert "bad key" not in pod.env
+    assert pod.container_ports == {"http": 8501, "grpc": 8500}
+    assert listening_ports(pod.server_args) == (8500, 8501)
+
+
+def test_env_overrides_env_from_and_sees_earlier_values() -> None:
+    cm = _cm("cfg", {"MODEL_NAME": "from-cm", "MODEL_PATH": "/p"})
+    container = _container(env=(EnvVar("MODEL_NAME", value="x-$(MODEL_PATH)"),))
+    [pod] = plan_pods([cm, _deployment(container)])
+    assert pod.env["MODEL_NAME"] == "x-/p"
+    assert pod.server_args[-2] == "--model_name=x-/p"
+
+
+def test_replicas_and_template_hash_follow_the_configmap() -> None:
+    d = _deployment(_container(), replicas=2)
+    pods_a = plan_pods([_cm("cfg", {"MODEL_NAME": "a", "MODEL_PATH": "/a"}), d])
+    pods_b = plan_pods([_cm("cfg", {"MODEL_NAME": "b", "MODEL_PATH": "/a"}), d])
+    assert [p.name.rsplit("-", 1)[1] for p in pods_a] == ["0", "1"]
+    assert pods_a[0].template_hash != pods_b[0].template_hash  # a ConfigMap change rolls the pods
+
+
+def test_missing_configmap_is_a_clear_error() -> None:
+    with pytest.raises(MeshError, match="ConfigMap ns/cfg"):
+        plan_pods([_deployment(_container())])
+
+
+def test_optional_missing_configmap_is_fine() -> None:
+    [pod] = plan_pods([_deployment(_container(env_from=(EnvFromSource("cfg", optional=True),)))])
+    assert pod.server_args[-2] == "--model_name=$(MODEL_NAME)"
+
+
+@pytest.mark.parametrize(
+    ("container", "field"),
+    [
+        (_container(image="nginx:1.27"), "image"),
+        (_container(command=("/bin/sh", "-c")), "command"),
+        (_container(volume_mounts=(VolumeMount("missing", "/models"),)), "volumeMounts"),
+    ],
+)
+def test_what_the_local_mesh_cannot_run_names_the_field(container: Container, field: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        plan_pods([_cm("cfg", {}), _deployment(container)])
+    assert info.value.file == "d.yaml"
+    assert info.value.obj == "Deployment/ns/web"
+    assert field in info.value.field
+
+
+def test_mounts_resolve_to_volumes() -> None:
+    volume = Volume("models", "persistentVolumeClaim", "model-store")
+    container = _container(volume_mounts=(VolumeMount("models", "/models"),))
+    [pod] = plan_pods([_cm("cfg", {}), _deployment(container, volumes=(volume,))])
+    assert pod.mounts == {"/models": volume}
+
+
+@pytest.mark.parametrize(
+    ("args", "ports"),
+    [
+        (["--port=9000"], (9000, 0)),
+        (["--port=8500", "--rest_api_port=8501", "--rest_api_port=9001"], (8500, 9001)),
+        ([], (8500, 0)),
+    ],
+)
+def test_listening_ports_last_flag_wins(args: list[str], ports: tuple[int, int]) -> None:
+    assert listening_ports(args) == ports
