@@ -57,7 +57,7 @@ class Node:
         part = f".{key}" if _IDENTIFIER.match(key) else f"[{key!r}]"
         return f"{self.path}{part}" if self.path else part.lstrip(".")
 
-    def mapping(self) -> dict[str, object]:
+    def as_map(self) -> dict[str, object]:
         if not isinstance(self.value, dict):
             self.fail(f"must be a mapping, not {_kind_of(self.value)}")
         for key in self.value:
@@ -67,7 +67,7 @@ class Node:
 
     def get(self, key: str) -> Node | None:
         """The child at ``key``; None when absent or null (as Kubernetes reads YAML)."""
-        value = self.mapping().get(key)
+        value = self.as_map().get(key)
         return None if value is None else Node(self.where, self.key_path(key), value)
 
     def req(self, key: str) -> Node:
@@ -77,10 +77,10 @@ class Node:
         return child
 
     def items(self) -> Iterator[tuple[str, Node]]:
-        for key, value in self.mapping().items():
+        for key, value in self.as_map().items():
             yield key, Node(self.where, self.key_path(key), value)
 
-    def list(self) -> list[Node]:
+    def as_list(self) -> list[Node]:
         if not isinstance(self.value, list):
             self.fail(f"must be a list, not {_kind_of(self.value)}")
         return [Node(self.where, f"{self.path}[{i}]", v) for i, v in enumerate(self.value)]
@@ -97,8 +97,8 @@ class Node:
         reason, so the message can say more than "unknown field".
         """
         reasons = unsupported or {}
-        for key, value in self.mapping().items():
-            if key in supported or key in ignored or value is None and key not in reasons:
+        for key, value in self.as_map().items():
+            if key in supported or key in ignored:
                 continue
             child = Node(self.where, self.key_path(key), value)
             if key in reasons:
@@ -108,7 +108,7 @@ class Node:
 
     # --- scalars --------------------------------------------------------------------
 
-    def str(self, *, empty: bool = False) -> str:
+    def as_str(self, *, empty: bool = False) -> str:
         if not isinstance(self.value, str):
             hint = " (quote it in YAML)" if isinstance(self.value, int | float | bool) else ""
             self.fail(f"must be a string, not {_kind_of(self.value)}{hint}")
@@ -116,28 +116,28 @@ class Node:
             self.fail("must not be empty")
         return self.value
 
-    def int(self, low: int | None = None, high: int | None = None) -> int:
+    def as_int(self, low: int | None = None, high: int | None = None) -> int:
         if isinstance(self.value, bool) or not isinstance(self.value, int):
             self.fail(f"must be an integer, not {_kind_of(self.value)}")
         self._check_range(self.value, low, high)
         return self.value
 
-    def number(self, low: float, high: float) -> float:
+    def as_number(self, low: float, high: float) -> float:
         if isinstance(self.value, bool) or not isinstance(self.value, int | float):
             self.fail(f"must be a number, not {_kind_of(self.value)}")
         self._check_range(self.value, low, high)
         return float(self.value)
 
-    def bool(self) -> bool:
+    def as_bool(self) -> bool:
         if not isinstance(self.value, bool):
             self.fail(f"must be true or false, not {_kind_of(self.value)}")
         return self.value
 
     def str_list(self) -> tuple[str, ...]:
-        return tuple(item.str(empty=True) for item in self.list())
+        return tuple(item.as_str(empty=True) for item in self.as_list())
 
     def str_map(self) -> dict[str, str]:
-        return {key: child.str(empty=True) for key, child in self.items()}
+        return {key: child.as_str(empty=True) for key, child in self.items()}
 
     def labels(self) -> dict[str, str]:
         """A Kubernetes label map: valid keys, valid string values."""
@@ -146,7 +146,7 @@ class Node:
             problem = check_label_key(key)
             if problem:
                 child.fail(f"invalid label key: {problem}")
-            value = child.str(empty=True)
+            value = child.as_str(empty=True)
             problem = check_label_value(value)
             if problem:
                 child.fail(f"invalid label value {value!r}: {problem}")
@@ -154,7 +154,7 @@ class Node:
         return out
 
     def duration_ms(self, *, minimum_ms: int = 0) -> int:
-        text = self.str()
+        text = self.as_str()
         ms = parse_duration_ms(text)
         if ms is None:
             self.fail(
@@ -171,10 +171,10 @@ class Node:
         """Istio's ``Percent`` message: ``{value: 0..100}``."""
         self.only({"value"})
         value = self.get("value")
-        return 0.0 if value is None else value.number(0.0, 100.0)
+        return 0.0 if value is None else value.as_number(0.0, 100.0)
 
     def _check_range(self, value: float, low: float | None, high: float | None) -> None:
-        if low is not None and value < low or high is not None and value > high:
+        if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"{low}..{high}" if high is not None else f">= {low}"
             self.fail(f"{value} is out of range ({bounds})")
 
@@ -278,6 +278,7 @@ def re2_problem(pattern: str) -> str:
         return problem
     translated = re.sub(r"\\[pP](\{[^}]*\}|[A-Za-z])", ".", pattern)
     translated = re.sub(r"\[:\^?[a-z]+:\]", "a", translated.replace("\\z", "$"))
+    translated = re.sub(r"\(\?<([A-Za-z_]\w*)>", r"(?P<\1>", translated)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -304,12 +305,13 @@ def _re2_only_syntax(pattern: str) -> str:
             in_class = char != "]"
         elif char == "[":
             in_class = True
-            i += 2 if pattern[i + 1 : i + 2] == "]" else 1  # "[]...]" holds a literal "]"
+            start = i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1
+            i = start + 1 if pattern[start : start + 1] == "]" else start  # "[]..]": literal ]
             continue
         elif char == "(" and pattern[i + 1 : i + 2] == "?":
             rest = pattern[i + 2 :]
             for prefix, name in _PYTHON_ONLY_GROUPS.items():
-                if rest.startswith(prefix) and not rest.startswith("<="[:0] + "<" + "P"):
+                if rest.startswith(prefix):
                     return f"{name} (?{prefix}...) is not supported by RE2"
         elif char in "*+?}" and pattern[i + 1 : i + 2] == "+":
             return "possessive quantifiers (*+, ++, ?+) are not supported by RE2"

@@ -64,7 +64,11 @@ class ObjectRef:
     name: str
 
     def __str__(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+        return (
+            f"{self.kind}/{self.namespace}/{self.name}"
+            if self.namespace
+            else f"{self.kind}/{self.name}"
+        )
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,21 @@ class ServicePort:
     @property
     def is_grpc(self) -> bool:
         """Istio's protocol selection: appProtocol first, then the port name's prefix."""
-        proto = self.app_protocol or self.name.split("-", 1)[0]
-        return proto.lower() in ("grpc", "grpc-web", "http2", "h2c")
+        return self._protocol in ("grpc", "grpc-web", "http2", "h2c", "kubernetes.io/h2c")
+
+    @property
+    def upstream_protocol(self) -> Literal["http2", "http1", "downstream"]:
+        """How Istio's proxies speak to this port: HTTP/2 for declared gRPC/HTTP2, HTTP/1.1
+        for other declared protocols, and the client's own protocol when undeclared
+        (Istio's protocol sniffing)."""
+        if self.is_grpc:
+            return "http2"
+        declared = ("http", "https", "tcp", "tls", "mongo", "mysql", "redis")
+        return "http1" if self._protocol in declared else "downstream"
+
+    @property
+    def _protocol(self) -> str:
+        return (self.app_protocol or self.name.split("-", 1)[0]).lower()
 
 
 @dataclass(frozen=True)
