@@ -1,0 +1,148 @@
+"""The result objects of split verification: frozen, JSON-ready with ``to_dict()``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._jsonable import jsonable
+from .policy import SplitPolicy
+
+__all__ = [
+    "STATUS_CODES",
+    "Deviation",
+    "GroupVerdict",
+    "RefuteRule",
+    "SequentialDecision",
+    "SequentialShare",
+    "SequentialStatus",
+    "ShareEstimate",
+    "Status",
+    "WrongSubset",
+]
+
+Status = Literal["verified", "refuted", "inconclusive"]
+STATUS_CODES: dict[str, int] = {"verified": 0, "refuted": 1, "inconclusive": 2}
+"""Status → exit code of ``verify-split``."""
+SequentialStatus = Literal["verified", "refuted", "continue", "inconclusive"]
+RefuteRule = Literal["confidence", "estimate"]
+
+
+@dataclass(frozen=True)
+class ShareEstimate:
+    """One subset's observed share of attributed responses, with its interval."""
+
+    subset: str
+    count: int
+    observed: float
+    ci_low: float
+    ci_high: float
+    expected: float
+    band_low: float
+    band_high: float
+    inside_band: bool
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """The largest |observed − expected| share, where it is, and its interval."""
+
+    subset: str
+    signed: float  # observed − expected at ``subset``
+    size: float  # |signed|, the largest over subsets
+    ci_low: float
+    ci_high: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class WrongSubset:
+    """Responses from subsets that should get none, and a one-sided bound on their share."""
+
+    count: int
+    subsets: tuple[str, ...]  # the wrong subsets actually seen
+    upper_bound: float  # exact one-sided bound at ``confidence`` on their share
+    confidence: float
+
+
+@dataclass(frozen=True)
+class GroupVerdict:
+    """The verdict on one header group, with every number it rests on."""
+
+    group: str
+    status: Status
+    reason: str
+    failures: tuple[str, ...]  # any of "wrong_subset", "split", "unknown_rate", "error_rate"
+    kind: Literal["weighted", "deterministic"]
+    test: str  # "pearson-chi2", "exact-binomial" or "exact-zero-count"
+    n: int  # attributed responses (including wrong-subset ones)
+    n_total: int  # all requests: attributed + unknown + error
+    counts: Mapping[str, int]
+    expected: Mapping[str, float]
+    shares: tuple[ShareEstimate, ...]
+    chi2: float | None
+    p_value: float | None
+    dof: int | None
+    test_reliable: bool
+    deviation: Deviation | None
+    wrong: WrongSubset
+    unknown: int
+    unknown_rate: float
+    error: int
+    error_rate: float
+    policy: SplitPolicy
+
+    @property
+    def exit_code(self) -> int:
+        return STATUS_CODES[self.status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(jsonable(self))
+
+
+@dataclass(frozen=True)
+class SequentialShare:
+    """One subset's share with its two time-uniform confidence sequences."""
+
+    subset: str
+    count: int
+    observed: float
+    expected: float
+    band_low: float
+    band_high: float
+    cs_low: float  # verification sequence (prior tight around the expectation)
+    cs_high: float
+    inside_band: bool
+    wide_low: float  # refutation sequence (broad prior)
+    wide_high: float
+    beyond_band: bool
+
+
+@dataclass(frozen=True)
+class SequentialDecision:
+    """The state of a sequential test after one look."""
+
+    status: SequentialStatus
+    reason: str
+    failures: tuple[str, ...]  # any of "wrong_subset", "split", "unknown_rate", "error_rate"
+    n: int  # attributed responses so far
+    n_total: int  # all requests so far
+    looks: int
+    counts: Mapping[str, int]
+    log_bayes_factor: float | None  # ln BF_t; None for a deterministic route
+    max_log_bayes_factor: float | None  # largest ln BF over the looks so far
+    log_threshold: float  # ln(1/alpha)
+    shares: tuple[SequentialShare, ...]
+    deviation: float | None  # max |p̂ − e|
+    wrong: int
+    wrong_upper_bound: float
+    unknown: int
+    unknown_rate: float
+    error: int
+    error_rate: float
+    refute_rule: RefuteRule
+    policy: SplitPolicy
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(jsonable(self))
