@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,8 +18,10 @@ from mesh.counters import SubsetCounters
 
 __all__ = ["main"]
 
-console = Console(stderr=False, highlight=False)
-err = Console(stderr=True, highlight=False)
+# Wide enough for pod names and cluster names when output is piped (rich assumes 80 columns).
+_WIDTH = None if sys.stdout.isatty() else 200
+console = Console(stderr=False, highlight=False, width=_WIDTH, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _progress(message: str) -> None:
@@ -200,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
