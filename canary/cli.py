@@ -150,9 +150,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from serving.export import ensure_models
-
     from mesh.api import model_store
+    from serving.export import ensure_models
 
     store = args.store or model_store(args.tiny)
     for name, path in ensure_models(store, tiny=args.tiny, weights_dir=args.weights_dir).items():

@@ -21,17 +21,17 @@ from pathlib import Path
 from types import FrameType
 
 import orjson
-from mesh.manifests import apply as apply_objects
-from mesh.manifests import load_manifests, parse_objects, validate_set
-from mesh.translate import EnvoyResources, IngressSettings, PodEndpoint, translate
 
 from canary.errors import ManifestError, MeshError
 from mesh.counters import SubsetCounters, subset_counters
 from mesh.local import procs
 from mesh.local.envoy import EnvoyAdmin, XdsFiles, bootstrap_config, envoy_binary
 from mesh.local.state import AppliedFile, MeshHome, MeshState, PodState, StoredObject, sha256_file
+from mesh.manifests import apply as apply_objects
+from mesh.manifests import load_manifests, parse_objects, validate_set
 from mesh.model import Gateway, MeshObject
 from mesh.pods import PodPlan, listening_ports, plan_pods
+from mesh.translate import EnvoyResources, IngressSettings, PodEndpoint, translate
 
 __all__ = ["ApplyResult", "LocalMesh", "MeshStatus", "Progress", "manifest_files", "no_progress"]
 

@@ -1,0 +1,241 @@
+"""tensorflow_model_server's command-line flags, and container path mapping.
+
+The local mesh starts this server with a Deployment's container ``args``
+unchanged (``--model_name=... --model_base_path=/models/resnet50``) plus port
+overrides appended at the end, so flags parse as the real binary parses them:
+``--name=value`` (or ``--name value``), booleans as ``--name``,
+``--name=true|false`` or ``--noname``, and a repeated flag's last value wins.
+Flags the real server has but that mean nothing here are accepted and
+ignored; an unknown flag is an error.
+
+``CANARY_VOLUME_MAP`` (a JSON object: container mount path -> local
+directory) turns container paths into local ones; the longest matching mount
+wins, as with Kubernetes volume mounts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from canary.errors import ServingError
+
+__all__ = [
+    "VOLUME_MAP_ENV",
+    "FlagError",
+    "ServerFlags",
+    "flag_help",
+    "map_container_path",
+    "parse_flags",
+]
+
+VOLUME_MAP_ENV = "CANARY_VOLUME_MAP"
+
+# name -> (kind, default); kind is "int", "float", "str" or "bool".
+_FLAGS: dict[str, tuple[str, object]] = {
+    "port": ("int", 8500),
+    "grpc_socket_path": ("str", ""),
+    "rest_api_port": ("int", 8501),
+    "rest_api_num_threads": ("int", 0),
+    "rest_api_timeout_in_ms": ("int", 30000),
+    "rest_api_enable_cors_support": ("bool", False),
+    "model_name": ("str", "default"),
+    "model_base_path": ("str", ""),
+    "file_system_poll_wait_seconds": ("int", 1),
+    "saved_model_tags": ("str", "serve"),
+    "tensorflow_session_parallelism": ("int", 0),
+    "tensorflow_intra_op_parallelism": ("int", 0),
+    "tensorflow_inter_op_parallelism": ("int", 0),
+    "enable_model_warmup": ("bool", True),
+    "monitoring_config_file": ("str", ""),
+    "grpc_max_threads": ("int", 0),
+    "version": ("bool", False),
+    # Accepted for compatibility; they change nothing here.
+    "enable_batching": ("bool", False),
+    "batching_parameters_file": ("str", ""),
+    "allow_version_labels_for_unavailable_models": ("bool", False),
+    "model_config_file_poll_wait_seconds": ("int", 0),
+    "num_load_threads": ("int", 0),
+    "num_unload_threads": ("int", 0),
+    "max_num_load_retries": ("int", 5),
+    "load_retry_interval_micros": ("int", 60_000_000),
+    "flush_filesystem_caches": ("bool", True),
+    "tensorflow_session_config_file": ("str", ""),
+    "platform_config_file": ("str", ""),
+    "per_process_gpu_memory_fraction": ("float", 0.0),
+    "grpc_channel_arguments": ("str", ""),
+    "remove_unused_fields_from_bundle_metagraph": ("bool", True),
+    "prefer_tflite_model": ("bool", False),
+    "num_tflite_pools": ("int", 1),
+    "num_tflite_interpreters_per_pool": ("int", 1),
+    "enable_signature_method_name_check": ("bool", False),
+    "xla_cpu_compilation_enabled": ("bool", False),
+    "enable_profiler": ("bool", True),
+    "thread_pool_factory_config_file": ("str", ""),
+    "mixed_precision": ("str", ""),
+    "skip_initialize_tpu": ("bool", False),
+    "enable_grpc_healthcheck_service": ("bool", False),
+    # Real flags this server cannot honour: refused with a reason.
+    "model_config_file": ("str", ""),
+    "ssl_config_file": ("str", ""),
+    "use_alts_credentials": ("bool", False),
+}
+_UNSUPPORTED = {
+    "model_config_file": "serve one model with --model_name and --model_base_path instead",
+    "ssl_config_file": "the local mesh speaks plaintext on loopback; terminate TLS at the ingress",
+    "use_alts_credentials": "the local mesh speaks plaintext on loopback",
+}
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+class FlagError(ServingError):
+    """Bad command line: the server exits with status 2."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ServerFlags:
+    """The flags this server acts on (see the module docstring for the rest)."""
+
+    port: int = 8500
+    grpc_socket_path: str = ""
+    rest_api_port: int = 8501
+    rest_api_num_threads: int = 0
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_enable_cors_support: bool = False
+    model_name: str = "default"
+    model_base_path: str = ""
+    file_system_poll_wait_seconds: int = 1
+    saved_model_tags: str = "serve"
+    tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    enable_model_warmup: bool = True
+    monitoring_config_file: str = ""
+    grpc_max_threads: int = 0
+    version: bool = False
+
+
+def parse_flags(argv: Sequence[str]) -> ServerFlags:
+    """Parse tensorflow_model_server flags; raise :class:`FlagError` on a bad one."""
+    values: dict[str, object] = {}
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            raise FlagError(f"unexpected argument {arg!r}: tensorflow_model_server takes only --flag=value options")
+        body = arg.lstrip("-")
+        name, has_value, text = body.partition("=")
+        kind_default = _FLAGS.get(name)
+        if kind_default is None and name.startswith("no") and _FLAGS.get(name[2:], ("", None))[0] == "bool":
+            if has_value:
+                raise FlagError(f"flag --{name} takes no value")
+            values[name[2:]] = False
+            continue
+        if kind_default is None:
+            raise FlagError(f"unknown flag --{name}. {_suggest(name)}")
+        kind = kind_default[0]
+        if not has_value:
+            if kind == "bool" and (index >= len(args) or args[index].startswith("-")
+                                   or args[index].lower() not in _TRUE | _FALSE):
+                values[name] = True
+                continue
+            if index >= len(args):
+                raise FlagError(f"flag --{name} needs a value: --{name}=VALUE")
+            text = args[index]
+            index += 1
+        values[name] = _convert(name, kind, text)
+    for name, reason in _UNSUPPORTED.items():
+        if values.get(name) not in (None, "", False):
+            raise FlagError(f"--{name} is not supported by canary's model server: {reason}")
+    known = set(ServerFlags.__dataclass_fields__)
+    flags = ServerFlags(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
+    _validate(flags)
+    return flags
+
+
+def _convert(name: str, kind: str, text: str) -> object:
+    if kind == "str":
+        return text
+    if kind == "bool":
+        lowered = text.lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise FlagError(f"flag --{name} expects true or false, got {text!r}")
+    try:
+        return int(text) if kind == "int" else float(text)
+    except ValueError:
+        raise FlagError(f"flag --{name} expects {'an integer' if kind == 'int' else 'a number'}, got {text!r}") from None
+
+
+def _validate(flags: ServerFlags) -> None:
+    if flags.version:
+        return
+    if not flags.model_base_path:
+        raise FlagError(
+            "--model_base_path is required: the directory holding numbered version "
+            "directories (<base>/1/saved_model.pb)"
+        )
+    for name in ("port", "rest_api_port"):
+        port = getattr(flags, name)
+        if not 0 <= port <= 65535:
+            raise FlagError(f"--{name}={port} is not a TCP port (0-65535)")
+    if flags.rest_api_port and flags.rest_api_port == flags.port:
+        raise FlagError(
+            f"--rest_api_port cannot be the same as --port ({flags.port}); "
+            "use a different port for the HTTP/REST API"
+        )
+
+
+def _suggest(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(_FLAGS), n=1)
+    hint = f"Did you mean --{close[0]}? " if close else ""
+    return hint + "Run with --help to list the flags tensorflow_model_server accepts."
+
+
+def flag_help() -> str:
+    """One line per accepted flag, for ``--help``."""
+    lines = ["usage: python -m serving.server --model_base_path=DIR [--model_name=NAME] [flags]", ""]
+    for name, (kind, default) in _FLAGS.items():
+        note = " (not supported)" if name in _UNSUPPORTED else ""
+        lines.append(f"  --{name}={kind} (default {default!r}){note}")
+    return "\n".join(lines)
+
+
+def map_container_path(path: str, env: Mapping[str, str] | None = None) -> Path:
+    """Map a container path through ``CANARY_VOLUME_MAP``; the longest mount wins.
+
+    Without the variable, or when no mount matches, the path is used as given.
+    """
+    environ = os.environ if env is None else env
+    raw = environ.get(VOLUME_MAP_ENV, "")
+    if not raw:
+        return Path(path)
+    try:
+        mounts = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise FlagError(f"{VOLUME_MAP_ENV} is not valid JSON ({error}); expected {{\"/models\": \"/local/dir\"}}") from None
+    if not isinstance(mounts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mounts.items()):
+        raise FlagError(f"{VOLUME_MAP_ENV} must be a JSON object of container path -> local directory")
+    target = PurePosixPath(path)
+    best: tuple[int, str, str] | None = None
+    for mount, local in mounts.items():
+        mount_path = PurePosixPath(mount)
+        if target == mount_path or mount_path in target.parents:
+            depth = len(mount_path.parts)
+            if best is None or depth > best[0]:
+                best = (depth, mount, local)
+    if best is None:
+        return Path(path)
+    _, mount, local = best
+    relative = target.relative_to(PurePosixPath(mount))
+    return Path(local) / relative

@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny models exported once, and one real server subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path("/work/shared/fixtures/seed")
+GRACE_HOPPER = FIXTURES / "grace_hopper.jpg" if (FIXTURES / "grace_hopper.jpg").exists() else REPO / "payloads" / "grace_hopper.jpg"
+GCP_BODY = FIXTURES / "gcp-request-body.json"
+MODEL_NAME = "image_classifier"
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A ``python -m serving.server`` subprocess on loopback."""
+
+    process: subprocess.Popen[bytes]
+    grpc_port: int
+    rest_port: int
+    log: Path
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_server(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "serving.server", *args],
+            cwd=REPO,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def serving_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store with the tiny resnet50 and resnet101, exported once per session."""
+    from serving.export import ensure_models
+
+    store = tmp_path_factory.mktemp("serving-store")
+    ensure_models(store, tiny=True)
+    return store
+
+
+@pytest.fixture(scope="session")
+def server(serving_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The tiny resnet50 served as the manifests run it: container paths mapped by CANARY_VOLUME_MAP."""
+    grpc_port, rest_port = free_port(), free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    process = start_server(
+        [
+            f"--model_name={MODEL_NAME}",
+            "--model_base_path=/models/resnet50",
+            "--port=8500",
+            "--rest_api_port=8501",
+            f"--port={grpc_port}",  # appended overrides win, as the local mesh relies on
+            f"--rest_api_port={rest_port}",
+        ],
+        {"CANARY_VOLUME_MAP": json.dumps({"/models": str(serving_store)})},
+        log,
+    )
+    try:
+        wait_for_port(process, grpc_port, log)
+        yield RunningServer(process, grpc_port, rest_port, log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, f"server did not shut down cleanly:\n{log.read_text()}"

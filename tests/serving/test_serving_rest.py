@@ -1,0 +1,172 @@
+"""The REST API of a real server subprocess, against TF Serving's behaviour."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.serving.conftest import GCP_BODY, GRACE_HOPPER, MODEL_NAME, RunningServer
+
+
+def call(server: RunningServer, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(server.rest + path, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, raw, kind = response.status, response.read(), response.headers.get_content_type()
+    except urllib.error.HTTPError as error:
+        status, raw, kind = error.code, error.read(), error.headers.get_content_type()
+    return status, (json.loads(raw) if kind == "application/json" else raw.decode())
+
+
+def predict(server: RunningServer, payload: Any, path: str = f"/v1/models/{MODEL_NAME}:predict") -> tuple[int, Any]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return call(server, "POST", path, body)
+
+
+def assert_probabilities(rows: Any, batch: int = 1) -> np.ndarray:
+    array = np.asarray(rows, dtype=np.float64)
+    assert array.shape == (batch, 1000)
+    assert np.allclose(array.sum(axis=1), 1.0, atol=1e-4)
+    return array
+
+
+def photo() -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(GRACE_HOPPER) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_gke_walkthrough_body(server: RunningServer) -> None:
+    status, answer = predict(server, GCP_BODY.read_bytes())
+    assert status == 200, answer
+    assert set(answer) == {"predictions"}
+    assert_probabilities(answer["predictions"])
+
+
+def test_minikube_walkthrough_body_on_the_versioned_path(server: RunningServer) -> None:
+    pixels = photo()
+    assert pixels.shape == (600, 512, 3)
+    status, answer = predict(server, {"instances": [pixels.tolist()]}, f"/v1/models/{MODEL_NAME}/versions/1:predict")
+    assert status == 200, answer
+    by_pixels = assert_probabilities(answer["predictions"])
+    _, by_jpeg = predict(
+        server,
+        {"signature_name": "serving_preprocess", "instances": [{"b64": base64.b64encode(GRACE_HOPPER.read_bytes()).decode()}]},
+    )
+    # PIL and TensorFlow decode the JPEG a little differently, so close, not equal.
+    assert np.abs(by_pixels - np.asarray(by_jpeg["predictions"])).sum() < 0.2
+
+
+def test_row_columnar_and_named_formats_agree(server: RunningServer) -> None:
+    image = np.random.default_rng(5).integers(0, 256, (224, 224, 3)).tolist()
+    _, rows = predict(server, {"instances": [image, image]})
+    _, columns = predict(server, {"inputs": [image]})
+    _, named = predict(server, {"signature_name": "serving_default", "inputs": {"input_image": [image]}})
+    _, named_rows = predict(server, {"instances": [{"input_image": image}]})
+    batch = assert_probabilities(rows["predictions"], batch=2)
+    assert set(columns) == {"outputs"}
+    for other in (columns["outputs"], named["outputs"], named_rows["predictions"]):
+        np.testing.assert_allclose(np.asarray(other)[0], batch[0], rtol=1e-5, atol=1e-7)
+
+
+def test_paths_match_case_insensitively(server: RunningServer) -> None:
+    status, answer = predict(server, {"instances": [[[[0, 0, 0]]]]}, f"/V1/Models/{MODEL_NAME}/Versions/1:PREDICT")
+    assert status == 200, answer
+
+
+def test_model_status(server: RunningServer) -> None:
+    expected = {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    assert call(server, "GET", f"/v1/models/{MODEL_NAME}") == (200, expected)
+    assert call(server, "GET", f"/v1/models/{MODEL_NAME}/versions/1") == (200, expected)
+
+
+def test_model_metadata(server: RunningServer) -> None:
+    status, answer = call(server, "GET", f"/v1/models/{MODEL_NAME}/metadata")
+    assert status == 200
+    assert answer["model_spec"] == {"name": MODEL_NAME, "signature_name": "", "version": "1"}
+    signatures = answer["metadata"]["signature_def"]["signature_def"]
+    default = signatures["serving_default"]
+    assert default["method_name"] == "tensorflow/serving/predict"
+    assert default["inputs"]["input_image"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in default["inputs"]["input_image"]["tensor_shape"]["dim"]] == ["-1", "-1", "-1", "3"]
+    assert signatures["serving_preprocess"]["inputs"]["bytes_inputs"]["dtype"] == "DT_STRING"
+    assert list(default["outputs"]) == ["probabilities"]
+    assert answer["metadata"]["canary_model"]["weights"] == "seeded"
+    assert answer["metadata"]["canary_model"]["architecture"] == "TinyResNet"
+    assert call(server, "GET", f"/v1/models/{MODEL_NAME}/versions/1/metadata")[0] == 200
+
+
+ERRORS = [
+    ("POST", "/v1/models/other:predict", {"instances": [[[[1, 2, 3]]]]}, 404, "Servable not found for request: Latest(other)"),
+    ("POST", f"/v1/models/{MODEL_NAME}/versions/7:predict", {"instances": [[[[1, 2, 3]]]]}, 404, "Specific(image_classifier, 7)"),
+    ("POST", f"/v1/models/{MODEL_NAME}/labels/canary:predict", {"instances": [[[[1, 2, 3]]]]}, 400, "Unrecognized servable version label: canary"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", b"{oops", 400, "JSON Parse error"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", b"", 400, "document is empty"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": []}, 400, "No values in 'instances'"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [[[1, 2]]]}, 400, "expects shape [-1,-1,-1,3]"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"inputs": [[1, 2, 3]]}, 400, "expects shape [-1,-1,-1,3]"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [[[["a", "b", "c"]]]]}, 400, "is not of expected type: float"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"signature_name": "nope", "instances": [[[[1, 2, 3]]]]}, 400, 'Serving signature key "nope" not found'),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"signature_name": "serving_preprocess", "instances": [{"b64": "bm90IGEganBlZw=="}]}, 400, "Unknown image file format"),
+    ("POST", f"/v1/models/{MODEL_NAME}:classify", {"examples": [{}]}, 501, "use :predict"),
+    ("GET", f"/v1/models/{MODEL_NAME}:predict", None, 400, "Malformed request: GET"),
+    ("PUT", f"/v1/models/{MODEL_NAME}", b"{}", 400, "Malformed request: PUT"),
+    ("GET", "/v1/models", None, 400, "Missing model name in request."),
+    ("GET", "/v1/models/other", None, 404, "Could not find any versions of model other"),
+    ("GET", f"/v1/models/{MODEL_NAME}/versions/2", None, 404, "Could not find version 2 of model image_classifier"),
+    ("GET", f"/v1/models/{MODEL_NAME}/versions/2/metadata", None, 404, "Specific(image_classifier, 2)"),
+    ("GET", f"/v1/models/{MODEL_NAME}/labels/stable", None, 400, "Unrecognized servable version label: stable"),
+    ("GET", "/healthz", None, 404, "/v1/models/<name>"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "payload", "status", "fragment"), ERRORS)
+def test_errors_map_to_tf_serving_status_codes(
+    server: RunningServer, method: str, path: str, payload: Any, status: int, fragment: str
+) -> None:
+    body = payload if payload is None or isinstance(payload, bytes) else json.dumps(payload).encode()
+    got_status, answer = call(server, method, path, body)
+    assert got_status == status, answer
+    assert set(answer) == {"error"}
+    assert fragment in answer["error"]
+    assert server.process.poll() is None
+
+
+def test_prometheus_metrics_count_requests(server: RunningServer) -> None:
+    before = counts(server)
+    predict(server, {"instances": [[[[1, 2, 3]]]]})
+    predict(server, {"instances": [[[1, 2]]]})
+    predict(server, {"instances": [[[[1, 2, 3]]]]}, "/v1/models/ghost:predict")
+    call(server, "GET", f"/v1/models/{MODEL_NAME}")
+    after = counts(server)
+    assert after[(MODEL_NAME, "OK")] == before.get((MODEL_NAME, "OK"), 0) + 1
+    assert after[(MODEL_NAME, "INVALID_ARGUMENT")] == before.get((MODEL_NAME, "INVALID_ARGUMENT"), 0) + 1
+    assert after[("ghost", "NOT_FOUND")] == before.get(("ghost", "NOT_FOUND"), 0) + 1
+    _, text = call(server, "GET", "/monitoring/prometheus/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    latency = families[":tensorflow:serving:request_latency"]
+    keys = {(s.labels["model_name"], s.labels["API"], s.labels["entrypoint"]) for s in latency.samples}
+    assert (MODEL_NAME, "predict", "REST") in keys
+    assert (MODEL_NAME, "GetModelStatus", "REST") in keys
+
+
+def counts(server: RunningServer) -> dict[tuple[str, str], float]:
+    status, text = call(server, "GET", "/monitoring/prometheus/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    family = families[":tensorflow:serving:request_count"]
+    assert family.type == "counter"
+    assert f":tensorflow:serving:request_count{{model_name=\"{MODEL_NAME}\"" in text  # no _total suffix
+    return {(s.labels["model_name"], s.labels["status"]): s.value for s in family.samples}

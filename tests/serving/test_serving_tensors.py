@@ -1,0 +1,203 @@
+"""REST JSON <-> numpy and TensorProto <-> numpy, as TF Serving converts them."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+
+import numpy as np
+import orjson
+import pytest
+
+from serving.status import Code, RequestError
+from serving.tensors import (
+    DType,
+    TensorSpec,
+    check_input,
+    decode_json_request,
+    encode_json_response,
+    ndarray_to_tensor_proto,
+    tensor_proto_to_ndarray,
+)
+
+IMAGE = TensorSpec("input_image", DType.DT_FLOAT, (-1, -1, -1, 3))
+BYTES = TensorSpec("bytes_inputs", DType.DT_STRING, (-1,))
+SIGNATURES: dict[str, dict[str, TensorSpec]] = {
+    "": {"input_image": IMAGE},
+    "serving_default": {"input_image": IMAGE},
+    "serving_preprocess": {"bytes_inputs": BYTES},
+    "two": {"a": TensorSpec("a", DType.DT_INT32, (-1, 2)), "b": TensorSpec("b", DType.DT_FLOAT, (-1,))},
+}
+
+
+def lookup(name: str) -> Mapping[str, TensorSpec]:
+    if name not in SIGNATURES:
+        raise RequestError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+    return SIGNATURES[name]
+
+
+PIXEL = [[[1, 2, 3], [4, 5, 6]]]  # 1x2x3 image
+B64 = base64.b64encode(b"\xff\xd8jpeg").decode()
+
+DECODE_CASES = [
+    # (body, signature, format, {alias: (dtype, shape)})
+    ({"instances": [PIXEL]}, "", "row", {"input_image": (np.float32, (1, 1, 2, 3))}),
+    ({"instances": [PIXEL, PIXEL]}, "", "row", {"input_image": (np.float32, (2, 1, 2, 3))}),
+    ({"inputs": [PIXEL]}, "", "columnar", {"input_image": (np.float32, (1, 1, 2, 3))}),
+    ({"inputs": {"input_image": [PIXEL]}}, "", "columnar", {"input_image": (np.float32, (1, 1, 2, 3))}),
+    ({"instances": [{"input_image": PIXEL}]}, "", "row", {"input_image": (np.float32, (1, 1, 2, 3))}),
+    ({"signature_name": "serving_default", "instances": [[[[0.5, 1.5, 2.5]]]]}, "serving_default", "row",
+     {"input_image": (np.float32, (1, 1, 1, 3))}),
+    ({"signature_name": "serving_preprocess", "instances": [{"b64": B64}]}, "serving_preprocess", "row",
+     {"bytes_inputs": (object, (1,))}),
+    ({"signature_name": "serving_preprocess", "inputs": [{"b64": B64}, "text"]}, "serving_preprocess",
+     "columnar", {"bytes_inputs": (object, (2,))}),
+    ({"signature_name": "two", "instances": [{"a": [1, 2], "b": 0.5}, {"a": [3, 4], "b": 1}]}, "two", "row",
+     {"a": (np.int32, (2, 2)), "b": (np.float32, (2,))}),
+    ({"signature_name": "two", "inputs": {"a": [[1, 2]], "b": [3], "ignored": 1}}, "two", "columnar",
+     {"a": (np.int32, (1, 2)), "b": (np.float32, (1,))}),
+]
+
+
+@pytest.mark.parametrize(("body", "signature", "fmt", "expected"), DECODE_CASES)
+def test_decodes_predict_bodies(body: object, signature: str, fmt: str, expected: dict[str, tuple]) -> None:
+    request = decode_json_request(orjson.dumps(body), lookup)
+    assert request.signature_name == signature
+    assert request.format == fmt
+    assert set(request.inputs) == set(expected)
+    for alias, (dtype, shape) in expected.items():
+        assert request.inputs[alias].dtype == np.dtype(dtype)
+        assert request.inputs[alias].shape == shape
+
+
+def test_b64_values_are_decoded_to_bytes() -> None:
+    body = {"signature_name": "serving_preprocess", "instances": [{"b64": B64}, {"b64": B64.rstrip("=")}]}
+    request = decode_json_request(orjson.dumps(body), lookup)
+    assert list(request.inputs["bytes_inputs"]) == [b"\xff\xd8jpeg", b"\xff\xd8jpeg"]
+
+
+def test_fast_and_general_paths_agree() -> None:
+    image = np.random.default_rng(1).integers(0, 256, (8, 8, 3))
+    fast = decode_json_request(orjson.dumps({"instances": [image.tolist()]}), lookup)
+    slow = decode_json_request(orjson.dumps({"instances": [image.tolist()], "x": [True]}), lookup)
+    assert np.array_equal(fast.inputs["input_image"], slow.inputs["input_image"])
+    assert fast.inputs["input_image"].dtype == slow.inputs["input_image"].dtype == np.float32
+
+
+ERROR_CASES = [
+    # (raw body, code, message fragment)
+    (b"", Code.INVALID_ARGUMENT, "document is empty"),
+    (b"{not json", Code.INVALID_ARGUMENT, "JSON Parse error"),
+    (b"[1, 2]", Code.INVALID_ARGUMENT, "Is not object"),
+    (b'{"foo": 1}', Code.INVALID_ARGUMENT, "Missing 'inputs' or 'instances' key"),
+    (b'{"instances": [[1]], "inputs": [[1]]}', Code.INVALID_ARGUMENT, "only one of 'inputs' or 'instances'"),
+    (b'{"instances": 5}', Code.INVALID_ARGUMENT, "to be a list"),
+    (b'{"instances": []}', Code.INVALID_ARGUMENT, "No values in 'instances'"),
+    (b'{"signature_name": 7, "instances": [[1]]}', Code.INVALID_ARGUMENT, "must be a string"),
+    (b'{"signature_name": "nope", "instances": [[1]]}', Code.FAILED_PRECONDITION, '"nope" not found'),
+    (b'{"instances": [[[[1, 2, 3]]], [[[1, 2]]]]}', Code.INVALID_ARGUMENT, "Expecting shape [1,1,3] but got: [1,1,2]"),
+    (b'{"instances": [[["a", "b", "c"]]]}', Code.INVALID_ARGUMENT, 'JSON Value: "a" Type: String is not of expected type: float'),
+    (b'{"instances": [[[null, 1, 2]]]}', Code.INVALID_ARGUMENT, "Type: Null is not of expected type: float"),
+    (b'{"instances": [[[true, false, true]]]}', Code.INVALID_ARGUMENT, "got true/false"),
+    (b'{"instances": [{"b64": "AAAA"}]}', Code.INVALID_ARGUMENT, "is not of expected type: float"),
+    (b'{"instances": [{"input_image": [[1]]}, [[1]]]}', Code.INVALID_ARGUMENT, "Expecting object but got list at item 1"),
+    (b'{"instances": [{"wrong": [[1]]}]}', Code.INVALID_ARGUMENT, "must only have keys: input_image"),
+    (b'{"signature_name": "serving_preprocess", "instances": [{"b64": "***"}]}', Code.INVALID_ARGUMENT, "Unable to base64 decode"),
+    (b'{"signature_name": "serving_preprocess", "instances": [1]}', Code.INVALID_ARGUMENT, "expecting strings"),
+    (b'{"signature_name": "serving_preprocess", "instances": [[{"b64": "AA=="}], ["x", "y"]]}', Code.INVALID_ARGUMENT, "Expecting shape [1] but got: [2]"),
+    (b'{"signature_name": "two", "instances": [[1, 2]]}', Code.INVALID_ARGUMENT, "expecting list of objects"),
+    (b'{"signature_name": "two", "inputs": [[1, 2]]}', Code.INVALID_ARGUMENT, "expecting an object"),
+    (b'{"signature_name": "two", "inputs": {"a": [[1, 2]]}}', Code.INVALID_ARGUMENT, "Missing named input: b"),
+    (b'{"signature_name": "two", "inputs": {"a": [[1.5, 2]], "b": [1]}}', Code.INVALID_ARGUMENT, "expecting integers"),
+    (b'{"signature_name": "two", "inputs": {"a": [[1, 2]], "b": ["x"]}}', Code.INVALID_ARGUMENT, "is not of expected type: float"),
+]
+
+
+@pytest.mark.parametrize(("body", "code", "fragment"), ERROR_CASES)
+def test_malformed_requests_are_client_errors(body: bytes, code: Code, fragment: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        decode_json_request(body, lookup)
+    assert caught.value.code is code
+    assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("shape", "ok"),
+    [((1, 224, 224, 3), True), ((2, 600, 512, 3), True), ((224, 224, 3), False), ((1, 224, 224, 4), False)],
+)
+def test_check_input_against_signature_shape(shape: tuple[int, ...], ok: bool) -> None:
+    array = np.zeros(shape, np.float32)
+    if ok:
+        check_input(array, IMAGE)
+        return
+    with pytest.raises(RequestError) as caught:
+        check_input(array, IMAGE)
+    assert caught.value.code is Code.INVALID_ARGUMENT
+    assert "expects shape [-1,-1,-1,3]" in caught.value.message
+
+
+PROBS = np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "fmt", "expected"),
+    [
+        ({"probabilities": PROBS}, "row", {"predictions": [[0.25, 0.75], [0.5, 0.5]]}),
+        ({"probabilities": PROBS}, "columnar", {"outputs": [[0.25, 0.75], [0.5, 0.5]]}),
+        (
+            {"p": PROBS, "k": np.array([1, 0], np.int64)},
+            "row",
+            {"predictions": [{"p": [0.25, 0.75], "k": 1}, {"p": [0.5, 0.5], "k": 0}]},
+        ),
+        ({"p": PROBS[:1], "k": np.array([1])}, "columnar", {"outputs": {"p": [[0.25, 0.75]], "k": [1]}}),
+        (
+            {"label_bytes": np.array([b"\x00\x01"], dtype=object)},
+            "row",
+            {"predictions": [{"b64": "AAE="}]},
+        ),
+        ({"label": np.array([b"cat"], dtype=object)}, "row", {"predictions": ["cat"]}),
+    ],
+)
+def test_encodes_outputs_like_tf_serving(outputs: dict[str, np.ndarray], fmt: str, expected: object) -> None:
+    assert orjson.loads(encode_json_response(outputs, fmt)) == expected  # type: ignore[arg-type]
+
+
+def test_float32_outputs_keep_shortest_repr() -> None:
+    body = encode_json_response({"p": np.array([[0.1, 1.0]], np.float32)}, "row")
+    assert body == b'{"predictions":[[0.1,1.0]]}'
+
+
+def test_row_format_needs_a_batch_dimension() -> None:
+    with pytest.raises(RequestError, match="no shape information"):
+        encode_json_response({"p": np.float32(1.0) * np.ones((), np.float32)}, "row")
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(1, 2, 2, 3),
+        np.arange(6, dtype=np.int64).reshape(2, 3),
+        np.array([True, False]),
+        np.array([b"a", b"bc"], dtype=object),
+        np.zeros((0, 3), np.float32),
+    ],
+)
+def test_tensor_proto_round_trip(array: np.ndarray) -> None:
+    proto = ndarray_to_tensor_proto(array)
+    back = tensor_proto_to_ndarray(proto)
+    assert back.shape == array.shape
+    assert back.dtype == array.dtype
+    assert np.array_equal(back, array)
+
+
+def test_tensor_proto_with_repeated_values_and_bad_content() -> None:
+    import tensorflow as tf
+
+    proto = tf.make_tensor_proto([1.0, 2.0, 3.0], dtype=tf.float32)
+    proto.ClearField("tensor_content")
+    proto.float_val.extend([1.0, 2.0, 3.0])
+    assert tensor_proto_to_ndarray(proto).tolist() == [1.0, 2.0, 3.0]
+    bad = tf.make_tensor_proto(np.zeros((2, 2), np.float32))
+    bad.tensor_content = bad.tensor_content[:-4]
+    with pytest.raises(RequestError, match="tensor_content has 12 bytes"):
+        tensor_proto_to_ndarray(bad)
