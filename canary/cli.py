@@ -41,8 +41,15 @@ def _mesh_up(args: argparse.Namespace) -> int:
 
 
 def _mesh_apply(args: argparse.Namespace) -> int:
-    from mesh.api import mesh_apply
+    from mesh.api import kube_apply, mesh_apply
 
+    if args.backend == "kube":
+        on_cluster = kube_apply(args.filename, context=args.context)
+        for ref in on_cluster.applied:
+            console.print(f"{ref} serverside-applied")
+        for ref in on_cluster.rolled_out:
+            console.print(f"{ref} rolled out")
+        return 0
     result = mesh_apply(args.filename, progress=_progress)
     for applied in result.files:
         for obj in applied.objects:
@@ -190,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply = add("apply", _mesh_apply, "apply manifests like kubectl apply", msub)
     apply.add_argument("-f", "--filename", type=Path, action="append", required=True,
                        help="manifest file or directory (repeatable)")
+    apply.add_argument("--backend", choices=["local", "kube"], default="local",
+                       help="local mesh (default) or the cluster of your kubeconfig (server-side apply)")
+    apply.add_argument("--context", help="kubeconfig context for --backend kube")
     status = add("status", _mesh_status, "objects, processes and per-subset counters", msub)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     add("down", _mesh_down, "stop everything the local mesh started", msub)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from mesh.kube import KubeApplyResult, KubeMesh, connect
 from mesh.local.backend import ApplyResult, LocalMesh, MeshStatus, Progress, no_progress
 from mesh.local.state import MeshHome, MeshState, canary_home
 
 __all__ = [
     "default_manifests",
+    "kube_apply",
     "mesh_apply",
     "mesh_down",
     "mesh_status",
@@ -52,6 +54,11 @@ def mesh_up(
 
 def mesh_apply(manifests: Sequence[Path], *, home: Path | None = None, progress: Progress = no_progress) -> ApplyResult:
     return LocalMesh(MeshHome(home), progress).apply(manifests)
+
+
+def kube_apply(manifests: Sequence[Path], *, context: str | None = None) -> KubeApplyResult:
+    """Server-side apply to the cluster of the kubeconfig's (or the given) context."""
+    return KubeMesh(connect(context)).apply(manifests)
 
 
 def mesh_status(*, home: Path | None = None) -> MeshStatus:
