@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from canary.errors import ManifestError, MeshError
 from mesh.model import ConfigMap, Container, Deployment, MeshObject, Probe, Volume
 
@@ -158,18 +160,19 @@ def listening_ports(server_args: Sequence[str]) -> tuple[int, int]:
     return grpc, rest
 
 
-def _template_hash(deployment: Deployment, config_maps: Mapping[tuple[str, str], ConfigMap]) -> str:
-    """Changes whenever the pods would be replaced: the template or the ConfigMaps it reads."""
-    digest = hashlib.sha256(repr((deployment.pod_labels, deployment.containers, deployment.volumes)).encode())
-    for container in deployment.containers:
-        for source in container.env_from:
-            cm = config_maps.get((deployment.ref.namespace, source.config_map))
-            digest.update(repr(sorted(cm.data.items()) if cm else None).encode())
-        for var in container.env:
-            if var.config_map:
-                cm = config_maps.get((deployment.ref.namespace, var.config_map))
-                digest.update(repr(sorted(cm.data.items()) if cm else None).encode())
-    return digest.hexdigest()[:10]
+def _template_hash(deployment: Deployment) -> str:
+    """Kubernetes' pod-template-hash: changes exactly when the pod template does.
+
+    As on a cluster, a changed ConfigMap does not replace running pods; its
+    values reach a pod when the pod (re)starts.
+    """
+    spec = deployment.raw.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    canonical = orjson.dumps(
+        template if template is not None else repr((deployment.pod_labels, deployment.containers)),
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()[:10]
 
 
 def plan_pods(objects: Sequence[MeshObject]) -> list[PodPlan]:
@@ -188,7 +191,7 @@ def plan_pods(objects: Sequence[MeshObject]) -> list[PodPlan]:
         container = deployment.containers[0]
         env = _container_env(deployment, container, config_maps)
         args = _server_args(deployment, container, env)
-        template_hash = _template_hash(deployment, config_maps)
+        template_hash = _template_hash(deployment)
         ports = {(p.name or str(p.container_port)): p.container_port for p in container.ports}
         volumes = {v.name: v for v in deployment.volumes}
         mounts: dict[str, Volume] = {}

@@ -164,6 +164,45 @@ def test_invalid_manifest_changes_nothing(mesh: RunningMesh, tmp_path: Path) -> 
     assert after.objects == before.objects
 
 
+def test_scaling_a_deployment_rolls_pods_without_dropping_requests(mesh: RunningMesh, tmp_path: Path) -> None:
+    """A changed Deployment gets new pods, ready before Envoy moves traffic; the old ones stop."""
+    mesh.apply("routing", "virtualservice-weight-100.yaml")
+    deployment = default_manifests("base", "deployment-resnet50.yaml").read_text()
+    scaled = tmp_path / "deployment-resnet50.yaml"
+    scaled.write_text(deployment.replace("replicas: 1", "replicas: 2").replace(
+        "cpu: \"1\"", "cpu: 500m"))  # a template change: new pods, as a rollout would
+    old = {p.name: p for p in mesh_status(home=mesh.home).state.pods}
+    result = mesh_apply([scaled], home=mesh.home)
+    assert len(result.started) == 2 and len(result.stopped) == 1
+    status = mesh_status(home=mesh.home)
+    resnet50 = [p for p in status.state.pods if p.labels["version"] == "resnet50"]
+    assert len(resnet50) == 2 and all(status.pods_running[p.name] for p in resnet50)
+    stopped = [old[name] for name in result.stopped]
+    assert not any(procs.is_running(p.pid, p.marker) for p in stopped)
+    before = mesh.counts()
+    traffic = send_rest(mesh.url, 100, rest_body_b64(PHOTO), concurrency=4, deadline_s=60)
+    assert traffic.failures == 0
+    assert _delta(before, mesh.counts())["resnet50"] == 100
+    mesh.state = status.state  # later tests check these pids
+    # back to one replica, as the base manifests say
+    mesh_apply([default_manifests("base", "deployment-resnet50.yaml")], home=mesh.home)
+    mesh.state = mesh_status(home=mesh.home).state
+
+
+def test_a_crashed_model_server_is_restarted_by_the_next_apply(mesh: RunningMesh) -> None:
+    import os
+    import signal
+
+    victim = next(p for p in mesh_status(home=mesh.home).state.pods if p.labels["version"] == "resnet101")
+    os.kill(victim.pid, signal.SIGKILL)
+    assert not mesh_status(home=mesh.home).pods_running.get(victim.name, False)
+    mesh.apply("routing", "virtualservice-focused-routing.yaml")
+    status = mesh_status(home=mesh.home)
+    assert all(status.pods_running.values())
+    assert _rest(mesh, 20, CANARY)["resnet101"] == 20
+    mesh.state = status.state
+
+
 def test_status_json_through_the_cli(mesh: RunningMesh, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANARY_HOME", str(mesh.home))
     assert main(["mesh", "status", "--json"]) == 0

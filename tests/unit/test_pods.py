@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from canary.errors import ManifestError, MeshError
@@ -89,12 +91,17 @@ def test_env_overrides_env_from_and_sees_earlier_values() -> None:
     assert pod.server_args[-2] == "--model_name=x-/p"
 
 
-def test_replicas_and_template_hash_follow_the_configmap() -> None:
+def test_replicas_and_the_pod_template_hash() -> None:
+    cm_a = _cm("cfg", {"MODEL_NAME": "a", "MODEL_PATH": "/a"})
+    cm_b = _cm("cfg", {"MODEL_NAME": "b", "MODEL_PATH": "/a"})
     d = _deployment(_container(), replicas=2)
-    pods_a = plan_pods([_cm("cfg", {"MODEL_NAME": "a", "MODEL_PATH": "/a"}), d])
-    pods_b = plan_pods([_cm("cfg", {"MODEL_NAME": "b", "MODEL_PATH": "/a"}), d])
+    pods_a = plan_pods([cm_a, d])
     assert [p.name.rsplit("-", 1)[1] for p in pods_a] == ["0", "1"]
-    assert pods_a[0].template_hash != pods_b[0].template_hash  # a ConfigMap change rolls the pods
+    # As on a cluster, a ConfigMap change does not replace running pods ...
+    assert plan_pods([cm_b, d])[0].template_hash == pods_a[0].template_hash
+    # ... but any change to the pod template does.
+    changed = dataclasses.replace(d, raw={"spec": {"template": {"spec": {"containers": [{"resources": 1}]}}}})
+    assert plan_pods([cm_a, changed])[0].template_hash != pods_a[0].template_hash
 
 
 def test_missing_configmap_is_a_clear_error() -> None:
