@@ -153,6 +153,41 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if result.rest.failures == 0 and result.grpc.failures == 0 else 1
 
 
+# --- calibrate -------------------------------------------------------------------
+
+
+def _size_arg(text: str) -> int | None:
+    if text == "original":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size takes a number of pixels or 'original', not {text!r}") from None
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from loadtest.calibration import parse_endpoint, run_calibrate
+    from payloads import class_name
+
+    endpoints = dict(parse_endpoint(text) for text in args.endpoint)
+    result = run_calibrate(args.out, source=args.source, protocol=args.protocol, endpoints=endpoints,
+                           store=args.store, tiny=args.tiny, images_dir=args.images, size=args.size,
+                           tolerance=args.tolerance, host=args.host)
+    cal = result.calibration
+    table = Table("payload", "format", *(f"{s}: top-1" for s in cal.subsets), "separation", "attribution",
+                  title=f"calibration from {cal.source} (tolerance {cal.tolerance:g}; separable above {2 * cal.tolerance:g})")
+    for row in cal.rows():
+        tops = [f"{class_name(row.top[s][0])} ({row.top[s][0]}) {row.top[s][1]:.4f}" if s in row.top else "-"
+                for s in cal.subsets]
+        table.add_row(row.payload_id, row.fmt, *tops, f"{row.separation:.3g}", "excluded" if row.excluded else "ok")
+    console.print(table)
+    for warning in cal.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    console.print(f"{len(cal.usable)} of {len(cal.pairs)} payload/format pairs tell the subsets apart; "
+                  f"wrote {result.path}")
+    return 0
+
+
 # --- export ----------------------------------------------------------------------
 
 
@@ -203,6 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     status = add("status", _mesh_status, "objects, processes and per-subset counters", msub)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     add("down", _mesh_down, "stop everything the local mesh started", msub)
+
+    calibrate = add("calibrate", _calibrate,
+                    "record each subset's answers to the payloads, to tell later which subset answered")
+    calibrate.add_argument("--source", choices=("mesh", "endpoints", "savedmodel"), default="mesh",
+                           help="ask the local mesh's pods directly (default), given --endpoint servers, "
+                                "or run the SavedModels in-process")
+    calibrate.add_argument("--protocol", choices=("rest", "grpc", "both"), default="both",
+                           help="how to ask the servers (default both, checking that they agree)")
+    calibrate.add_argument("--endpoint", action="append", default=[], metavar="SUBSET=REST_URL,GRPC_TARGET",
+                           help="a subset's own server, for --source endpoints (repeatable)")
+    calibrate.add_argument("-o", "--out", type=Path, help="where to write it (default .canary/calibration.json)")
+    calibrate.add_argument("--images", type=Path, help="payload images folder (default payloads/images)")
+    calibrate.add_argument("--size", type=_size_arg, default=224,
+                           help="pixels of the instances payloads (default 224), or 'original'")
+    calibrate.add_argument("--tolerance", type=float, default=1e-5,
+                           help="largest distance (max abs probability difference) still attributed (default 1e-5)")
+    calibrate.add_argument("--tiny", action="store_true", help="with --source savedmodel: the tiny test models")
+    calibrate.add_argument("--store", type=Path, help="with --source savedmodel: the model store")
+    calibrate.add_argument("--host", help="the DestinationRule host, when the mesh has several")
 
     export = add("export", _export, "export the SavedModels into the model store (cached)")
     export.add_argument("--tiny", action="store_true")

@@ -17,7 +17,7 @@ from mesh.local.backend import Progress, no_progress
 
 __all__ = ["DemoResult", "run_demo"]
 
-PHOTO = Path(__file__).resolve().parents[1] / "payloads" / "grace_hopper.jpg"
+PHOTO = Path(__file__).resolve().parents[1] / "payloads" / "images" / "grace_hopper.jpg"
 
 
 @dataclass(frozen=True)

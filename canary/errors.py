@@ -8,11 +8,14 @@ the hierarchy.
 from __future__ import annotations
 
 __all__ = [
+    "CalibrationError",
     "CanaryError",
     "ExportError",
+    "FingerprintError",
     "ManifestError",
     "MeshError",
     "MeshNotRunningError",
+    "PayloadError",
     "ServingError",
     "UsageError",
 ]
@@ -66,3 +69,15 @@ class ServingError(CanaryError):
 
 class ExportError(CanaryError):
     """A model could not be exported to the model store."""
+
+
+class PayloadError(CanaryError):
+    """The payload images, labels or generated request bodies are missing or unusable."""
+
+
+class CalibrationError(CanaryError):
+    """Reference outputs could not be collected, read, or do not tell the subsets apart."""
+
+
+class FingerprintError(CanaryError):
+    """A predict response could not be read as a probability vector, or does not fit the calibration."""

@@ -1,0 +1,33 @@
+"""Payloads: images with labels where known, and request bodies in both walkthrough formats.
+
+Import-light (numpy, Pillow, orjson): no TensorFlow. See ``payloads/README.md``.
+"""
+
+from __future__ import annotations
+
+from payloads.classes import class_name, class_names
+from payloads.library import (
+    DEFAULT_SIZE,
+    FORMATS,
+    IMAGES_DIR,
+    LABELS_FILE,
+    Payload,
+    PayloadSet,
+    grpc_request_bytes,
+    load_payloads,
+    read_labels,
+)
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "FORMATS",
+    "IMAGES_DIR",
+    "LABELS_FILE",
+    "Payload",
+    "PayloadSet",
+    "class_name",
+    "class_names",
+    "grpc_request_bytes",
+    "load_payloads",
+    "read_labels",
+]

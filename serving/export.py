@@ -6,13 +6,15 @@ Layout: ``<store>/<name>/<version>/saved_model.pb`` (+ ``variables/``), with
     {"architecture": "ResNet50", "weights": "seeded", "seed": 50,
      "exporter": 1, "key": "<sha256>"}
 
+(plus ``"perturb": 0.001`` for a near-twin, see :mod:`serving.models`).
+
 Export is cached and idempotent: when the version directory already holds a
 ``canary_model.json`` with the same key (architecture, weights, seed,
 exporter format and library versions), nothing happens. Otherwise the model
 is built in a temporary directory beside the target and renamed into place,
 so a killed export never leaves a half-written model behind.
 
-CLI: ``python -m serving.export --store DIR [--tiny] [--weights-dir DIR]``.
+CLI: ``python -m serving.export --store DIR [--tiny] [--weights-dir DIR] [--twin EPS]``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from canary.errors import CanaryError, ExportError
-from serving.models import ARCHITECTURES, find_imagenet_weights
+from serving.models import ARCHITECTURES, check_perturbation, find_imagenet_weights
 
 __all__ = [
     "EXPORTER_VERSION",
@@ -66,19 +68,23 @@ class _Plan:
     seed: int | None
     weights_file: Path | None
     key: str
+    perturb: float | None = None
 
     @property
     def weights(self) -> str:
         return "imagenet" if self.weights_file is not None else "seeded"
 
     def info(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "architecture": self.arch,
             "weights": self.weights,
             "seed": self.seed,
             "exporter": EXPORTER_VERSION,
             "key": self.key,
         }
+        if self.perturb is not None:
+            info["perturb"] = self.perturb
+        return info
 
 
 def default_seed(name: str, arch: str) -> int:
@@ -97,6 +103,7 @@ def export_model(
     version: int = 1,
     seed: int | None = None,
     weights_dir: Path | None = None,
+    perturb: float | None = None,
 ) -> Path:
     """Export one model to ``<store>/<name>/<version>`` and return that directory.
 
@@ -104,7 +111,9 @@ def export_model(
     None, full ResNets use local ImageNet weights when the Keras weight file
     is found (``weights_dir``, ``$KERAS_HOME/models``, ``~/.keras/models``)
     and seeded weights with the model's default seed otherwise; an explicit
-    ``seed`` always means seeded weights.
+    ``seed`` always means seeded weights. ``perturb`` (e.g. 1e-3) exports a
+    near-twin of that model: the same weights with every kernel scaled by
+    ``1 + perturb * z``; it is part of the cache key.
     """
     if not _NAME_RE.match(name):
         raise ExportError(f"model name {name!r} must be letters, digits, '_', '-' or '.', and not a path")
@@ -112,7 +121,8 @@ def export_model(
         raise ExportError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     if version < 0:
         raise ExportError(f"version must be a non-negative integer, got {version}")
-    plan = _plan(name, arch, seed, weights_dir)
+    check_perturbation(perturb)
+    plan = _plan(name, arch, seed, weights_dir, perturb)
     target = Path(store) / name / str(version)
     if _cached_key(target) == plan.key:
         log.info("%s: %s is up to date (%s weights)", name, target, plan.weights)
@@ -128,15 +138,26 @@ def export_model(
     return target
 
 
-def ensure_models(store: Path, *, tiny: bool, weights_dir: Path | None = None) -> dict[str, Path]:
+def ensure_models(
+    store: Path, *, tiny: bool, weights_dir: Path | None = None, twin: float | None = None
+) -> dict[str, Path]:
     """Export ``resnet50`` and ``resnet101`` (tiny stand-ins with ``tiny``) under ``store``.
 
+    With ``twin`` (e.g. 1e-3), ``resnet101`` is instead a near-twin of
+    ``resnet50``: its architecture and weights, perturbed by ``twin``.
     Returns model name -> version directory. Cheap when they are up to date.
     """
     paths = {}
     for name, arch in MODEL_NAMES.items():
+        perturb = twin if twin is not None and name != "resnet50" else None
+        source = "resnet50" if perturb is not None else name
         if tiny:
-            paths[name] = export_model(store, name, "TinyResNet", seed=_DEFAULT_SEEDS[name])
+            paths[name] = export_model(store, name, "TinyResNet", seed=_DEFAULT_SEEDS[source], perturb=perturb)
+        elif perturb is not None:
+            paths[name] = export_model(
+                store, name, MODEL_NAMES[source], weights_dir=weights_dir, perturb=perturb,
+                seed=None if find_imagenet_weights(MODEL_NAMES[source], weights_dir) else _DEFAULT_SEEDS[source],
+            )
         else:
             paths[name] = export_model(store, name, arch, weights_dir=weights_dir)
     return paths
@@ -151,7 +172,7 @@ def read_model_info(version_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def _plan(name: str, arch: str, seed: int | None, weights_dir: Path | None) -> _Plan:
+def _plan(name: str, arch: str, seed: int | None, weights_dir: Path | None, perturb: float | None = None) -> _Plan:
     weights_file = None
     if seed is None and arch != "TinyResNet":
         weights_file = find_imagenet_weights(arch, weights_dir)
@@ -166,8 +187,10 @@ def _plan(name: str, arch: str, seed: int | None, weights_dir: Path | None) -> _
     if weights_file is not None:
         stat = weights_file.stat()
         source["weights_file"] = {"name": weights_file.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if perturb is not None:  # absent otherwise, so plain exports keep their cache keys
+        source["perturb"] = perturb
     key = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
-    return _Plan(name=name, arch=arch, seed=seed, weights_file=weights_file, key=key)
+    return _Plan(name=name, arch=arch, seed=seed, weights_file=weights_file, key=key, perturb=perturb)
 
 
 def _version(distribution: str) -> str:
@@ -190,11 +213,12 @@ def _cached_key(target: Path) -> str | None:
 def _build_and_save(plan: _Plan, directory: Path) -> None:
     started = time.monotonic()
     log.info(
-        "%s: building %s (%s weights%s)%s",
+        "%s: building %s (%s weights%s%s)%s",
         plan.name,
         plan.arch,
         plan.weights,
         f", seed {plan.seed}" if plan.seed is not None else f", {plan.weights_file}",
+        f", near-twin perturbed by {plan.perturb:g}" if plan.perturb is not None else "",
         "" if plan.arch == "TinyResNet" else "; a full-size export takes a minute or two",
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -205,7 +229,7 @@ def _build_and_save(plan: _Plan, directory: Path) -> None:
     from serving.signatures import build_serving_module
 
     try:
-        model = build_model(plan.arch, seed=plan.seed, weights_file=plan.weights_file)
+        model = build_model(plan.arch, seed=plan.seed, weights_file=plan.weights_file, perturb=plan.perturb)
         module, signatures = build_serving_module(model)
         log.info("%s: writing SavedModel (%.1f s so far)", plan.name, time.monotonic() - started)
         absl_logger = logging.getLogger("absl")
@@ -281,10 +305,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="folder with Keras ImageNet weight files (resnet50_weights_tf_dim_ordering_tf_kernels.h5, ...)",
     )
+    parser.add_argument(
+        "--twin",
+        type=float,
+        default=None,
+        metavar="EPS",
+        help="export resnet101 as a near-twin of resnet50 (weights perturbed by EPS, e.g. 1e-3)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        paths = ensure_models(args.store, tiny=args.tiny, weights_dir=args.weights_dir)
+        paths = ensure_models(args.store, tiny=args.tiny, weights_dir=args.weights_dir, twin=args.twin)
     except CanaryError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

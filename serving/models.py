@@ -14,6 +14,14 @@ centred on a fixed set of synthetic calibration images, giving confident,
 image-dependent and seed-dependent probabilities. The calibration only ever
 picks a power of two and a bias rounded to 1/64, so tiny floating-point
 noise cannot change the exported weights.
+
+A *near-twin* (``perturb=eps``) is the same network with every kernel
+multiplied by ``1 + eps * z`` (``z`` standard normal, from a fixed stream
+derived from the seed), after seeding or loading: a stand-in for a lightly
+fine-tuned canary. With ``eps=1e-3`` the tiny model's largest probability
+change per image is of order 1e-3 (1.2e-3 on the walkthrough photo, 1e-4 to
+6e-4 on the synthetic payloads) and its top-1 class stays the same except
+on near-ties.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ __all__ = [
     "ARCHITECTURES",
     "IMAGENET_WEIGHT_FILES",
     "build_model",
+    "check_perturbation",
     "find_imagenet_weights",
 ]
 
@@ -46,6 +55,7 @@ _TARGET_LOGIT_STD = 3.0
 _BIAS_STEP = 2.0**-6
 _CALIBRATION_SEED = 20240229
 _CALIBRATION_IMAGES = 8
+_TWIN_STREAM = 0x7417  # keeps the twin's noise apart from the seeding stream
 
 
 def find_imagenet_weights(arch: str, weights_dir: Path | None) -> Path | None:
@@ -69,8 +79,30 @@ def find_imagenet_weights(arch: str, weights_dir: Path | None) -> Path | None:
     return None
 
 
-def build_model(arch: str, *, seed: int | None, weights_file: Path | None) -> Any:
-    """A Keras classifier: ImageNet weights from ``weights_file``, else seeded with ``seed``."""
+def check_perturbation(perturb: float | None) -> None:
+    """Raise ExportError unless ``perturb`` is None or a relative size in (0, 0.1]."""
+    if perturb is not None and not (math.isfinite(perturb) and 0.0 < perturb <= 0.1):
+        raise ExportError(
+            f"perturbation {perturb!r} must be a relative weight change between 0 and 0.1 "
+            "(1e-3 gives a near-twin whose probabilities differ by about 1e-3)"
+        )
+
+
+def build_model(
+    arch: str, *, seed: int | None, weights_file: Path | None, perturb: float | None = None
+) -> Any:
+    """A Keras classifier: ImageNet weights from ``weights_file``, else seeded with ``seed``.
+
+    ``perturb`` makes a near-twin: every kernel scaled by ``1 + perturb * z``.
+    """
+    check_perturbation(perturb)
+    model = _build(arch, seed=seed, weights_file=weights_file)
+    if perturb is not None:
+        _perturb_kernels(model, perturb, seed)
+    return model
+
+
+def _build(arch: str, *, seed: int | None, weights_file: Path | None) -> Any:
     import keras
 
     if arch == "TinyResNet":
@@ -94,6 +126,22 @@ def build_model(arch: str, *, seed: int | None, weights_file: Path | None) -> An
     _seed_weights(model, seed)
     _calibrate_head(model, seed)
     return model
+
+
+def _perturb_kernels(model: Any, perturb: float, seed: int | None) -> None:
+    """Multiply every kernel by ``1 + perturb * z``, z ~ N(0, 1) from a stream fixed by ``seed``."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([_TWIN_STREAM, seed or 0])))
+    factor = np.float32(perturb)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        values = []
+        for weight, value in zip(layer.weights, layer.get_weights(), strict=True):
+            if weight.path.rsplit("/", 1)[-1] == "kernel":
+                noise = rng.standard_normal(value.shape, dtype=np.float32)
+                value = (value * (np.float32(1.0) + factor * noise)).astype(np.float32)
+            values.append(value)
+        layer.set_weights(values)
 
 
 def _tiny_resnet() -> Any:

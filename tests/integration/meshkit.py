@@ -11,7 +11,7 @@ from mesh.local.state import MeshState
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = Path(os.environ.get("CANARY_SEED_FIXTURES", ROOT.parent / "shared" / "fixtures" / "seed"))
-PHOTO = ROOT / "payloads" / "grace_hopper.jpg"
+PHOTO = ROOT / "payloads" / "images" / "grace_hopper.jpg"
 
 
 @dataclass

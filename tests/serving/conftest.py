@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path("/work/shared/fixtures/seed")
-GRACE_HOPPER = FIXTURES / "grace_hopper.jpg" if (FIXTURES / "grace_hopper.jpg").exists() else REPO / "payloads" / "grace_hopper.jpg"
+GRACE_HOPPER = FIXTURES / "grace_hopper.jpg" if (FIXTURES / "grace_hopper.jpg").exists() else REPO / "payloads" / "images" / "grace_hopper.jpg"
 GCP_BODY = FIXTURES / "gcp-request-body.json"
 MODEL_NAME = "image_classifier"
 
