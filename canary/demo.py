@@ -8,16 +8,16 @@ reports how many requests each subset received, as Envoy counted them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from canary.traffic import TrafficResult, grpc_predict_request, rest_body_b64, send_grpc, send_rest
+from canary.traffic import TrafficResult, send_grpc, send_rest
 from mesh.api import default_manifests, mesh_apply, mesh_down, mesh_status, mesh_up
 from mesh.counters import SubsetCounters
 from mesh.local.backend import Progress, no_progress
+from payloads import grpc_request_bytes, load_payloads
 
 __all__ = ["DemoResult", "run_demo"]
 
-PHOTO = Path(__file__).resolve().parents[1] / "payloads" / "images" / "grace_hopper.jpg"
+PHOTO_ID = "grace_hopper"  # the walkthrough photo
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,9 @@ def run_demo(
         mesh_apply([default_manifests("routing", "virtualservice-weight-70.yaml")], progress=progress)
         before = mesh_status().counters
         progress(f"sending {rest_requests} REST and {grpc_requests} gRPC predict requests")
-        rest = send_rest(state.ingress_url, rest_requests, rest_body_b64(PHOTO), concurrency=2)
-        grpc = send_grpc(state.ingress_url, grpc_requests, grpc_predict_request(PHOTO), concurrency=2)
+        photo = load_payloads().get(PHOTO_ID)
+        rest = send_rest(state.ingress_url, rest_requests, photo.body("b64"), concurrency=2)
+        grpc = send_grpc(state.ingress_url, grpc_requests, grpc_request_bytes(photo, "b64"), concurrency=2)
         after = mesh_status().counters
     finally:
         if not keep:

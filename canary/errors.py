@@ -16,6 +16,7 @@ __all__ = [
     "MeshError",
     "MeshNotRunningError",
     "PayloadError",
+    "ProcessExitedError",
     "ServingError",
     "UsageError",
 ]
@@ -51,6 +52,10 @@ class ManifestError(CanaryError):
 
 class MeshError(CanaryError):
     """The mesh could not be brought up, changed or read."""
+
+
+class ProcessExitedError(MeshError):
+    """A process of the mesh exited before it became ready."""
 
 
 class MeshNotRunningError(MeshError):

@@ -7,7 +7,6 @@ in count and time, and counts the outcomes.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import threading
 import time
@@ -15,12 +14,11 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import orjson
+__all__ = ["PREDICT_METHOD", "TrafficResult", "send_grpc", "send_rest"]
 
-__all__ = ["TrafficResult", "grpc_predict_request", "rest_body_b64", "send_grpc", "send_rest"]
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 
 @dataclass
@@ -39,12 +37,6 @@ class TrafficResult:
     @property
     def failures(self) -> int:
         return sum(n for s, n in self.statuses.items() if s not in ("200", "OK"))
-
-
-def rest_body_b64(image: Path) -> bytes:
-    """The GKE walkthrough's body: one base64 JPEG for the serving_preprocess signature."""
-    b64 = base64.b64encode(image.read_bytes()).decode()
-    return orjson.dumps({"signature_name": "serving_preprocess", "instances": [{"b64": b64}]})
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -92,30 +84,21 @@ def send_rest(
     return result
 
 
-def grpc_predict_request(image: Path, model_name: str = "image_classifier") -> object:
-    """A PredictRequest carrying one JPEG for the serving_preprocess signature."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = "serving_preprocess"
-    request.inputs["bytes_inputs"].CopyFrom(tf.make_tensor_proto([image.read_bytes()], dtype=tf.string))
-    return request
-
-
 def send_grpc(
     url: str,
     n: int,
-    request: object,
+    request: bytes,
     *,
     metadata: Mapping[str, str] | None = None,
     concurrency: int = 4,
     deadline_s: float = 300.0,
 ) -> TrafficResult:
-    """Call PredictionService.Predict ``n`` times through ``url``'s host:port (h2c)."""
+    """Call PredictionService.Predict ``n`` times through ``url``'s host:port (h2c).
+
+    ``request`` is a serialised PredictRequest (``payloads.grpc_request_bytes``):
+    it goes out as it is, so no TensorFlow is needed on the client side.
+    """
     import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     parts = urlsplit(url)
     target = f"{parts.hostname or '127.0.0.1'}:{parts.port or 80}"
@@ -126,13 +109,13 @@ def send_grpc(
 
     def worker(count: int) -> None:
         with grpc.insecure_channel(target, options=options) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            predict = channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
             for _ in range(count):
                 if time.monotonic() > stop_at:
                     return
                 started = time.perf_counter()
                 try:
-                    stub.Predict(request, timeout=60, metadata=md)
+                    predict(request, timeout=60, metadata=md)
                     result.record("OK", started)
                 except grpc.RpcError as exc:
                     result.record(exc.code().name, started)

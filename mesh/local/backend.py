@@ -22,7 +22,7 @@ from types import FrameType
 
 import orjson
 
-from canary.errors import ManifestError, MeshError
+from canary.errors import ManifestError, MeshError, ProcessExitedError
 from mesh.counters import SubsetCounters, subset_counters
 from mesh.local import procs
 from mesh.local.envoy import EnvoyAdmin, XdsFiles, bootstrap_config, envoy_binary
@@ -36,6 +36,7 @@ from mesh.translate import EnvoyResources, IngressSettings, PodEndpoint, transla
 __all__ = ["ApplyResult", "LocalMesh", "MeshStatus", "Progress", "manifest_files", "no_progress"]
 
 Progress = Callable[[str], None]
+RESTARTS = 2  # early exits tolerated per pod start (a port taken between choosing and binding it)
 
 
 def no_progress(_: str) -> None:
@@ -247,35 +248,35 @@ class LocalMesh:
     # --- Envoy -------------------------------------------------------------------
 
     def _start_envoy(self, state: MeshState) -> None:
+        """Start Envoy with an empty configuration; its admin port is retried if taken meanwhile."""
         self.home.xds_dir.mkdir(parents=True, exist_ok=True)
         self.home.logs.mkdir(parents=True, exist_ok=True)
         self.xds.write(self.xds.lds, "0", [])
         self.xds.write(self.xds.cds, "0", [])
-        self.home.bootstrap.write_bytes(
-            orjson.dumps(bootstrap_config(state.admin_port, self.xds), option=orjson.OPT_INDENT_2)
-        )
         log = self.home.logs / "envoy.log"
-        argv = [
-            str(envoy_binary()),
-            "-c",
-            str(self.home.bootstrap),
-            "--disable-hot-restart",
-            "--concurrency",
-            "2",
-            "--log-level",
-            "warn",
-        ]
+        argv = [str(envoy_binary()), "-c", str(self.home.bootstrap), "--disable-hot-restart",
+                "--concurrency", "2", "--log-level", "warn"]
         self.progress("starting Envoy (ingress gateway)")
-        state.envoy_pid = procs.spawn(argv, {}, log)
-        state.envoy_marker = str(self.home.bootstrap)
-        admin = EnvoyAdmin(state.admin_port)
-        procs.wait_until(
-            admin.is_ready,
-            lambda: procs.is_running(state.envoy_pid, state.envoy_marker),
-            timeout=30,
-            what="Envoy",
-            log=log,
-        )
+        for attempt in range(RESTARTS + 1):
+            self.home.bootstrap.write_bytes(
+                orjson.dumps(bootstrap_config(state.admin_port, self.xds), option=orjson.OPT_INDENT_2)
+            )
+            state.envoy_pid = procs.spawn(argv, {}, log)
+            state.envoy_marker = str(self.home.bootstrap)
+            admin = EnvoyAdmin(state.admin_port)
+            try:
+                procs.wait_until(
+                    admin.is_ready,
+                    lambda: procs.is_running(state.envoy_pid, state.envoy_marker),
+                    timeout=30,
+                    what="Envoy",
+                    log=log,
+                )
+                return
+            except ProcessExitedError:
+                if attempt == RESTARTS:
+                    raise
+                state.admin_port = procs.free_port()
 
     def _push(self, state: MeshState, res: EnvoyResources) -> None:
         """Make-before-break: new endpoints and clusters first, then routes and listeners."""
@@ -310,13 +311,23 @@ class LocalMesh:
     # --- pods --------------------------------------------------------------------
 
     def _start_pods(self, state: MeshState, plans: Sequence[PodPlan]) -> list[PodState]:
+        """Start every pod at once, then wait for each; a pod that exits early is restarted
+        (as the kubelet would) on fresh ports, at most ``RESTARTS`` times."""
         started: list[PodState] = []
         try:
             for plan in plans:
                 self.progress(f"starting pod {plan.namespace}/{plan.name}")
                 started.append(self._spawn_pod(state, plan))
-            for pod, plan in zip(started, plans, strict=True):
-                self._wait_ready(pod, plan)
+            for index, plan in enumerate(plans):
+                for attempt in range(RESTARTS + 1):
+                    try:
+                        self._wait_ready(started[index], plan)
+                        break
+                    except ProcessExitedError:
+                        if attempt == RESTARTS:
+                            raise
+                        self.progress(f"pod {plan.namespace}/{plan.name} exited early; restarting it")
+                        started[index] = self._spawn_pod(state, plan)
                 self.progress(f"pod {plan.namespace}/{plan.name} is ready")
         except BaseException:
             procs.stop((p.pid, p.marker) for p in started)

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from canary.errors import MeshError
+from canary.errors import MeshError, ProcessExitedError
 
 __all__ = [
     "free_port",
@@ -133,7 +133,7 @@ def wait_until(
     while not ready():
         if not alive():
             tail = f"; its output ends with:\n  {log_tail(log)}" if log else ""
-            raise MeshError(f"{what} exited before it was ready{tail}")
+            raise ProcessExitedError(f"{what} exited before it was ready{tail}")
         if time.monotonic() > deadline:
             tail = f"; its output ends with:\n  {log_tail(log)}" if log else ""
             raise MeshError(f"{what} was not ready within {timeout:.0f}s{tail}")

@@ -6,22 +6,24 @@ import subprocess
 import threading
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
-from PIL import Image
 from scipy.stats import binomtest
 
 from canary.cli import main
 from canary.errors import ManifestError
-from canary.traffic import grpc_predict_request, rest_body_b64, send_grpc, send_rest
+from canary.traffic import send_grpc, send_rest
 from mesh.api import default_manifests, mesh_apply, mesh_status
 from mesh.local import procs
-from tests.integration.meshkit import PHOTO, SEED, RunningMesh
+from payloads import grpc_request_bytes, load_payloads
+from tests.integration.meshkit import SEED, RunningMesh
 
 pytestmark = pytest.mark.integration
 
 CANARY = {"user-group": "canary"}
+_PHOTO = load_payloads().get("grace_hopper")
+PHOTO_BODY = _PHOTO.body("b64")  # the GKE walkthrough's body
+PHOTO_GRPC = grpc_request_bytes(_PHOTO, "b64")
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -30,14 +32,14 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def _rest(mesh: RunningMesh, n: int, headers: dict[str, str] | None = None) -> dict[str, int]:
     before = mesh.counts()
-    result = send_rest(mesh.url, n, rest_body_b64(PHOTO), headers=headers, concurrency=4, deadline_s=120)
+    result = send_rest(mesh.url, n, PHOTO_BODY, headers=headers, concurrency=4, deadline_s=120)
     assert result.sent == n and result.failures == 0, result.statuses
     return _delta(before, mesh.counts())
 
 
 def _grpc(mesh: RunningMesh, n: int, metadata: dict[str, str] | None = None) -> dict[str, int]:
     before = mesh.counts()
-    result = send_grpc(mesh.url, n, grpc_predict_request(PHOTO), metadata=metadata, concurrency=2, deadline_s=120)
+    result = send_grpc(mesh.url, n, PHOTO_GRPC, metadata=metadata, concurrency=2, deadline_s=120)
     assert result.sent == n and result.failures == 0, result.statuses
     return _delta(before, mesh.counts())
 
@@ -45,9 +47,10 @@ def _grpc(mesh: RunningMesh, n: int, metadata: dict[str, str] | None = None) -> 
 @pytest.fixture(scope="module")
 def minikube_body(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The minikube walkthrough's body: the photo, unresized, as a nested list of uint8."""
-    pixels = np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.uint8)
+    photo = load_payloads(size=None).get("grace_hopper")
+    assert photo.pixels.shape == (600, 512, 3)
     path = tmp_path_factory.mktemp("body") / "request-body.json"
-    path.write_bytes(orjson.dumps({"instances": [pixels.tolist()]}))
+    path.write_bytes(photo.body("instances"))
     return path
 
 
@@ -128,7 +131,7 @@ def test_apply_under_load_drops_no_request(mesh: RunningMesh) -> None:
     done = threading.Event()
 
     def traffic() -> None:
-        body = rest_body_b64(PHOTO)
+        body = PHOTO_BODY
         for _ in range(60):  # bounded: at most 60 rounds of 20 requests
             results.append(send_rest(mesh.url, 20, body, concurrency=2, deadline_s=30))
             if done.is_set():
@@ -180,7 +183,7 @@ def test_scaling_a_deployment_rolls_pods_without_dropping_requests(mesh: Running
     stopped = [old[name] for name in result.stopped]
     assert not any(procs.is_running(p.pid, p.marker) for p in stopped)
     before = mesh.counts()
-    traffic = send_rest(mesh.url, 100, rest_body_b64(PHOTO), concurrency=4, deadline_s=60)
+    traffic = send_rest(mesh.url, 100, PHOTO_BODY, concurrency=4, deadline_s=60)
     assert traffic.failures == 0
     assert _delta(before, mesh.counts())["resnet50"] == 100
     mesh.state = status.state  # later tests check these pids
