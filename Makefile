@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install demo test lint unit bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy canary serving mesh loadtest verifier payloads
 
+# The browser test drives Debian's chromium through Playwright (never Playwright's
+# own browser download). Installing it needs root and apt; without them the test
+# skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  (DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	  echo "could not install chromium (needs root and apt): the browser test will skip"
+
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
