@@ -9,6 +9,19 @@
 * :mod:`verifier.sequences` — the Bayes factor and confidence sequences it uses
 * :mod:`verifier.verdicts` — the result objects (:class:`GroupVerdict`, ...)
 * :mod:`verifier.confusion` — :func:`confusion_matrix`
+
+Around them, for ``verify-split`` and ``canary report`` (imported on demand,
+not re-exported here, so ``import verifier`` stays light):
+
+* :mod:`verifier.run` — a run directory read into the inputs (the only reader of files)
+* :mod:`verifier.manifest` — the expected outcome per protocol x group from a VirtualService
+* :mod:`verifier.resolve` — which expectation per cell, and which subset is stable
+* :mod:`verifier.crosscheck` — fingerprint counts against Envoy's / Prometheus' counters
+* :mod:`verifier.latency`, :mod:`verifier.accuracy` — the Kayenta-style latency judge, accuracy
+* :mod:`verifier.verify` — :func:`~verifier.verify.verify_run`, the one function behind the CLI
+* :mod:`verifier.report_json`, :mod:`verifier.report_junit`, :mod:`verifier.report_html`,
+  :mod:`verifier.report_console`, :mod:`verifier.report_files` — the writers
+* :mod:`verifier.cli` — the ``verify-split`` command
 """
 
 from .confusion import ConfusionMatrix, confusion_matrix

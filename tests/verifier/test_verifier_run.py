@@ -1,0 +1,154 @@
+"""Reading run directories: synthetic runs in the load test's format, newest-run discovery, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from canary.errors import UsageError
+from loadtest.records import read_records
+from tests.verifier.synthetic import CELLS, make_run
+from verifier.run import (
+    RECORD_COLUMNS,
+    cell_counts,
+    find_newest_run,
+    load_run,
+    parse_header,
+    read_run_records,
+    resolve_run_dir,
+)
+
+COUNTS = {
+    ("rest", "default"): {"resnet50": 7, "resnet101": 3, "unknown": 1},
+    ("grpc", "canary"): {"resnet101": 4, "error": 2},
+}
+
+
+def test_load_run_reads_what_the_load_test_writes(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "run", COUNTS, header="X-Team: beta")
+    run = load_run(root)
+    assert run.run_id == "run"
+    assert run.header == ("x-team", "beta")
+    assert run.model_name == "image_classifier"
+    assert run.subsets == ("resnet101", "resnet50")  # the calibration's order, not a stable-first order
+    assert run.cells == (("rest", "default"), ("grpc", "canary"))
+    assert run.paths[("grpc", "canary")] == ("/tensorflow.serving.PredictionService/Predict",)
+    assert len(run.records) == 17  # the row written into two chunks counts once
+    assert list(run.records.columns) == list(RECORD_COLUMNS)
+    assert run.duration_s == pytest.approx(1.0)
+    assert run.notes == ()
+
+
+def test_reader_agrees_with_the_load_tests_own_reader(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "run", COUNTS, chunks=3)
+    mine = read_run_records(root)
+    theirs = read_records(root)[list(RECORD_COLUMNS)]
+    pd.testing.assert_frame_equal(mine.reset_index(drop=True), theirs.reset_index(drop=True))
+
+
+def test_cell_counts_keep_unknown_and_error_apart(tmp_path: Path) -> None:
+    run = load_run(make_run(tmp_path / "run", COUNTS))
+    assert cell_counts(run.records) == {
+        ("rest", "default"): {"resnet101": 3, "resnet50": 7, "unknown": 1},
+        ("grpc", "canary"): {"error": 2, "resnet101": 4},
+    }
+    failed_but_attributed = run.records.copy()
+    failed_but_attributed.loc[0, "ok"] = False  # a failed request counts as an error, whatever its subset
+    counts = cell_counts(failed_but_attributed)
+    assert sum(counts[("rest", "default")].values()) == 11
+    assert counts[("rest", "default")].get("error") == 1
+
+
+def test_empty_run_and_cells_from_users(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "run", {cell: {} for cell in CELLS})
+    run = load_run(root)
+    assert len(run.records) == 0
+    assert set(run.cells) == set(CELLS)  # users enrolled, no request: still a cell to report
+    assert cell_counts(run.records) == {}
+
+
+def test_newest_run_is_the_last_name_with_a_run_json(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    make_run(reports / "20260131T120000Z-aaaaaa", COUNTS)
+    newest = make_run(reports / "20260131T130000Z-bbbbbb", COUNTS)
+    (reports / "20260131T140000Z-cccccc").mkdir()  # started, no run.json yet
+    (reports / "README.md").write_text("x")
+    assert find_newest_run(reports) == newest
+    assert resolve_run_dir(None, reports) == newest
+    assert resolve_run_dir(newest, reports) == newest
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "no .*reports/ folder here"),
+        (lambda p: (p / "reports").mkdir(), "no run directory"),
+    ],
+)
+def test_no_run_to_find(tmp_path: Path, setup, message: str) -> None:
+    setup(tmp_path)
+    with pytest.raises(UsageError, match=message):
+        find_newest_run(tmp_path / "reports")
+
+
+def test_unreadable_inputs_say_which_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="is not a directory"):
+        resolve_run_dir(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match=r"has no run.json"):
+        resolve_run_dir(tmp_path / "empty")
+    root = make_run(tmp_path / "run", COUNTS)
+    (root / "run.json").write_text("{")
+    with pytest.raises(UsageError, match=r"run.json is not valid JSON"):
+        load_run(root)
+    (root / "run.json").write_text("[1]")
+    with pytest.raises(UsageError, match="does not hold a JSON object"):
+        load_run(root)
+
+
+def test_damaged_or_foreign_chunks(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "run", COUNTS)
+    (root / "records" / "part-00009.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UsageError, match=r"part-00009.parquet.*damaged"):
+        read_run_records(root)
+    (root / "records" / "part-00009.parquet").unlink()
+    pq.write_table(pa.table({"time": [1]}), root / "records" / "part-00009.parquet")
+    with pytest.raises(UsageError, match="lacks the record column"):
+        read_run_records(root)
+    with pytest.raises(UsageError, match="no records/ folder"):
+        read_run_records(tmp_path)
+
+
+def test_header_parsing() -> None:
+    assert parse_header("User-Group:  canary ") == ("user-group", "canary")
+    for bad in ("user-group canary", ": x", "a b: c", "x:"):
+        with pytest.raises(UsageError, match="must be 'name: value'"):
+            parse_header(bad)
+
+
+def test_notes_for_an_unfinished_run_without_header(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "run", COUNTS, status="interrupted",
+                    run_extra={"arguments": {}, "problems": ["3 records were lost"]})
+    run = load_run(root)
+    assert run.header == ("user-group", "canary")
+    text = " ".join(run.notes)
+    assert "assumed 'user-group: canary'" in text
+    assert "'interrupted'" in text and "3 records were lost" in text
+
+
+def test_weights_from_run_json_or_the_savedmodel(tmp_path: Path) -> None:
+    run = load_run(make_run(tmp_path / "a", COUNTS, run_extra={
+        "models": {"resnet50": {"canary_model": {"weights": "seeded"}}, "resnet101": {"weights": "imagenet"}}}))
+    assert run.weights == {"resnet50": "seeded", "resnet101": "imagenet"}
+    root = make_run(tmp_path / "b", COUNTS)
+    model = tmp_path / "store" / "resnet50" / "1"
+    (model / "assets.extra").mkdir(parents=True)
+    (model / "assets.extra" / "canary_model.json").write_text(json.dumps({"weights": "seeded"}))
+    (root / "calibration.json").write_text(json.dumps(
+        {"subsets": ["resnet101", "resnet50"], "meta": {"model_dirs": {"resnet50": str(model), "resnet101": "/nowhere"}}}))
+    assert load_run(root).weights == {"resnet50": "seeded"}

@@ -1,0 +1,181 @@
+"""``verify-split``: does the mesh split traffic as expected? Parses arguments, calls one function, prints.
+
+Examples::
+
+    verify-split --expected 70/30                      # the newest run under reports/
+    verify-split reports/<run> --expected resnet50=70,resnet101=30
+    verify-split --expected 'default: 100/0; canary: 0/100'
+    verify-split --from-manifest manifests/routing/virtualservice-focused-routing.yaml
+    verify-split --plan --expected 70/30 --tolerance 0.03
+    verify-split --expected 70/30 --prometheus http://127.0.0.1:9090 --junit junit.xml
+
+Exit codes: 0 verified, 1 refuted, 2 inconclusive, 3 bad usage or unreadable
+input (argparse's own errors included: they are usage errors too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.markup import escape
+
+from canary.errors import CanaryError, UsageError
+
+from .crosscheck import DEFAULT_SERVICE
+from .latency import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
+from .policy import SplitPolicy
+from .report_console import print_plans, print_verification
+from .report_files import verify_and_report
+from .report_json import write_summary
+from .run import DEFAULT_HEADER, REPORTS_DIR, parse_header
+from .verify import VerifyRequest, plan_run
+
+__all__ = ["ArgumentError", "build_parser", "main", "make_consoles"]
+
+_EPILOG = (
+    "exit codes: 0 verified, 1 refuted, 2 inconclusive (too few requests for the tolerance), "
+    "3 bad usage or unreadable input. Writes summary.json and report.html into the run directory."
+)
+
+
+class ArgumentError(UsageError):
+    """A command line argparse cannot read (exit code 3, like every usage error)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are :class:`ArgumentError` (exit code 3, not argparse's 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="verify-split",
+        description="Verify that the mesh splits traffic between the model subsets as expected, "
+        "from a run directory written by `canary load`.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument("run_dir", nargs="?", type=Path,
+                        help="the run directory (default: the newest run under reports/)")
+    what = parser.add_argument_group("what to expect")
+    what.add_argument("--expected", metavar="SPLIT",
+                      help="expected split in percent, stable subset first: 70/30, resnet50=70,resnet101=30, "
+                           "or per group 'default: 100/0; canary: 0/100'")
+    what.add_argument("--from-manifest", dest="manifests", type=Path, action="append", default=[],
+                      metavar="FILE", help="derive each group's expected split from this VirtualService")
+    what.add_argument("--stable", metavar="NAME",
+                      help="the stable subset (default: the VirtualService's default route, else resnet50)")
+    stats = parser.add_argument_group("statistics")
+    stats.add_argument("--alpha", type=float, default=0.01, help="false-refutation rate per group (default 0.01)")
+    stats.add_argument("--tolerance", type=float, default=0.03,
+                       help="allowed deviation of each share, as a fraction (default 0.03: ±3 points)")
+    stats.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
+    stats.add_argument("--power", type=float, default=0.95, help="target power for --plan (default 0.95)")
+    stats.add_argument("--max-unknown-rate", type=float, default=0.005,
+                       help="largest share of unattributable responses (default 0.005)")
+    stats.add_argument("--max-error-rate", type=float, default=0.001,
+                       help="largest share of failed requests (default 0.001)")
+    stats.add_argument("--interval", choices=("exact", "wilson"), default="exact",
+                       help="Clopper-Pearson (default) or Wilson intervals")
+    stats.add_argument("--bonferroni", action="store_true",
+                       help="divide alpha and 1-confidence by the number of groups judged")
+    plan = parser.add_argument_group("planning")
+    plan.add_argument("--plan", action="store_true",
+                      help="print the requests needed for alpha and power, then exit (reads no run)")
+    plan.add_argument("--detect", type=float, help="with --plan: also refute this deviation (fraction)")
+    plan.add_argument("--canary-header", default=f"{DEFAULT_HEADER[0]}: {DEFAULT_HEADER[1]}",
+                      help="with --plan --from-manifest: the canary group's header")
+    cross = parser.add_argument_group("cross-check")
+    cross.add_argument("--prometheus", metavar="URL",
+                       help="cross-check against istio_requests_total in this Prometheus (on a cluster)")
+    cross.add_argument("--prometheus-service", default=DEFAULT_SERVICE,
+                       help=f"destination_service_name to count (default {DEFAULT_SERVICE})")
+    cross.add_argument("--prometheus-timeout", type=float, default=10.0, help="seconds (default 10)")
+    cross.add_argument("--crosscheck-slack", type=float,
+                       help="relative slack of the cross-check (default 0 for Envoy, 0.05 for Prometheus)")
+    lat = parser.add_argument_group("latency")
+    lat.add_argument("--latency-confidence", type=float, default=DEFAULT_CONFIDENCE,
+                     help="confidence of the Hodges-Lehmann interval (default 0.98, as Kayenta)")
+    lat.add_argument("--latency-margin", default=DEFAULT_MARGIN,
+                     help="smallest shift that matters: '5ms' or a share of the stable median (default 10%%)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", type=Path, metavar="FILE", help="also write the summary JSON here")
+    out.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here (one testcase per group)")
+    out.add_argument("--no-write", action="store_true",
+                     help="do not write summary.json and report.html into the run directory")
+    out.add_argument("--reports", type=Path, default=REPORTS_DIR, help="where runs are found (default reports)")
+    return parser
+
+
+def make_consoles() -> tuple[Console, Console]:
+    """stdout and stderr consoles; wide enough for the tables when piped."""
+    width = None if sys.stdout.isatty() else 200
+    return (
+        Console(highlight=False, width=width, soft_wrap=False),
+        Console(stderr=True, highlight=False, soft_wrap=True),
+    )
+
+
+def _policy(args: argparse.Namespace) -> SplitPolicy:
+    return SplitPolicy(
+        alpha=args.alpha, tolerance=args.tolerance, confidence=args.confidence,
+        max_unknown_rate=args.max_unknown_rate, max_error_rate=args.max_error_rate,
+        power=args.power, interval=args.interval,
+    )
+
+
+def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    policy = _policy(args)
+    if args.plan:
+        rows = plan_run(
+            expected=args.expected, manifests=args.manifests, policy=policy, stable=args.stable,
+            header=parse_header(args.canary_header), detect=args.detect,
+        )
+        print_plans(rows, out)
+        if args.json:
+            write_summary(args.json, {"format": "canary.verify-split.plan/1",
+                                      "plans": [{"applies_to": r.applies_to, **r.plan.to_dict()} for r in rows]})
+        return 0
+    request = VerifyRequest(
+        run_dir=args.run_dir, reports=args.reports, expected=args.expected,
+        manifests=tuple(args.manifests), stable=args.stable, policy=policy, bonferroni=args.bonferroni,
+        prometheus=args.prometheus, prometheus_service=args.prometheus_service,
+        prometheus_timeout=args.prometheus_timeout, crosscheck_slack=args.crosscheck_slack,
+        latency_confidence=args.latency_confidence, latency_margin=args.latency_margin,
+    )
+    result, written = verify_and_report(
+        request, into_run_dir=not args.no_write, json_path=args.json, junit_path=args.junit
+    )
+    print_verification(result, out)
+    for warning in written.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+    for path in written.paths:
+        out.print(f"wrote {escape(str(path))}")
+    return result.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``verify-split`` with ``argv``; returns the exit code."""
+    out, err = make_consoles()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return _run(args, out, err)
+    except SystemExit as done:  # --help
+        return int(done.code or 0) if isinstance(done.code, int | None) else 3
+    except CanaryError as error:
+        err.print(f"[bold red]verify-split:[/] {escape(str(error))}")
+        return error.exit_code
+    except KeyboardInterrupt:
+        err.print("verify-split: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Cross-check: the mesh's own per-subset request counters against the fingerprint counts.
+
+Two independent witnesses count the requests each subset served: the
+fingerprints (which model answered, from each response) and the mesh's
+telemetry — locally Envoy's upstream counters per cluster (run.json
+``mesh.delta``: after − before, per subset, both ports), on a cluster
+Istio's ``istio_requests_total`` by ``destination_version`` from Prometheus.
+
+Decision (pure, :func:`crosscheck`). With ``U`` the run's unattributed
+requests (``unknown`` + ``error`` records: each may have been served by any
+subset, or by none) and ``s_i = slack × max(fingerprint_i, mesh_i)``, the
+witnesses agree when, for every subset,
+
+    fingerprint_i − s_i  ≤  mesh_i  ≤  fingerprint_i + U + s_i
+
+and over all subsets ``Σ mesh ≤ Σ fingerprint + U + Σ s``. The slack is 0
+for Envoy's counters (exact integers; the requests a fingerprint names were
+served by that subset, so the mesh must have counted them) and 5% by default
+for Prometheus (``increase()`` extrapolates across scrapes and the last
+scrape may trail the run's end). A mismatch means the mesh did something the
+responses do not show (or other traffic went through the ingress, or a
+retried attempt was counted twice): it makes the overall verdict *refuted*.
+No counters (a run that did not target the local mesh, and no
+``--prometheus``) is *unavailable* and leaves the verdict alone.
+
+The Prometheus query (HTTP API ``/api/v1/query``, evaluated at the run's end)::
+
+    sum by (destination_version) (increase(istio_requests_total{
+        reporter="destination", destination_service_name="image-classifier"}[<duration>s]))
+
+``reporter="destination"`` counts each request once (the ingress gateway
+reports it too, as ``reporter="source"``). ``destination_version`` is the
+pod's ``version`` label, which the DestinationRule's subsets select on
+(``resnet50``, ``resnet101``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from canary.errors import UsageError
+
+from ._jsonable import jsonable
+
+__all__ = [
+    "DEFAULT_SERVICE",
+    "PROMETHEUS_SLACK",
+    "CrossCheck",
+    "CrossCheckRow",
+    "crosscheck",
+    "mesh_counts_from_run",
+    "parse_prometheus_answer",
+    "prometheus_counts",
+    "prometheus_query",
+    "unavailable",
+]
+
+DEFAULT_SERVICE = "image-classifier"
+PROMETHEUS_SLACK = 0.05
+CrossStatus = Literal["agree", "mismatch", "unavailable"]
+
+
+@dataclass(frozen=True)
+class CrossCheckRow:
+    """One subset's two counts (``subset`` ``""``: the Service's cluster without a subset)."""
+
+    subset: str
+    fingerprint: int
+    mesh: float
+    difference: float  # mesh − fingerprint
+    low: float  # the mesh count allowed, from ...
+    high: float  # ... to
+    agrees: bool
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """The cross-check's outcome; ``rows`` is empty when unavailable."""
+
+    status: CrossStatus
+    source: str  # "envoy", "prometheus", or "" when unavailable
+    reason: str
+    rows: tuple[CrossCheckRow, ...] = ()
+    unattributed: int = 0
+    slack: float = 0.0
+    query: str | None = None
+
+    @property
+    def fingerprint_total(self) -> int:
+        return sum(r.fingerprint for r in self.rows)
+
+    @property
+    def mesh_total(self) -> float:
+        return sum(r.mesh for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(jsonable(self))
+
+
+def unavailable(reason: str) -> CrossCheck:
+    """A cross-check that could not be made, and why."""
+    return CrossCheck(status="unavailable", source="", reason=reason)
+
+
+def _n(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def crosscheck(
+    fingerprint: Mapping[str, int],
+    mesh: Mapping[str, float],
+    *,
+    unattributed: int,
+    source: str,
+    slack: float = 0.0,
+    subsets: Sequence[str] = (),
+    query: str | None = None,
+) -> CrossCheck:
+    """Compare per-subset counts (see the module docstring for the rule). Pure."""
+    if not 0 <= slack < 1 or unattributed < 0:
+        raise UsageError(f"cross-check slack must be in [0, 1), got {slack!r}")
+    names = list(dict.fromkeys([*subsets, *fingerprint, *(k for k, v in mesh.items() if v)]))
+    rows: list[CrossCheckRow] = []
+    for name in names:
+        fp, seen = int(fingerprint.get(name, 0)), float(mesh.get(name, 0.0))
+        room = slack * max(fp, seen)
+        low, high = fp - room, fp + unattributed + room
+        rows.append(
+            CrossCheckRow(
+                subset=name,
+                fingerprint=fp,
+                mesh=seen,
+                difference=seen - fp,
+                low=low,
+                high=high,
+                agrees=low - 1e-9 <= seen <= high + 1e-9,
+            )
+        )
+    fp_total = sum(r.fingerprint for r in rows)
+    mesh_total = sum(r.mesh for r in rows)
+    total_high = fp_total + unattributed + slack * sum(max(r.fingerprint, r.mesh) for r in rows)
+    bad = [r for r in rows if not r.agrees]
+    total_ok = mesh_total <= total_high + 1e-9
+    what = "Envoy's counters" if source == "envoy" else "Prometheus (istio_requests_total)"
+    allowance = f"{unattributed} unattributed request(s)" + (
+        f" and {100 * slack:g}% slack" if slack else ""
+    )
+    if not bad and total_ok:
+        reason = (
+            f"{what} agree with the fingerprints: {_n(mesh_total)} vs {fp_total} requests "
+            f"(allowing {allowance})"
+        )
+        status: CrossStatus = "agree"
+    else:
+        parts = [
+            f"{r.subset or '(no subset)'}: mesh {_n(r.mesh)} vs fingerprints {r.fingerprint} "
+            f"({r.difference:+.0f}; allowed {_n(max(r.low, 0))}–{_n(r.high)})"
+            for r in bad
+        ]
+        if not total_ok:
+            parts.append(
+                f"in all: mesh {_n(mesh_total)} vs fingerprints {fp_total}, "
+                f"more than {allowance} explain"
+            )
+        reason = (
+            f"{what} disagree with the fingerprints: {'; '.join(parts)}; the mesh routed "
+            "differently from what the responses show, or other traffic used the ingress "
+            "during the run"
+        )
+        status = "mismatch"
+    return CrossCheck(
+        status=status,
+        source=source,
+        reason=reason,
+        rows=tuple(rows),
+        unattributed=unattributed,
+        slack=slack,
+        query=query,
+    )
+
+
+def _requests(value: Any) -> int | None:
+    if isinstance(value, Mapping):
+        value = value.get("requests")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def mesh_counts_from_run(run: Mapping[str, Any]) -> tuple[dict[str, int] | None, str]:
+    """Envoy's per-subset requests over the run from run.json, or ``(None, why not)``.
+
+    Reads ``mesh.delta`` (``{subset: requests}``), else ``mesh.counters_after`` −
+    ``mesh.counters_before`` (each ``{subset: {"requests": n, ...}}`` or ``{subset: n}``).
+    """
+    mesh = run.get("mesh")
+    if not isinstance(mesh, Mapping) or not mesh.get("local"):
+        return None, (
+            "the run did not target the local mesh, so run.json holds no mesh counters; "
+            "on a cluster, give --prometheus URL"
+        )
+    delta = mesh.get("delta")
+    if isinstance(delta, Mapping):
+        counts = {str(k): _requests(v) for k, v in delta.items()}
+        if all(v is not None for v in counts.values()):
+            return {k: int(v or 0) for k, v in counts.items()}, ""
+    before, after = mesh.get("counters_before"), mesh.get("counters_after")
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        out: dict[str, int] = {}
+        for name in sorted(set(before) | set(after)):
+            a, b = _requests(after.get(name, 0)), _requests(before.get(name, 0))
+            if a is None or b is None:
+                break
+            out[str(name)] = a - b
+        else:
+            return out, ""
+    return None, (
+        "run.json has no usable mesh counters after the run (mesh.delta / counters_after); "
+        "the run may have been interrupted before the mesh was read again"
+    )
+
+
+# --- Prometheus (the one network edge) -------------------------------------------------
+
+
+def prometheus_query(window_s: float, service: str = DEFAULT_SERVICE) -> str:
+    """The PromQL for the requests per ``destination_version`` over the last ``window_s``."""
+    window = max(1, math.ceil(window_s))
+    return (
+        "sum by (destination_version) (increase(istio_requests_total{"
+        f'reporter="destination",destination_service_name="{service}"'
+        f"}}[{window}s]))"
+    )
+
+
+def parse_prometheus_answer(
+    document: Mapping[str, Any], label: str = "destination_version"
+) -> dict[str, float]:
+    """``{label value: requests}`` from an ``/api/v1/query`` answer (a vector)."""
+    if document.get("status") != "success":
+        raise UsageError(
+            f"Prometheus answered {document.get('errorType') or 'an error'}: "
+            f"{document.get('error') or document}; check the URL and the query"
+        )
+    data = document.get("data")
+    if not isinstance(data, Mapping) or data.get("resultType") != "vector":
+        raise UsageError(
+            "Prometheus' answer is not an instant vector; is --prometheus the server's base URL "
+            "(e.g. http://prometheus.istio-system:9090)?"
+        )
+    out: dict[str, float] = {}
+    for sample in data.get("result") or ():
+        try:
+            name = str(sample["metric"].get(label, ""))
+            value = float(sample["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise UsageError(f"cannot read the Prometheus sample {sample!r}") from None
+        if math.isfinite(value):
+            out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def prometheus_counts(
+    url: str,
+    *,
+    window_s: float,
+    at: dt.datetime,
+    service: str = DEFAULT_SERVICE,
+    timeout: float = 10.0,
+) -> tuple[dict[str, float], str]:
+    """Ask Prometheus for the requests per subset over the run; returns ``(counts, query)``."""
+    query = prometheus_query(window_s, service)
+    base = url if "://" in url else f"http://{url}"
+    params = urllib.parse.urlencode({"query": query, "time": f"{at.timestamp():.3f}"})
+    target = f"{base.rstrip('/')}/api/v1/query?{params}"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        if not body:
+            raise UsageError(f"Prometheus at {url} answered HTTP {error.code}; check --prometheus") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise UsageError(
+            f"cannot reach Prometheus at {url} ({getattr(error, 'reason', error)}); "
+            "check --prometheus (e.g. kubectl -n istio-system port-forward svc/prometheus 9090 "
+            "and --prometheus http://127.0.0.1:9090)"
+        ) from None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise UsageError(f"Prometheus at {url} did not answer JSON; is it the Prometheus base URL?") from None
+    if not isinstance(document, Mapping):
+        raise UsageError(f"Prometheus at {url} answered {document!r}, not a JSON object")
+    return parse_prometheus_answer(document), query

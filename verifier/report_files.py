@@ -1,0 +1,74 @@
+"""Writing a verification's files: the one entry point ``verify-split`` and ``canary report`` call.
+
+:func:`verify_and_report` judges a run (:func:`verifier.verify.verify_run`)
+and writes ``summary.json`` and ``report.html`` into the run directory, plus
+the ``--json`` and ``--junit`` files where asked. A run directory that cannot
+be written (read-only copy) gives a warning, not a failure: the verdict
+stands; an explicitly asked ``--json``/``--junit`` file that cannot be
+written is a :class:`UsageError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from canary.errors import UsageError
+
+from .report_html import REPORT_FILE, write_html
+from .report_json import SUMMARY_FILE, summary_document, write_summary
+from .report_junit import write_junit
+from .verify import Verification, VerifyRequest, verify_run
+
+__all__ = ["Written", "verify_and_report", "write_reports"]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What was written, and what could not be."""
+
+    paths: tuple[Path, ...]
+    warnings: tuple[str, ...]
+
+
+def write_reports(
+    result: Verification,
+    *,
+    into_run_dir: bool = True,
+    json_path: Path | None = None,
+    junit_path: Path | None = None,
+) -> Written:
+    """Write the summary and the page into the run directory, and the asked extra files."""
+    paths: list[Path] = []
+    warnings: list[str] = []
+    document = summary_document(result)
+    if into_run_dir:
+        root = result.run.root
+        try:
+            paths.append(write_summary(root / SUMMARY_FILE, document))
+            paths.append(write_html(root / REPORT_FILE, result))
+        except OSError as error:
+            warnings.append(f"could not write the reports into {root} ({error.strerror or error}); use --json FILE")
+    for path, write in (
+        (json_path, lambda p: write_summary(p, document)),
+        (junit_path, lambda p: write_junit(p, result)),
+    ):
+        if path is None:
+            continue
+        try:
+            paths.append(write(Path(path)))
+        except OSError as error:
+            raise UsageError(f"cannot write {path}: {error.strerror or error}; choose a writable path") from None
+    return Written(tuple(paths), tuple(warnings))
+
+
+def verify_and_report(
+    request: VerifyRequest,
+    *,
+    into_run_dir: bool = True,
+    json_path: Path | None = None,
+    junit_path: Path | None = None,
+) -> tuple[Verification, Written]:
+    """Verify one run and write its files (see the module docstring)."""
+    result = verify_run(request)
+    return result, write_reports(result, into_run_dir=into_run_dir, json_path=json_path, junit_path=junit_path)
