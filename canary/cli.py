@@ -188,6 +188,51 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- load ------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> int:
+    from loadtest.load import LoadRequest, RichProgress, run_load
+
+    request = LoadRequest(
+        host=args.host, protocol=args.protocol, canary_share=args.canary_share, canary_header=args.canary_header,
+        payloads=args.payloads, users=args.users, spawn_rate=args.spawn_rate, run_time=args.run_time,
+        requests=args.requests, processes=args.processes, run_dir=args.run_dir, calibration=args.calibration,
+        expected=args.expected,
+    )
+    request.validate()
+    with RichProgress(request, console=err) as bar:
+        result = run_load(request, progress=bar)
+    run = result.run or {}
+    table = Table("subset", "requests", title=f"responses by subset ({run.get('status', 'no run.json')})")
+    for subset, n in (run.get("requests", {}).get("by_subset") or {}).items():
+        table.add_row(subset, str(n))
+    console.print(table)
+    for problem in run.get("problems") or []:
+        err.print(f"[yellow]problem:[/yellow] {escape(str(problem))}")
+    console.print(f"run directory: {result.run_dir}   (Locust's log: {result.log.name}; exit code {result.exit_code})")
+    return result.exit_code
+
+
+# --- report ----------------------------------------------------------------------
+
+
+def _report(args: argparse.Namespace) -> int:
+    from verifier.report_console import print_verification
+    from verifier.report_files import verify_and_report
+    from verifier.verify import VerifyRequest
+
+    request = VerifyRequest(run_dir=args.run_dir, expected=args.expected, manifests=tuple(args.from_manifest),
+                            stable=args.stable, require_expectation=False)
+    result, written = verify_and_report(request, json_path=args.json)
+    print_verification(result, console)
+    for warning in written.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    for path in written.paths:
+        console.print(f"wrote {path}")
+    return 0
+
+
 # --- export ----------------------------------------------------------------------
 
 
@@ -257,6 +302,34 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--tiny", action="store_true", help="with --source savedmodel: the tiny test models")
     calibrate.add_argument("--store", type=Path, help="with --source savedmodel: the model store")
     calibrate.add_argument("--host", help="the DestinationRule host, when the mesh has several")
+
+    load = add("load", _load, "drive REST and gRPC predict traffic through the ingress with Locust, "
+                              "attribute every response, write a run directory under reports/")
+    load.add_argument("--host", help="the ingress URL (default: the running local mesh's)")
+    load.add_argument("--protocol", choices=("rest", "grpc", "both"), default="both",
+                      help="REST users, gRPC users or both (default both)")
+    load.add_argument("--canary-share", type=float, default=0.2, help="share of users sending the canary header")
+    load.add_argument("--canary-header", default="user-group: canary", help="'name: value' (default 'user-group: canary')")
+    load.add_argument("--payloads", type=Path, help="folder of payload JPEGs (default payloads/images)")
+    load.add_argument("-u", "--users", type=int, default=10, help="concurrent users (default 10)")
+    load.add_argument("-r", "--spawn-rate", type=float, help="users started per second (default: all at once)")
+    budget = load.add_mutually_exclusive_group()
+    budget.add_argument("-t", "--run-time", help="how long, e.g. 60s or 5m (default 60s)")
+    budget.add_argument("--requests", type=int, help="stop after exactly this many requests")
+    load.add_argument("--processes", type=int, help="Locust worker processes (default: one process)")
+    load.add_argument("--run-dir", type=Path, help="the run directory (default reports/<UTC timestamp>-<id>)")
+    load.add_argument("--calibration", type=Path,
+                      help="calibration file (default: calibrate against the local mesh's pods)")
+    load.add_argument("--expected", help="expected split for the live view, e.g. 70/30 or 'default: 100/0; canary: 0/100'")
+
+    report = add("report", _report, "write summary.json and report.html (split, latency, accuracy) into a run "
+                                     "directory; exits 0 once written, whatever the verdict (verify-split gates)")
+    report.add_argument("run_dir", nargs="?", type=Path, help="the run directory (default: the newest under reports/)")
+    report.add_argument("--expected", help="expected split (default: the one the load test was given, if any)")
+    report.add_argument("--from-manifest", type=Path, action="append", default=[], metavar="FILE",
+                        help="derive each group's expected split from this VirtualService")
+    report.add_argument("--stable", help="the stable subset (default: the VirtualService's default route, else resnet50)")
+    report.add_argument("--json", type=Path, metavar="FILE", help="also write the summary JSON here")
 
     export = add("export", _export, "export the SavedModels into the model store (cached)")
     export.add_argument("--tiny", action="store_true")

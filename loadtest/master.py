@@ -1,0 +1,436 @@
+"""The collecting side of the plugin: on the Locust master, or in a local (single-process) run.
+
+At each test start it opens a run directory, writes the first ``run.json``,
+snapshots the local mesh's counters and sends the calibration to the
+workers. While the test runs it hands out user indices (groups) and request
+leases, appends the records workers ship to the Parquet sink, feeds the
+``on_records`` hooks (the web UI) and rewrites ``progress.json``. When the
+test stops it asks every worker to stop its users and ship what is left,
+waits for each to say so, and writes the final ``run.json``; at ``quitting``
+it checks that nothing was lost, failed or left unattributed and sets the
+process exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust.runners import STATE_MISSING, LocalRunner
+
+from canary.errors import CanaryError
+from loadtest.budget import Ledger
+from loadtest.fingerprint import Calibration
+from loadtest.items import group_of
+from loadtest.meshinfo import MeshSnapshot, counter_delta, local_mesh
+from loadtest.options import CanaryOptions
+from loadtest.records import RecordSink
+from loadtest.rundir import (
+    RUN_FORMAT,
+    RunDir,
+    default_run_dir,
+    utc_now,
+    versions,
+    write_bytes_atomic,
+)
+from loadtest.worker import MSG
+from payloads import PayloadSet
+
+__all__ = ["MasterSide", "RecordHook"]
+
+logger = logging.getLogger("canary.loadtest")
+
+RecordHook = Callable[[list[dict[str, Any]]], None]
+
+
+class MasterSide:
+    """Run directory, records, groups and the request budget for one Locust master (or local run)."""
+
+    progress_interval_s = 0.5
+    flush_grace_s = 30.0
+    stats_wait_s = 5.0
+    stale_budget_s = 15.0
+
+    def __init__(self, environment: Any, options: CanaryOptions, payloads: PayloadSet,
+                 calibration: Calibration, calibration_origin: dict[str, Any], hooks: list[RecordHook],
+                 expected: dict[str, Any]) -> None:
+        self.environment = environment
+        self.runner = environment.runner
+        self.local = isinstance(self.runner, LocalRunner)
+        self.options = options
+        self.payloads = payloads
+        self.calibration = calibration
+        self.calibration_origin = calibration_origin
+        self.calibration_json = calibration.to_json().decode()
+        self.hooks = hooks
+        self.expected = expected
+        self.run: RunDir | None = None
+        self.sink: RecordSink | None = None
+        self.ledger: Ledger | None = None
+        self.tests = 0
+        self.finalized = False
+        self.stopping = False
+        self.status = "idle"
+        self.started_at = self.ended_at = ""
+        self.started_monotonic = 0.0
+        self.mesh_before: MeshSnapshot | None = None
+        self.mesh_after: MeshSnapshot | None = None
+        self.enrolled: Counter[str] = Counter()
+        self.groups: Counter[tuple[str, str]] = Counter()
+        self.flushed: dict[str, dict[str, Any]] = {}
+        self.notes: list[str] = []  # what went wrong while running (problems add the end-of-run checks)
+        self.problems: list[str] = []
+        self.exit_code: int | None = None
+        self.models: dict[str, Any] = {}  # subset -> its server's model metadata
+        self._progress: gevent.Greenlet | None = None
+        self._last_rows = (0, time.monotonic())
+
+    # --- wiring --------------------------------------------------------------------
+
+    def register(self) -> None:
+        runner = self.runner
+        runner.register_message(MSG.RECORDS, self._on_records)
+        runner.register_message(MSG.FLUSHED, self._on_flushed)
+        runner.register_message(MSG.ENROLL, self._on_enroll)
+        runner.register_message(MSG.LEASE, self._on_lease)
+        runner.register_message(MSG.NEED_CALIBRATION, self._on_need_calibration)
+        events = self.environment.events
+        events.test_start.add_listener(self.on_test_start)
+        events.test_stop.add_listener(self.on_test_stop)
+        events.quitting.add_listener(self.on_quitting)
+
+    def _reply(self, kind: str, data: dict[str, Any], node: str) -> None:
+        self.runner.send_message(kind, data, client_id=node)
+
+    # --- start ---------------------------------------------------------------------
+
+    def _next_run_dir(self) -> RunDir:
+        given = self.options.run_dir
+        if given is None:
+            return RunDir(default_run_dir())
+        if self.tests == 1:
+            return RunDir(given)
+        return RunDir(given.with_name(f"{given.name}-{self.tests}"))  # a second test from the web UI
+
+    def on_test_start(self, environment: Any, **_: Any) -> None:
+        try:
+            self.options = CanaryOptions.from_parsed(environment.parsed_options)
+        except CanaryError as error:
+            logger.error("canary: %s (keeping the previous options)", error)
+        if self.sink is not None and not self.sink.closed:
+            self.sink.close()
+        self.tests += 1
+        try:
+            run = self._next_run_dir().create()
+            write_bytes_atomic(run.calibration_json, self.calibration_json.encode())
+        except (CanaryError, OSError) as error:
+            logger.error("canary: cannot write the run directory: %s", error)
+            environment.process_exit_code = getattr(error, "exit_code", 3)
+            self.run = self.sink = None
+            self._stop_test("no run directory")
+            return
+        self.run = run
+        self.sink = RecordSink(self.run.records)
+        self.ledger = Ledger(self.options.requests) if self.options.requests else None
+        self.enrolled, self.groups, self.flushed = Counter(), Counter(), {}
+        self.notes, self.problems = [], []
+        self.finalized = self.stopping = False
+        self.exit_code = None
+        self.status = "running"
+        self.started_at, self.ended_at = utc_now(), ""
+        self.started_monotonic = time.monotonic()
+        self._last_rows = (0, time.monotonic())
+        self.mesh_before = local_mesh(environment.host)
+        self.mesh_after = None
+        self.write_run()
+        self.write_progress()
+        if not self.local:
+            self.runner.send_message(MSG.CALIBRATION, {"json": self.calibration_json})
+        if self._progress is None or self._progress.dead:
+            self._progress = gevent.spawn(self._progress_loop)
+        logger.info("canary: writing the run directory %s", self.run.root)
+
+    # --- messages ------------------------------------------------------------------
+
+    def _on_records(self, environment: Any, msg: Any, **_: Any) -> None:
+        rows = msg.data.get("rows") or []
+        if self.sink is None or self.sink.closed:
+            logger.error("canary: %d records arrived with no run open; they are dropped", len(rows))
+            return
+        accepted = self.sink.add(rows)
+        if accepted:
+            for hook in list(self.hooks):
+                try:
+                    hook(accepted)  # type: ignore[arg-type]
+                except Exception:
+                    logger.exception("canary: an on_records hook failed")
+
+    def _on_flushed(self, environment: Any, msg: Any, **_: Any) -> None:
+        self.flushed[str(msg.node_id)] = dict(msg.data or {})
+
+    def _on_enroll(self, environment: Any, msg: Any, **_: Any) -> None:
+        protocol = str(msg.data.get("protocol"))
+        index = self.enrolled[protocol]
+        self.enrolled[protocol] += 1
+        group = group_of(index, self.options.canary_share)
+        self.groups[(protocol, group)] += 1
+        header = list(self.options.header) if group == "canary" else None
+        self._reply(MSG.ENROLLED, {"token": msg.data.get("token"), "index": index, "group": group,
+                                   "header": header}, msg.node_id)
+
+    def _on_lease(self, environment: Any, msg: Any, **_: Any) -> None:
+        want = int(msg.data.get("want", 1))
+        if self.ledger is None:
+            n = want  # no budget in this test: a worker asking is out of date, let it run
+        else:
+            workers = 1 if self.local else max(1, self.runner.worker_count)
+            n = self.ledger.grant(str(msg.data.get("worker", msg.node_id)), want, workers)
+        self._reply(MSG.GRANT, {"n": n}, msg.node_id)
+
+    def _on_need_calibration(self, environment: Any, msg: Any, **_: Any) -> None:
+        self._reply(MSG.CALIBRATION, {"json": self.calibration_json}, msg.node_id)
+
+    # --- while running -------------------------------------------------------------
+
+    def _progress_loop(self) -> None:
+        while True:
+            gevent.sleep(self.progress_interval_s)
+            try:
+                if self.sink is not None and not self.sink.closed:
+                    self.sink.flush_due()
+                if self.status == "running":
+                    self.write_progress()
+                    self._check_budget()
+            except Exception:
+                logger.exception("canary: progress update failed")
+
+    def _check_budget(self) -> None:
+        if self.ledger is None or self.sink is None or self.stopping or self.ledger.remaining > 0:
+            return
+        rows = self.sink.stats.rows
+        if rows != self._last_rows[0]:
+            self._last_rows = (rows, time.monotonic())
+        if rows >= self.ledger.total:
+            self._stop_test(f"--requests {self.ledger.total} reached")
+        elif time.monotonic() - self._last_rows[1] > self.stale_budget_s:
+            self.notes.append(
+                f"only {rows} of the {self.ledger.total} requests handed out came back (a worker died?)"
+            )
+            self._stop_test("--requests: the last leased requests never came back")
+
+    def _stop_test(self, reason: str) -> None:
+        self.stopping = True
+        headless = bool(getattr(self.environment.parsed_options, "headless", False))
+        logger.info("canary: %s, %s", reason, "shutting down" if headless else "stopping the test")
+        gevent.spawn(self.runner.quit if headless else self.runner.stop)
+
+    # --- stop ----------------------------------------------------------------------
+
+    def on_test_stop(self, environment: Any, **_: Any) -> None:
+        self.finalize("finished")
+
+    def finalize(self, status: str) -> None:
+        """Collect every worker's last records, then write the run's final state (once per test)."""
+        if self.finalized or self.run is None or self.sink is None:
+            return
+        self.finalized = True
+        self._collect_from_workers()
+        self.sink.flush()
+        self._wait_for_locust_stats()
+        self.mesh_after = local_mesh(self.environment.host)
+        self.status = status
+        self.ended_at = utc_now()
+        self.exit_code = self._exit_code(log=False)
+        self.write_run()
+        self.write_progress()
+
+    def _collect_from_workers(self) -> None:
+        if self.local:
+            self.runner.send_message(MSG.STOP, None)
+            return
+        stop_timeout = float(getattr(self.environment, "stop_timeout", 0.0) or 0.0)
+        deadline = time.monotonic() + stop_timeout + self.flush_grace_s
+        pending = {c.id for c in self.runner.clients.all if c.state != STATE_MISSING}
+        for node in pending:
+            self._reply(MSG.STOP, {}, node)
+        while time.monotonic() < deadline:
+            connected = {c.id for c in self.runner.clients.all}
+            waiting = {n for n in pending if n not in self.flushed and n in connected}
+            if not waiting:
+                return
+            gevent.sleep(0.05)
+        self.notes.append(f"workers {', '.join(sorted(waiting))} did not confirm their last records in time")
+
+    def _wait_for_locust_stats(self) -> None:
+        """Workers report Locust's statistics every few seconds; wait until they cover every record."""
+        deadline = time.monotonic() + self.stats_wait_s
+        rows = self.sink.stats.rows if self.sink else 0
+        while self.runner.stats.total.num_requests < rows and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+
+    def on_quitting(self, environment: Any, **_: Any) -> None:
+        if self.run is None or self.sink is None:
+            return
+        if not self.finalized:
+            self.finalize("interrupted")
+        self.sink.close()
+        self.exit_code = self._exit_code(log=True)
+        self.write_run()
+        self.write_progress()
+        if self._progress is not None:
+            self._progress.kill(block=False)
+        if self.exit_code:
+            environment.process_exit_code = self.exit_code
+
+    def _lost(self) -> dict[str, int]:
+        assert self.sink is not None
+        tallies = self.sink.stats.workers
+        lost = {}
+        for info in self.flushed.values():
+            worker = str(info.get("worker"))
+            received = tallies[worker].received if worker in tallies else 0
+            if int(info.get("produced", 0)) > received:
+                lost[worker] = int(info.get("produced", 0)) - received
+        return lost
+
+    def _exit_code(self, log: bool) -> int | None:
+        """The end-of-run checks: sets ``problems``; the exit code they call for (None: all good)."""
+        assert self.sink is not None
+        stats = self.sink.stats
+        problems = list(self.notes)
+        locust_total = self.runner.stats.total.num_requests
+        failed, unknown = stats.by_outcome.get("failed", 0), stats.by_outcome.get("unknown", 0)
+        lost = sum(self._lost().values()) + stats.missing
+        if stats.rows == 0:
+            problems.append("no request was sent")
+        if lost:
+            problems.append(f"{lost} records were lost on the way to the master")
+        if locust_total > stats.rows or (locust_total < stats.rows and self.status != "interrupted"):
+            # (interrupted, workers may quit before their last statistics report: Locust then counts fewer)
+            problems.append(f"Locust counted {locust_total} requests but {stats.rows} records arrived")
+        if unknown:
+            problems.append(f"{unknown} responses could not be attributed to a subset (subset 'unknown'; "
+                            "see the records' error and top5 columns, or recalibrate)")
+        if failed:
+            problems.append(f"{failed} requests failed (subset 'error'; see the records' status and error)")
+        if log:
+            for problem in problems:
+                logger.error("canary: %s", problem)
+        self.problems = problems
+        if failed:
+            return int(getattr(self.environment.parsed_options, "exit_code_on_error", 1) or 1)
+        return 1 if problems else None
+
+    # --- files ---------------------------------------------------------------------
+
+    def write_progress(self) -> None:
+        if self.run is None or self.sink is None:
+            return
+        stats = self.sink.stats
+        parsed = self.environment.parsed_options
+        self.run.write_progress({
+            "state": self.status,
+            "elapsed_s": round(time.monotonic() - self.started_monotonic, 3),
+            "run_time_s": getattr(parsed, "run_time", None),
+            "target_requests": self.options.requests or None,
+            "requests": stats.rows,
+            "failed": stats.by_outcome.get("failed", 0),
+            "unknown": stats.by_outcome.get("unknown", 0),
+            "by_subset": dict(sorted(stats.by_subset.items())),
+            "users": int(getattr(self.runner, "user_count", 0) or 0),
+            "exit_code": self.exit_code,
+        })
+
+    def write_run(self) -> None:
+        if self.run is not None:
+            self.run.write_run(self.document())
+
+    def document(self) -> dict[str, Any]:
+        """The run.json document (see README, "The run directory")."""
+        assert self.run is not None and self.sink is not None
+        stats = self.sink.stats
+        env = self.environment
+        parsed = env.parsed_options
+        users: dict[str, dict[str, int]] = {}
+        for (protocol, group), n in sorted(self.groups.items()):
+            users.setdefault(protocol, {})[group] = n
+        mesh: dict[str, Any] = {"local": False}
+        if self.mesh_before is not None and self.mesh_before.targeted:
+            before = self.mesh_before
+            after = self.mesh_after
+            mesh = {
+                "local": True,
+                "home": before.home,
+                "ingress_url": before.ingress_url,
+                "applied": before.applied,
+                "counters_before": before.counters,
+                "counters_after": after.counters if after else None,
+                "delta": counter_delta(before.counters, after.counters) if after else None,
+            }
+        cal = self.calibration
+        locust_stats = self.runner.stats.total
+        return {
+            "format": RUN_FORMAT,
+            "run_id": self.run.root.name,
+            "status": self.status,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at or None,
+            "host": env.host,
+            "runner": "local" if self.local else "master",
+            "arguments": {
+                "argv": list(sys.argv),
+                "canary": self.options.to_dict(),
+                "locust": {name: _plain(getattr(parsed, name, None)) for name in (
+                    "num_users", "spawn_rate", "run_time", "processes", "expect_workers", "headless",
+                    "user_classes", "exit_code_on_error")} | {"stop_timeout": env.stop_timeout},
+                "user_classes": sorted(c.__name__ for c in env.user_classes),
+            },
+            "payloads": {
+                "dir": str(self.payloads.images_dir),
+                "size": self.payloads.size,
+                "digest": self.payloads.digest,
+                "items": [{"id": p.id, "label": p.label, "sha256": dict(p.digests)} for p in self.payloads],
+            },
+            "calibration": {
+                "file": self.run.calibration_json.name,
+                **self.calibration_origin,
+                "source": cal.meta.get("origin", cal.source),
+                "tolerance": cal.tolerance,
+                "subsets": list(cal.subsets),
+                "pairs": len(cal.pairs),
+                "usable": len(cal.usable),
+                "excluded": list(cal.warnings),
+            },
+            "models": self.models,
+            "expected": {group: e.to_dict() for group, e in sorted(self.expected.items())},
+            "users": users,
+            "mesh": mesh,
+            "versions": versions(),
+            "requests": {
+                "total": stats.rows,
+                "target": self.options.requests or None,
+                "by_outcome": dict(sorted(stats.by_outcome.items())),
+                "by_subset": dict(sorted(stats.by_subset.items())),
+                "locust": {"requests": locust_stats.num_requests, "failures": locust_stats.num_failures},
+            },
+            "records": {"dir": self.run.records.name, **stats.to_dict(), "lost": self._lost(),
+                        "workers_flushed": sorted(self.flushed)},
+            "problems": list(self.problems),
+            "exit_code": self.exit_code,
+        }
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)

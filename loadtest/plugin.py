@@ -1,0 +1,154 @@
+"""The canary plugin for Locust: options, the run lifecycle, and the ``on_records`` hooks.
+
+:func:`install` (the locustfile calls it) adds the canary options to Locust's
+parser and, at ``init``, sets up each process by its role:
+
+* the master, or a local run: loads the payloads, calibrates (``--calibration
+  FILE``, else the local mesh's pods per subset), parses ``--expected`` into
+  ``environment.canary_expected`` and starts a :class:`loadtest.master.MasterSide`
+  (``environment.canary_master``);
+* a worker, or a local run: loads the payloads, prepares every request and
+  starts a :class:`loadtest.worker.WorkerSide` (``environment.canary_worker``).
+
+``on_records`` is the one coupling point for the web UI: every hook in it is
+called with each batch of records the master (or local run) accepts.
+
+Users in flight when a test stops finish their request: unless
+``--stop-timeout`` is given, it is set to 30 s, so every request Envoy saw
+gets its record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from canary.errors import CalibrationError, CanaryError, MeshNotRunningError, UsageError
+from loadtest.fingerprint import Calibration
+from loadtest.master import MasterSide
+from loadtest.options import CanaryOptions, add_arguments, parse_expected_groups
+from loadtest.worker import WorkerSide
+from payloads import PayloadSet, load_payloads
+
+__all__ = ["DRAIN_S", "install", "on_records", "setup_environment"]
+
+logger = logging.getLogger("canary.loadtest")
+
+on_records: list[Callable[[list[dict[str, Any]]], None]] = []
+"""Called with each batch of records the master (or the local runner) accepts."""
+
+DRAIN_S = 30.0
+_installed: set[int] = set()
+
+
+def install(events: Any = None) -> None:
+    """Register the plugin on Locust's events (default ``locust.events``); idempotent."""
+    if events is None:
+        from locust import events as locust_events
+
+        events = locust_events
+    if id(events) in _installed:
+        return
+    _installed.add(id(events))
+    events.init_command_line_parser.add_listener(_on_parser)
+    events.init.add_listener(_on_init)
+
+
+def _on_parser(parser: Any, **_: Any) -> None:
+    add_arguments(parser)
+
+
+def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
+    if runner is None:
+        return
+    try:
+        setup_environment(environment)
+    except CanaryError as error:
+        logger.error("canary: %s", error)
+        raise SystemExit(error.exit_code) from None
+
+
+def _select_user_classes(environment: Any, protocol: str) -> None:
+    wanted = {"rest": {"rest"}, "grpc": {"grpc"}, "both": {"rest", "grpc"}}[protocol]
+    classes = [c for c in environment.user_classes if getattr(c, "protocol", "") in wanted]
+    if not classes:
+        names = ", ".join(c.__name__ for c in environment.user_classes) or "none"
+        raise UsageError(f"--protocol {protocol} leaves no user class to run (given: {names})")
+    environment.user_classes = classes
+
+
+def _calibrate(options: CanaryOptions, payloads: PayloadSet, host: str | None) -> tuple[Calibration, dict[str, Any]]:
+    from loadtest.calibration import (
+        calibrate_endpoints,
+        check_payloads,
+        load_calibration,
+        local_mesh_endpoints,
+    )
+    from loadtest.meshinfo import ingress_url, same_endpoint
+
+    if options.calibration is not None:
+        calibration = load_calibration(options.calibration)
+        check_payloads(calibration, payloads)
+        return calibration, {"given": str(options.calibration)}
+    try:
+        endpoints = local_mesh_endpoints()
+        ingress = ingress_url()
+    except MeshNotRunningError:
+        raise CalibrationError(
+            "no calibration to attribute responses with: give --calibration FILE (made by `canary calibrate`), "
+            "or start the local mesh (`canary mesh up`) so the load test calibrates against its pods"
+        ) from None
+    if host and not same_endpoint(host, ingress):
+        raise CalibrationError(
+            f"--host {host} is not the local mesh's ingress ({ingress}), so its models cannot be calibrated from "
+            "the local pods: give --calibration FILE (`canary calibrate --source endpoints --endpoint ...`)"
+        )
+    logger.info("canary: calibrating against the local mesh's pods (%s)", ", ".join(sorted(endpoints)))
+    calibration = calibrate_endpoints(endpoints, payloads.items, options.protocol)  # type: ignore[arg-type]
+    return calibration, {"given": None, "endpoints": endpoints}
+
+
+def _models(origin: dict[str, Any], options: CanaryOptions) -> dict[str, Any]:
+    """Each subset's model metadata, when the calibration knows the subsets' own servers."""
+    from loadtest.meshinfo import model_metadata
+
+    endpoints = origin.get("endpoints")
+    return model_metadata(endpoints, options.model_name) if isinstance(endpoints, dict) else {}
+
+
+def setup_environment(environment: Any) -> None:
+    """Set up this process's side(s) of the plugin on ``environment`` (its runner must exist)."""
+    from loadtest.meshinfo import ingress_url, subsets_in_order
+
+    runner = environment.runner
+    options = CanaryOptions.from_parsed(environment.parsed_options)
+    _select_user_classes(environment, options.protocol)
+    is_worker = isinstance(runner, WorkerRunner)
+    if not environment.host and not is_worker:
+        try:
+            environment.host = ingress_url()
+            logger.info("canary: no --host given; using the local mesh's ingress %s", environment.host)
+        except CanaryError:
+            pass
+    if not environment.stop_timeout:
+        environment.stop_timeout = DRAIN_S
+    payloads = load_payloads(options.payloads, size=options.payload_size)
+    side: WorkerSide | None = None
+    if is_worker or isinstance(runner, LocalRunner):
+        side = WorkerSide(environment, options, payloads)
+        side.register()
+        environment.canary_worker = side
+    if isinstance(runner, MasterRunner | LocalRunner):
+        calibration, origin = _calibrate(options, payloads, environment.host)
+        expected = parse_expected_groups(options.expected, subsets_in_order())
+        if expected:
+            environment.canary_expected = expected
+        master = MasterSide(environment, options, payloads, calibration, origin, on_records, expected)
+        master.models = _models(origin, options)
+        master.register()
+        environment.canary_master = master
+        if side is not None:
+            side.set_calibration(calibration)

@@ -1,0 +1,208 @@
+"""From one Locust ``request`` event to one record: status, attribution, model version.
+
+The users put a :class:`RequestMeta` in the request's context; the plugin's
+``request`` listener calls :func:`make_row` with the event's arguments. A
+failed request is subset ``error``; a response that matches no calibrated
+reference is ``unknown`` with its own top-5 kept for diagnosis. This never
+raises: whatever goes wrong is written into the record's ``error``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from canary.errors import CanaryError
+from loadtest.fingerprint import UNKNOWN, Fingerprinter
+from loadtest.records import ERROR
+
+__all__ = ["META_KEY", "RequestMeta", "make_row", "response_model_version"]
+
+META_KEY = "canary"
+"""The request context key holding a :class:`RequestMeta`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """What a user knows about the request it is sending."""
+
+    protocol: str  # rest | grpc
+    group: str  # default | canary
+    header: str  # "user-group: canary", or "" for the default group
+    user: int
+    payload_id: str
+    fmt: str
+    path: str
+    versioned: bool
+    label: int | None
+
+
+def _status(protocol: str, response: Any, exception: BaseException | None) -> str:
+    if protocol == "grpc":
+        code = getattr(exception, "code", None)
+        if exception is None:
+            return "OK"
+        if callable(code):
+            try:
+                return str(code().name)
+            except Exception:
+                pass
+        return type(exception).__name__
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int) and status > 0:
+        return str(status)
+    return type(exception).__name__ if exception is not None else "0"
+
+
+def _content(response: Any) -> bytes | None:
+    if isinstance(response, bytes | bytearray | memoryview):
+        return bytes(response)
+    try:
+        content = getattr(response, "content", None)
+    except Exception:  # geventhttpclient raises when the body cannot be read
+        return None
+    return bytes(content) if isinstance(content, bytes | bytearray) else None
+
+
+def make_row(
+    meta: RequestMeta | None,
+    *,
+    request_type: str,
+    name: str,
+    response_time: float,
+    response_length: int | None,
+    response: Any,
+    exception: BaseException | None,
+    start_time: float,
+    fingerprinter: Fingerprinter | None,
+    worker: str,
+    seq: int,
+) -> dict[str, Any]:
+    """One record (see :mod:`loadtest.records`) for one request event."""
+    protocol = meta.protocol if meta else ("grpc" if request_type.lower() == "grpc" else "rest")
+    ok = exception is None
+    row: dict[str, Any] = {
+        "time": float(start_time),
+        "protocol": protocol,
+        "group": meta.group if meta else "default",
+        "header": meta.header if meta else "",
+        "user": meta.user if meta else None,
+        "payload_id": meta.payload_id if meta else None,
+        "format": meta.fmt if meta else None,
+        "path": meta.path if meta else name,
+        "versioned": meta.versioned if meta else None,
+        "status": _status(protocol, response, exception),
+        "ok": ok,
+        "latency_ms": float(response_time or 0.0),
+        "bytes": int(response_length or 0),
+        "subset": ERROR if not ok else UNKNOWN,
+        "distance": None,
+        "top1": None,
+        "top5": None,
+        "label": meta.label if meta else None,
+        "model_version": None,
+        "error": None if ok else _describe(exception),
+        "worker": worker,
+        "seq": seq,
+    }
+    if not ok:
+        return row
+    body = _content(response)
+    if protocol == "grpc" and body is not None:
+        row["model_version"] = response_model_version(body)
+    if meta is None:
+        row["error"] = f"not a canary predict request ({request_type} {name}); it cannot be attributed"
+        return row
+    if fingerprinter is None:
+        row["error"] = "no calibration reached this worker; the response could not be attributed"
+        return row
+    if body is None:
+        row["error"] = "the response body could not be read"
+        return row
+    try:
+        if protocol == "grpc":
+            found = fingerprinter.attribute_grpc(meta.payload_id, meta.fmt, body)
+        else:
+            found = fingerprinter.attribute_rest(meta.payload_id, meta.fmt, body)
+    except CanaryError as error:
+        row["error"] = str(error)
+        return row
+    except Exception as error:  # a malformed response must not break the load test
+        row["error"] = f"attribution failed: {type(error).__name__}: {error}"
+        return row
+    row.update(
+        subset=found.subset,
+        distance=float(found.distance),
+        top1=int(found.top1),
+        top5=[int(c) for c, _ in found.top5],
+    )
+    if found.subset == UNKNOWN:
+        row["error"] = (
+            f"no calibrated reference within tolerance (nearest at {found.distance:.3g}, match {found.match})"
+        )
+    return row
+
+
+def _describe(exception: BaseException | None) -> str:
+    if exception is None:
+        return ""
+    details = getattr(exception, "details", None)
+    if callable(details):
+        try:
+            return f"{type(exception).__name__}: {details()}"[:500]
+        except Exception:
+            pass
+    return f"{type(exception).__name__}: {exception}"[:500]
+
+
+# --- PredictResponse.model_spec.version, read off the wire -------------------------
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+    raise ValueError("truncated varint")
+
+
+def _field(data: bytes, wanted: int) -> bytes | int | None:
+    """The last value of field ``wanted`` (LEN or VARINT) in a serialised message."""
+    pos = 0
+    found: bytes | int | None = None
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            if number == wanted:
+                found = value
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if number == wanted:
+                found = data[pos : pos + length]
+            pos += length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire}")
+    return found
+
+
+def response_model_version(message: bytes) -> int | None:
+    """``PredictResponse.model_spec.version.value`` (field 2 → 2 → 1), or None when absent."""
+    try:
+        spec = _field(message, 2)
+        if not isinstance(spec, bytes):
+            return None
+        version = _field(spec, 2)
+        if not isinstance(version, bytes):
+            return None
+        value = _field(version, 1)
+        return int(value) if isinstance(value, int) else 0
+    except ValueError:
+        return None

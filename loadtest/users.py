@@ -1,0 +1,163 @@
+"""The Locust users: REST (FastHttpUser) and gRPC, with or without the canary header.
+
+Both send prepared bytes (no per-request serialisation), cycling through
+every payload x format x path from an offset given by the user's run-wide
+index. The master hands out that index in start order (``canary:enroll``), and
+the index decides the group (:func:`loadtest.items.group_of`), so the canary
+share is exact however Locust spreads users over workers.
+
+gRPC under gevent and fork: :func:`init_grpc_for_gevent` runs once, before
+any gRPC object exists (the locustfile calls it at import, before Locust
+forks ``--processes`` workers), with ``GRPC_ENABLE_FORK_SUPPORT=0`` and
+``GRPC_POLL_STRATEGY=poll`` unless already set; every channel is created in
+``on_start``, so after any fork, one per user. A channel created before the
+fork makes the forked workers hang (no request sent, or no exit).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, ClassVar
+
+import gevent
+from locust import FastHttpUser, User, constant, task
+
+from loadtest.items import PREDICT_METHOD, PredictItem, grpc_target
+from loadtest.recording import META_KEY, RequestMeta
+from loadtest.worker import Enrollment, worker_side
+
+__all__ = ["GrpcUser", "RestUser", "init_grpc_for_gevent"]
+
+_GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 256 << 20)]
+_IDLE_S = 0.1
+_state = {"grpc_ready": False}
+
+
+def init_grpc_for_gevent() -> None:
+    """Make grpcio cooperative with gevent; call after Locust's monkey-patching, before any channel."""
+    if _state["grpc_ready"]:
+        return
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+    os.environ.setdefault("GRPC_POLL_STRATEGY", "poll")
+    import grpc.experimental.gevent as grpc_gevent
+
+    grpc_gevent.init_gevent()
+    _state["grpc_ready"] = True
+
+
+class _CanaryMixin:
+    """What both users share: enrollment, the request cycle, the request budget."""
+
+    protocol: ClassVar[str] = ""
+    environment: Any
+    enrollment: Enrollment
+    _items: list[PredictItem]
+    _cursor: int
+
+    def _enroll(self) -> None:
+        side = worker_side(self.environment)
+        self.enrollment = side.enroll(self.protocol)
+        self._items = side.items[self.protocol]
+        self._cursor = self.enrollment.index % len(self._items)
+        side.wait_calibrated()
+
+    def _next(self) -> PredictItem | None:
+        """The next request, or None when ``--requests`` is spent (the user idles)."""
+        side = worker_side(self.environment)
+        if not side.budget.take(side.lease_size()):
+            gevent.sleep(_IDLE_S)
+            return None
+        item = self._items[self._cursor]
+        self._cursor = (self._cursor + 1) % len(self._items)
+        return item
+
+    def _meta(self, item: PredictItem) -> RequestMeta:
+        header = self.enrollment.header
+        return RequestMeta(
+            protocol=self.protocol,
+            group=self.enrollment.group,
+            header=f"{header[0]}: {header[1]}" if header else "",
+            user=self.enrollment.index,
+            payload_id=item.payload_id,
+            fmt=item.fmt,
+            path=item.path,
+            versioned=item.versioned,
+            label=item.label,
+        )
+
+
+class RestUser(_CanaryMixin, FastHttpUser):
+    """TF Serving's REST predict API through the ingress."""
+
+    protocol = "rest"
+    wait_time = constant(0)
+    network_timeout = 60.0
+    connection_timeout = 30.0
+
+    def on_start(self) -> None:
+        self._enroll()
+        self._headers = {"Content-Type": "application/json"}
+        if self.enrollment.header:
+            self._headers[self.enrollment.header[0]] = self.enrollment.header[1]
+
+    @task
+    def predict(self) -> None:
+        item = self._next()
+        if item is None:
+            return
+        self.client.post(item.path, data=item.body, headers=self._headers, name=item.name,
+                         context={META_KEY: self._meta(item)})
+
+
+class GrpcUser(_CanaryMixin, User):
+    """``tensorflow.serving.PredictionService/Predict`` through the ingress, one channel per user."""
+
+    protocol = "grpc"
+    wait_time = constant(0)
+    timeout_s = 60.0
+
+    def on_start(self) -> None:
+        init_grpc_for_gevent()
+        import grpc
+
+        self._enroll()
+        self._rpc_error: type[BaseException] = grpc.RpcError
+        self._target = grpc_target(self.host)
+        self._channel = grpc.insecure_channel(self._target, options=_GRPC_OPTIONS)
+        # no serializers: prepared PredictRequest bytes go out as they are, the response comes back as bytes
+        self._predict = self._channel.unary_unary(PREDICT_METHOD)
+        self._url = f"grpc://{self._target}{PREDICT_METHOD}"
+        header = self.enrollment.header
+        self._metadata = ((header[0].lower(), header[1]),) if header else None
+
+    def on_stop(self) -> None:
+        channel = getattr(self, "_channel", None)
+        if channel is not None:
+            channel.close()
+
+    @task
+    def predict(self) -> None:
+        item = self._next()
+        if item is None:
+            return
+        exception: BaseException | None = None
+        response: bytes | None = None
+        start_time = time.time()
+        started = time.perf_counter()
+        try:
+            response = self._predict(item.body, timeout=self.timeout_s, metadata=self._metadata)
+        except self._rpc_error as error:
+            exception = error
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=item.name,
+            response_time=elapsed_ms,
+            response_length=len(response) if response is not None else 0,
+            response=response,
+            exception=exception,
+            context={META_KEY: self._meta(item)},
+            start_time=start_time,
+            url=self._url,
+        )
