@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.console import Console
@@ -198,7 +199,8 @@ def _load(args: argparse.Namespace) -> int:
         host=args.host, protocol=args.protocol, canary_share=args.canary_share, canary_header=args.canary_header,
         payloads=args.payloads, users=args.users, spawn_rate=args.spawn_rate, run_time=args.run_time,
         requests=args.requests, processes=args.processes, run_dir=args.run_dir, calibration=args.calibration,
-        expected=args.expected,
+        expected=args.expected, until_verified=args.until_verified, from_manifest=args.from_manifest,
+        tolerance=args.tolerance,
     )
     request.validate()
     with RichProgress(request, console=err) as bar:
@@ -208,10 +210,25 @@ def _load(args: argparse.Namespace) -> int:
     for subset, n in (run.get("requests", {}).get("by_subset") or {}).items():
         table.add_row(subset, str(n))
     console.print(table)
+    if run.get("sequential"):
+        _print_sequential(run["sequential"])
     for problem in run.get("problems") or []:
         err.print(f"[yellow]problem:[/yellow] {escape(str(problem))}")
     console.print(f"run directory: {result.run_dir}   (Locust's log: {result.log.name}; exit code {result.exit_code})")
     return result.exit_code
+
+
+def _print_sequential(section: dict[str, Any]) -> None:
+    from loadtest.sequential import summary_rows
+
+    table = Table("protocol", "group", "expected", "status", "n", "decided at request",
+                  title=f"--until-verified: {section.get('status')} ({section.get('expected_from')}, "
+                        f"±{100 * float(section.get('policy', {}).get('tolerance', 0.03)):g} points)")
+    for row in summary_rows(section):
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
+    took = section.get("requests_to_decide")
+    console.print(f"decided after {took} requests" if took else f"undecided: {escape(str(section.get('ended')))}")
 
 
 # --- report ----------------------------------------------------------------------
@@ -321,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--calibration", type=Path,
                       help="calibration file (default: calibrate against the local mesh's pods)")
     load.add_argument("--expected", help="expected split for the live view, e.g. 70/30 or 'default: 100/0; canary: 0/100'")
+    load.add_argument("--until-verified", action="store_true",
+                      help="stop as soon as the anytime-valid sequential test decides every protocol and group "
+                           "(needs --expected or --from-manifest; exit 0 verified, 1 refuted, 2 undecided when "
+                           "--requests or --run-time ran out)")
+    load.add_argument("--from-manifest", type=Path, metavar="FILE",
+                      help="with --until-verified: each group's expected split from this VirtualService")
+    load.add_argument("--tolerance", type=float,
+                      help="with --until-verified: allowed deviation of each share (default 0.03: ±3 points)")
 
     report = add("report", _report, "write summary.json and report.html (split, latency, accuracy) into a run "
                                      "directory; exits 0 once written, whatever the verdict (verify-split gates)")

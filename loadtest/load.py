@@ -63,6 +63,9 @@ class LoadRequest:
     calibration: Path | None = None
     expected: str | None = None
     home: Path | None = None  # the local mesh's home ($CANARY_HOME)
+    until_verified: bool = False  # stop once the sequential test decides every cell
+    from_manifest: Path | None = None  # with until_verified: expectations from this VirtualService
+    tolerance: float | None = None  # with until_verified (default 0.03)
     extra: tuple[str, ...] = field(default_factory=tuple)  # more Locust arguments
 
     def validate(self) -> None:
@@ -79,6 +82,13 @@ class LoadRequest:
             raise UsageError(f"--processes must be at least 1, got {self.processes}")
         if self.run_time is not None:
             parse_run_time(self.run_time)
+        if self.until_verified and bool(self.expected) == bool(self.from_manifest):
+            raise UsageError("--until-verified needs the expected split: --expected 70/30 or --from-manifest "
+                             "manifests/routing/virtualservice-weight-70.yaml (one of them)")
+        if not self.until_verified and (self.from_manifest or self.tolerance is not None):
+            raise UsageError("--from-manifest and --tolerance go with --until-verified")
+        if self.tolerance is not None and not 0.0 < self.tolerance < 0.5:
+            raise UsageError(f"--tolerance must be a fraction between 0 and 0.5 (0.03 is ±3 points), got {self.tolerance}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,12 @@ def locust_argv(request: LoadRequest, host: str, run_dir: Path) -> list[str]:
         argv += ["--calibration", str(request.calibration)]
     if request.expected:
         argv += ["--expected", request.expected]
+    if request.until_verified:
+        argv += ["--until-verified"]
+    if request.from_manifest:
+        argv += ["--from-manifest", str(Path(request.from_manifest).resolve())]
+    if request.tolerance is not None:
+        argv += ["--tolerance", f"{request.tolerance:g}"]
     return argv + list(request.extra)
 
 

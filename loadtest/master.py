@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from locust.runners import STATE_MISSING, LocalRunner
+from locust.runners import STATE_MISSING, STATE_SPAWNING, LocalRunner
 
 from canary.errors import CanaryError
 from loadtest.budget import Ledger
@@ -39,6 +39,7 @@ from loadtest.rundir import (
     versions,
     write_bytes_atomic,
 )
+from loadtest.sequential import SequentialMonitor, monitor_for
 from loadtest.worker import MSG
 from payloads import PayloadSet
 
@@ -88,6 +89,9 @@ class MasterSide:
         self.problems: list[str] = []
         self.exit_code: int | None = None
         self.models: dict[str, Any] = {}  # subset -> its server's model metadata
+        self.subsets: list[str] | None = None  # the mesh's subsets, stable first (for --until-verified)
+        self.sequential: SequentialMonitor | None = None  # --until-verified
+        self.stop_reason = ""
         self._progress: gevent.Greenlet | None = None
         self._last_rows = (0, time.monotonic())
 
@@ -142,6 +146,8 @@ class MasterSide:
         self.notes, self.problems = [], []
         self.finalized = self.stopping = False
         self.exit_code = None
+        self.stop_reason = ""
+        self.sequential = self._sequential_monitor()
         self.status = "running"
         self.started_at, self.ended_at = utc_now(), ""
         self.started_monotonic = time.monotonic()
@@ -155,6 +161,14 @@ class MasterSide:
         if self._progress is None or self._progress.dead:
             self._progress = gevent.spawn(self._progress_loop)
         logger.info("canary: writing the run directory %s", self.run.root)
+
+    def _sequential_monitor(self) -> SequentialMonitor | None:
+        try:
+            return monitor_for(self.options, self.subsets)
+        except CanaryError as error:  # checked at start-up; only options changed in the web UI get here
+            logger.error("canary: --until-verified is off for this test: %s", error)
+            self.notes.append(f"--until-verified could not start: {error}")
+            return None
 
     # --- messages ------------------------------------------------------------------
 
@@ -170,6 +184,9 @@ class MasterSide:
                     hook(accepted)  # type: ignore[arg-type]
                 except Exception:
                     logger.exception("canary: an on_records hook failed")
+            if self.sequential is not None and not self.sequential.ended:
+                self.sequential.add(accepted)
+                self._check_sequential()
 
     def _on_flushed(self, environment: Any, msg: Any, **_: Any) -> None:
         self.flushed[str(msg.node_id)] = dict(msg.data or {})
@@ -207,6 +224,7 @@ class MasterSide:
                 if self.status == "running":
                     self.write_progress()
                     self._check_budget()
+                    self._check_sequential()
             except Exception:
                 logger.exception("canary: progress update failed")
 
@@ -224,7 +242,19 @@ class MasterSide:
             )
             self._stop_test("--requests: the last leased requests never came back")
 
+    def _active_cells(self) -> set[tuple[str, str]]:
+        return {cell for cell, n in self.groups.items() if n > 0}
+
+    def _check_sequential(self) -> None:
+        """--until-verified: stop once every cell with users has decided (and every user has started)."""
+        monitor = self.sequential
+        if monitor is None or self.stopping or getattr(self.runner, "state", None) == STATE_SPAWNING:
+            return
+        if monitor.decided(self._active_cells()):
+            self._stop_test(f"--until-verified: the split is {monitor.overall} after {monitor.requests} requests")
+
     def _stop_test(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
         self.stopping = True
         headless = bool(getattr(self.environment.parsed_options, "headless", False))
         logger.info("canary: %s, %s", reason, "shutting down" if headless else "stopping the test")
@@ -244,6 +274,8 @@ class MasterSide:
         self.sink.flush()
         self._wait_for_locust_stats()
         self.mesh_after = local_mesh(self.environment.host)
+        if self.sequential is not None:
+            self.sequential.stop(self.stop_reason or "the test ended (--run-time or stopped)", self._active_cells())
         self.status = status
         self.ended_at = utc_now()
         self.exit_code = self._exit_code(log=False)
@@ -325,7 +357,11 @@ class MasterSide:
         self.problems = problems
         if failed:
             return int(getattr(self.environment.parsed_options, "exit_code_on_error", 1) or 1)
-        return 1 if problems else None
+        if problems:
+            return 1
+        if self.sequential is not None and self.sequential.ended:
+            return self.sequential.exit_code or None
+        return None
 
     # --- files ---------------------------------------------------------------------
 
@@ -421,6 +457,7 @@ class MasterSide:
             },
             "records": {"dir": self.run.records.name, **stats.to_dict(), "lost": self._lost(),
                         "workers_flushed": sorted(self.flushed)},
+            "sequential": self.sequential.to_dict() if self.sequential is not None else None,
             "problems": list(self.problems),
             "exit_code": self.exit_code,
         }

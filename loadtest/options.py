@@ -56,6 +56,14 @@ def add_arguments(parser: Any) -> None:
                        help="where to write the run directory (default reports/<UTC timestamp>-<id>)")
     group.add_argument("--expected", default="",
                        help="expected split, e.g. '70/30', or per group 'default: 100/0; canary: 0/100'")
+    group.add_argument("--until-verified", action="store_true", default=False, include_in_web_ui=False,
+                       help="stop as soon as the anytime-valid sequential test decides the split of every "
+                            "protocol and group (needs --expected or --from-manifest); exit 0 verified, "
+                            "1 refuted, 2 undecided when --requests or --run-time ran out")
+    group.add_argument("--from-manifest", default="", include_in_web_ui=False,
+                       help="with --until-verified: derive each group's expected split from this VirtualService")
+    group.add_argument("--tolerance", type=float, default=0.03, include_in_web_ui=False,
+                       help="with --until-verified: allowed deviation of each share (default 0.03: ±3 points)")
     group.add_argument("--model-name", default=MODEL_NAME, include_in_web_ui=False,
                        help="the served model's name (default image_classifier)")
     group.add_argument("--model-version", type=int, default=1, include_in_web_ui=False,
@@ -127,6 +135,9 @@ class CanaryOptions:
     expected: str = ""
     model_name: str = MODEL_NAME
     model_version: int = 1
+    until_verified: bool = False
+    from_manifest: Path | None = None
+    tolerance: float = 0.03
 
     @property
     def header_text(self) -> str:
@@ -159,6 +170,13 @@ class CanaryOptions:
         if version < 1:
             raise UsageError(f"--model-version must be 1 or more, got {version}")
 
+        try:
+            tolerance = float(get("tolerance", 0.03))
+        except (TypeError, ValueError):
+            raise UsageError(f"--tolerance must be a fraction, got {get('tolerance', '')!r}") from None
+        if not (math.isfinite(tolerance) and 0.0 < tolerance < 0.5):
+            raise UsageError(f"--tolerance must be a fraction between 0 and 0.5 (0.03 is ±3 points), got {tolerance}")
+
         def path(name: str) -> Path | None:
             text = str(get(name, "")).strip()
             return Path(text) if text else None
@@ -175,6 +193,9 @@ class CanaryOptions:
             expected=str(get("expected", "")),
             model_name=str(get("model_name", MODEL_NAME)) or MODEL_NAME,
             model_version=version,
+            until_verified=bool(get("until_verified", False)),
+            from_manifest=path("from_manifest"),
+            tolerance=tolerance,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,4 +211,7 @@ class CanaryOptions:
             "expected": self.expected or None,
             "model_name": self.model_name,
             "model_version": self.model_version,
+            "until_verified": self.until_verified,
+            "from_manifest": str(self.from_manifest) if self.from_manifest else None,
+            "tolerance": self.tolerance,
         }

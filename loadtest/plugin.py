@@ -30,6 +30,7 @@ from canary.errors import CalibrationError, CanaryError, MeshNotRunningError, Us
 from loadtest.fingerprint import Calibration
 from loadtest.master import MasterSide
 from loadtest.options import CanaryOptions, add_arguments, parse_expected_groups
+from loadtest.sequential import monitor_for
 from loadtest.worker import WorkerSide
 from payloads import PayloadSet, load_payloads
 
@@ -142,12 +143,15 @@ def setup_environment(environment: Any) -> None:
         side.register()
         environment.canary_worker = side
     if isinstance(runner, MasterRunner | LocalRunner):
+        subsets = subsets_in_order()
+        expected = parse_expected_groups(options.expected, subsets)
+        monitor_for(options, subsets)  # --until-verified: a usage error stops here (exit code 3)
         calibration, origin = _calibrate(options, payloads, environment.host)
-        expected = parse_expected_groups(options.expected, subsets_in_order())
         if expected:
             environment.canary_expected = expected
         master = MasterSide(environment, options, payloads, calibration, origin, on_records, expected)
         master.models = _models(origin, options)
+        master.subsets = subsets
         master.register()
         environment.canary_master = master
         if side is not None:

@@ -1,0 +1,193 @@
+"""``--until-verified``: stop the load test as soon as the split is decided in every cell.
+
+The master keeps one anytime-valid :class:`verifier.SequentialSplitTest` per
+``(protocol, group)`` cell and looks after every batch of records; a cell's
+first decision (verified or refuted) is final, so the test's error guarantees
+hold however often it looks. When every cell that has users has decided, the
+runner is stopped; a cell still undecided when ``--requests`` or ``-t`` ends
+the test is inconclusive. The outcome goes into run.json (``"sequential"``)
+and sets the exit code: 0 all verified, 1 any refuted, 2 any inconclusive —
+as ``verify-split``.
+
+:func:`expectations_for` works out each cell's expectation from the options
+(``--expected`` or ``--from-manifest``); :class:`SequentialMonitor` is pure
+(records in, decisions out).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from canary.errors import UsageError
+from loadtest.options import CanaryOptions, parse_expected_groups
+from verifier import (
+    ERROR,
+    UNKNOWN,
+    Expectation,
+    SequentialDecision,
+    SequentialSplitTest,
+    SplitPolicy,
+)
+
+__all__ = ["Cell", "SequentialMonitor", "cells_of", "expectations_for", "monitor_for", "paths_of", "summary_rows"]
+
+Cell = tuple[str, str]  # (protocol, group)
+_EXIT = {"verified": 0, "refuted": 1, "inconclusive": 2}
+
+
+def cells_of(options: CanaryOptions) -> list[Cell]:
+    """The (protocol, group) cells the options can give users to."""
+    protocols = ["rest", "grpc"] if options.protocol == "both" else [options.protocol]
+    share = options.canary_share
+    groups = [g for g, on in (("default", share < 1), ("canary", share > 0)) if on]
+    return [(p, g) for p in protocols for g in groups]
+
+
+def paths_of(protocol: str, options: CanaryOptions) -> tuple[str, ...]:
+    """The request paths a protocol's users send (see :mod:`loadtest.items`)."""
+    from verifier.manifest import GRPC_PREDICT_PATH
+
+    if protocol == "grpc":
+        return (GRPC_PREDICT_PATH,)
+    name, version = options.model_name, options.model_version
+    return (f"/v1/models/{name}/versions/{version}:predict", f"/v1/models/{name}:predict")
+
+
+def expectations_for(options: CanaryOptions, subsets_in_order: Sequence[str] | None) -> dict[Cell, Expectation]:
+    """Each cell's expected split, from ``--expected`` or ``--from-manifest`` (exactly one)."""
+    cells = cells_of(options)
+    if bool(options.expected.strip()) == bool(options.from_manifest):
+        raise UsageError("--until-verified needs the expected split: --expected 70/30 or "
+                         "--from-manifest manifests/routing/virtualservice-weight-70.yaml (one of them)")
+    if options.from_manifest:
+        from verifier.manifest import expectations_from_manifest
+
+        derived = expectations_from_manifest(
+            [options.from_manifest], {c: paths_of(c[0], options) for c in cells},
+            header=options.header, model_name=options.model_name, known_subsets=subsets_in_order or (),
+        )
+        return {cell: derived.expectation(cell) for cell in cells}
+    by_group = parse_expected_groups(options.expected, subsets_in_order)
+    missing = sorted({g for _, g in cells if g not in by_group})
+    if missing:
+        raise UsageError(f"--until-verified: --expected gives no split for the {' and '.join(missing)} group; "
+                         "give one, e.g. 'default: 100/0; canary: 0/100', or set --canary-share")
+    return {cell: by_group[cell[1]] for cell in cells}
+
+
+class SequentialMonitor:
+    """One anytime-valid split test per cell, fed with the run's records."""
+
+    def __init__(self, expectations: Mapping[Cell, Expectation], policy: SplitPolicy | None = None,
+                 source: str = "") -> None:
+        if not expectations:
+            raise UsageError("--until-verified: no protocol and group to verify")
+        self.policy = policy or SplitPolicy()
+        self.source = source
+        self.tests = {cell: SequentialSplitTest(e, self.policy) for cell, e in expectations.items()}
+        self.counts: dict[Cell, Counter[str]] = {cell: Counter() for cell in expectations}
+        self.final: dict[Cell, SequentialDecision] = {}  # each cell's first decision
+        self.at_request: dict[Cell, int] = {}  # the run's request count when the cell decided
+        self.requests = 0
+        self.ended = ""  # why undecided cells stopped: "" while running
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> bool:
+        """Count a batch of records and look at every cell it changed; True when all are decided."""
+        changed: set[Cell] = set()
+        for row in rows:
+            self.requests += 1
+            cell = (str(row.get("protocol") or ""), str(row.get("group") or "default"))
+            if cell not in self.counts or cell in self.final:
+                continue
+            subset = str(row.get("subset") or UNKNOWN) if row.get("ok", True) else ERROR
+            self.counts[cell][subset] += 1
+            changed.add(cell)
+        for cell in changed:
+            decision = self.tests[cell].decide(self.counts[cell])
+            if decision.status in ("verified", "refuted"):
+                self.final[cell] = decision
+                self.at_request[cell] = self.requests
+        return self.decided(self.tests)
+
+    def decided(self, cells: Iterable[Cell]) -> bool:
+        """Whether every one of ``cells`` (those with users) has its final decision."""
+        wanted = [c for c in cells if c in self.tests]
+        return bool(wanted) and all(c in self.final for c in wanted)
+
+    def stop(self, why: str, active: Iterable[Cell] = ()) -> None:
+        """The test ended: cells still undecided are inconclusive. Cells neither in ``active``
+        (those that had users) nor with any response are dropped (e.g. too few users for a canary)."""
+        if self.ended:
+            return
+        self.ended = why
+        keep = set(active)
+        for cell in [c for c in self.tests if c not in keep and not self.counts[c]]:
+            del self.tests[cell], self.counts[cell]
+
+    def status(self, cell: Cell) -> str:
+        if cell in self.final:
+            return self.final[cell].status
+        return "inconclusive" if self.ended else "continue"
+
+    @property
+    def overall(self) -> str:
+        statuses = {self.status(c) for c in self.tests}
+        if not statuses:
+            return "inconclusive" if self.ended else "continue"
+        if "refuted" in statuses:
+            return "refuted"
+        if statuses <= {"verified"}:
+            return "verified"
+        return "inconclusive" if self.ended else "continue"
+
+    @property
+    def exit_code(self) -> int | None:
+        return _EXIT.get(self.overall)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``"sequential"`` section of run.json."""
+        cells = []
+        for cell, test in self.tests.items():
+            decision = self.final.get(cell) or test.decision
+            cells.append({
+                "protocol": cell[0],
+                "group": cell[1],
+                "expected": test.expected.label(),
+                "status": self.status(cell),
+                "n": decision.n if decision else 0,
+                "n_total": decision.n_total if decision else 0,
+                "looks": decision.looks if decision else 0,
+                "counts": dict(sorted(decision.counts.items())) if decision else {},
+                "decided_at_request": self.at_request.get(cell),
+                "reason": decision.reason if decision else "no response in this cell",
+            })
+        decided = [self.at_request[c] for c in self.tests if c in self.at_request]
+        return {
+            "test": "anytime-valid sequential (Lindon & Malek 2022 Bayes factor + confidence sequences)",
+            "expected_from": self.source,
+            "policy": {"alpha": self.policy.alpha, "tolerance": self.policy.tolerance,
+                       "confidence": self.policy.confidence},
+            "status": self.overall,
+            "exit_code": self.exit_code,
+            "ended": self.ended or None,
+            "requests_to_decide": max(decided) if len(decided) == len(self.tests) else None,
+            "cells": cells,
+        }
+
+
+def monitor_for(options: CanaryOptions, subsets_in_order: Sequence[str] | None) -> SequentialMonitor | None:
+    """The monitor ``--until-verified`` asks for (None without it); usage errors raise."""
+    if not options.until_verified:
+        return None
+    source = f"--from-manifest {options.from_manifest}" if options.from_manifest else f"--expected {options.expected}"
+    policy = SplitPolicy(tolerance=options.tolerance)
+    return SequentialMonitor(expectations_for(options, subsets_in_order), policy, source=source)
+
+
+def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """run.json's ``"sequential"`` section as table rows (protocol, group, expected, status, n, at request)."""
+    return [(str(c["protocol"]), str(c["group"]), str(c["expected"]), str(c["status"]), str(c["n"]),
+             "" if c.get("decided_at_request") is None else str(c["decided_at_request"]))
+            for c in section.get("cells", [])]
