@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from canary.errors import CalibrationError, CanaryError
+from canary.files import write_atomic
 from loadtest.fingerprint import (
     DEFAULT_TOLERANCE,
     Calibration,
@@ -393,13 +393,9 @@ def _version_dir(path: Path) -> Path:
 def save_calibration(calibration: Calibration, path: Path) -> Path:
     """Write ``calibration`` to ``path`` atomically (a reader never sees half a file)."""
     path = Path(path)
-    temporary = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(calibration.to_json())
-        os.replace(temporary, path)
+        write_atomic(path, calibration.to_json())
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise CalibrationError(
             f"cannot write the calibration to {path}: {error.strerror}"
         ) from error

@@ -25,6 +25,7 @@ import gevent
 from locust.runners import STATE_MISSING, STATE_SPAWNING, LocalRunner
 
 from canary.errors import CanaryError
+from canary.files import write_atomic
 from loadtest.budget import Ledger
 from loadtest.fingerprint import Calibration
 from loadtest.items import group_of
@@ -37,7 +38,6 @@ from loadtest.rundir import (
     default_run_dir,
     utc_now,
     versions,
-    write_bytes_atomic,
 )
 from loadtest.sequential import SequentialMonitor, monitor_for
 from loadtest.worker import MSG
@@ -132,7 +132,7 @@ class MasterSide:
         self.tests += 1
         try:
             run = self._next_run_dir().create()
-            write_bytes_atomic(run.calibration_json, self.calibration_json.encode())
+            write_atomic(run.calibration_json, self.calibration_json.encode())
         except (CanaryError, OSError) as error:
             logger.error("canary: cannot write the run directory: %s", error)
             environment.process_exit_code = getattr(error, "exit_code", 3)

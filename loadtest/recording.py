@@ -15,8 +15,9 @@ from typing import Any
 from canary.errors import CanaryError
 from loadtest.fingerprint import UNKNOWN, Fingerprinter
 from loadtest.records import ERROR
+from payloads.wire import response_model_version
 
-__all__ = ["META_KEY", "RequestMeta", "make_row", "response_model_version"]
+__all__ = ["META_KEY", "RequestMeta", "make_row"]
 
 META_KEY = "canary"
 """The request context key holding a :class:`RequestMeta`."""
@@ -153,56 +154,3 @@ def _describe(exception: BaseException | None) -> str:
         except Exception:
             pass
     return f"{type(exception).__name__}: {exception}"[:500]
-
-
-# --- PredictResponse.model_spec.version, read off the wire -------------------------
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-    raise ValueError("truncated varint")
-
-
-def _field(data: bytes, wanted: int) -> bytes | int | None:
-    """The last value of field ``wanted`` (LEN or VARINT) in a serialised message."""
-    pos = 0
-    found: bytes | int | None = None
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            if number == wanted:
-                found = value
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if number == wanted:
-                found = data[pos : pos + length]
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"wire type {wire}")
-    return found
-
-
-def response_model_version(message: bytes) -> int | None:
-    """``PredictResponse.model_spec.version.value`` (field 2 → 2 → 1), or None when absent."""
-    try:
-        spec = _field(message, 2)
-        if not isinstance(spec, bytes):
-            return None
-        version = _field(spec, 2)
-        if not isinstance(version, bytes):
-            return None
-        value = _field(version, 1)
-        return int(value) if isinstance(value, int) else 0
-    except ValueError:
-        return None

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import os
 import platform
 import secrets
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from canary.errors import UsageError
+from canary.files import write_atomic
 from loadtest.records import RECORDS_DIR
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "read_json",
     "utc_now",
     "versions",
-    "write_bytes_atomic",
     "write_json_atomic",
 ]
 
@@ -57,21 +55,10 @@ def default_run_dir(reports: Path = REPORTS_DIR, now: dt.datetime | None = None)
     return Path(reports) / f"{stamp}-{secrets.token_hex(3)}"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers see old or new, never half."""
-    path = Path(path)
-    temporary = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write_json_atomic(path: Path, document: Any) -> None:
     """Write ``document`` as indented JSON to ``path``, atomically."""
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
-    write_bytes_atomic(path, data + b"\n")
+    write_atomic(path, data + b"\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -41,6 +41,7 @@ __all__ = [
     "WireError",
     "decode_predict_output",
     "encode_predict_request",
+    "response_model_version",
 ]
 
 DT_FLOAT = 1
@@ -167,6 +168,28 @@ def _fields(data: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
         else:
             raise WireError(f"unsupported wire type {wire_type} for field {field}")
         yield field, wire_type, value
+
+
+def _last(data: memoryview, wanted: int) -> int | memoryview | None:
+    """The last value of field ``wanted`` (protobuf: the last one wins)."""
+    found: int | memoryview | None = None
+    for field, _, value in _fields(data):
+        if field == wanted:
+            found = value
+    return found
+
+
+def response_model_version(message: bytes | memoryview) -> int | None:
+    """``PredictResponse.model_spec.version.value`` (fields 2 → 2 → 1), or None when absent or unreadable."""
+    try:
+        spec = _last(memoryview(message), 2)
+        version = _last(spec, 2) if isinstance(spec, memoryview) else None
+        if not isinstance(version, memoryview):
+            return None
+        value = _last(version, 1)
+        return value if isinstance(value, int) else 0
+    except WireError:
+        return None
 
 
 def decode_predict_output(

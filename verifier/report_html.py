@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
 
-from .report_json import write_atomic
+from canary.files import write_atomic
+
 from .report_svg import PALETTE, Series, cdf_svg, histogram_svg
 from .verify import CellResult, Verification
 

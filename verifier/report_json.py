@@ -31,17 +31,17 @@ Non-finite numbers are written as null. Files are written atomically.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from canary.files import write_atomic
+
 from ._jsonable import jsonable
 from .verify import Verification
 
-__all__ = ["SUMMARY_FILE", "SUMMARY_FORMAT", "summary_document", "write_atomic", "write_summary"]
+__all__ = ["SUMMARY_FILE", "SUMMARY_FORMAT", "summary_document", "write_summary"]
 
 SUMMARY_FORMAT = "canary.verify-split/1"
 SUMMARY_FILE = "summary.json"
@@ -89,19 +89,6 @@ def summary_document(result: Verification) -> dict[str, Any]:
         "accuracy": result.accuracy.to_dict(),
         "notes": list(result.notes),
     }
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
 
 
 def write_summary(path: Path, document: dict[str, Any]) -> Path:

@@ -26,8 +26,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from canary.files import write_atomic
+
 from .crosscheck import CrossCheck
-from .report_json import write_atomic
 from .verify import CellResult, Verification
 
 __all__ = ["junit_xml", "write_junit"]

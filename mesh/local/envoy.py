@@ -12,7 +12,6 @@ wait_for_version` waits until each subscription reports it (``version_text``).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import urllib.error
@@ -24,6 +23,7 @@ from typing import Any
 import orjson
 
 from canary.errors import MeshError
+from canary.files import write_atomic
 
 __all__ = [
     "EnvoyAdmin",
@@ -74,9 +74,7 @@ class XdsFiles:
             {"version_info": version, "resources": list(resources)},
             option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
         )
-        tmp = self.directory / f".{path.name}.tmp"
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
+        write_atomic(path, body)
 
     def remove_stale(self, keep: Iterable[Path]) -> None:
         """Delete resource files no longer referenced (after Envoy has moved off them)."""

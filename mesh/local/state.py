@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from canary.errors import MeshError, MeshNotRunningError
+from canary.files import write_atomic
 
 __all__ = [
     "AppliedFile",
@@ -159,6 +160,4 @@ class MeshHome:
         return MeshState.from_json(self.state_file.read_bytes())
 
     def save(self, state: MeshState) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_bytes(state.to_json())
-        os.replace(tmp, self.state_file)
+        write_atomic(self.state_file, state.to_json())

@@ -20,9 +20,9 @@ from loadtest.budget import BudgetClient, Ledger
 from loadtest.fingerprint import Fingerprinter, build_calibration
 from loadtest.items import PREDICT_METHOD, build_items, group_of, grpc_target
 from loadtest.options import CanaryOptions, parse_expected_groups, parse_header, parse_size
-from loadtest.recording import RequestMeta, make_row, response_model_version
+from loadtest.recording import RequestMeta, make_row
 from payloads import load_payloads
-from payloads.wire import _key, _len_field, _varint
+from payloads.wire import _key, _len_field, _varint, response_model_version
 
 
 def _response(vector: np.ndarray, version: int | None) -> bytes:
