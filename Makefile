@@ -39,6 +39,11 @@ test: lint browser
 
 bench: install
 	$(BIN)/python -m bench.mesh_latency
+	$(BIN)/python -m bench.loadtest_overhead
+
+.PHONY: bench-load
+bench-load: install
+	$(BIN)/python -m bench.loadtest_overhead
 
 clean:
 	-$(BIN)/canary mesh down
