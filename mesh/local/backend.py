@@ -12,6 +12,7 @@ manifest that fails validation changes nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -266,7 +267,7 @@ class LocalMesh:
             admin = EnvoyAdmin(state.admin_port)
             try:
                 procs.wait_until(
-                    admin.is_ready,
+                    functools.partial(admin.is_ready, str(self.home.bootstrap)),
                     lambda: procs.is_running(state.envoy_pid, state.envoy_marker),
                     timeout=30,
                     what="Envoy",

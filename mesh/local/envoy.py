@@ -128,11 +128,19 @@ class EnvoyAdmin:
         except OSError as exc:
             raise MeshError(f"Envoy admin at {self.base} does not answer ({exc})") from exc
 
-    def is_ready(self) -> bool:
+    def is_ready(self, config_path: str | None = None) -> bool:
+        """LIVE, and (given ``config_path``) started from that bootstrap: the admin port
+        may have been taken by another Envoy between choosing it and binding it."""
         try:
-            return self.get("/ready").strip() == "LIVE"
-        except MeshError:
+            info = orjson.loads(self.get("/server_info"))
+        except (MeshError, orjson.JSONDecodeError):
             return False
+        if not isinstance(info, dict) or info.get("state") != "LIVE":
+            return False
+        if config_path is None:
+            return True
+        options = info.get("command_line_options") or {}
+        return bool(options.get("config_path") == config_path)
 
     def stats_prometheus(self) -> str:
         return self.get("/stats/prometheus")

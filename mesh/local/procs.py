@@ -128,9 +128,13 @@ def wait_until(
     log: Path | None = None,
     interval: float = 0.05,
 ) -> None:
-    """Poll ``ready`` until it holds; fail early, with the log's tail, if ``alive`` stops holding."""
+    """Poll ``ready`` until it holds; fail early, with the log's tail, if ``alive`` stops holding.
+
+    ``alive`` is checked once more after ``ready`` holds: a port that answers
+    may belong to another process when ours failed to bind it.
+    """
     deadline = time.monotonic() + timeout
-    while not ready():
+    while not (ready() and alive()):
         if not alive():
             tail = f"; its output ends with:\n  {log_tail(log)}" if log else ""
             raise ProcessExitedError(f"{what} exited before it was ready{tail}")

@@ -117,6 +117,8 @@ def _locust(mesh: Mesh, run_dir: Path, *args: str, locustfile: Path = LOCUSTFILE
             os.killpg(child.pid, signal.SIGKILL)
             child.wait(timeout=30)
     text = output.decode(errors="replace") if output else ""
+    if not (run_dir / "records").is_dir():
+        pytest.fail(f"Locust (exit {child.returncode}) wrote no records; its output ends with:\n{text[-4000:]}")
     document = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     return Run(child.returncode, text, document, read_records(run_dir), _delta(before, mesh.counts()))
 
