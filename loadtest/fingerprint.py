@@ -70,6 +70,7 @@ __all__ = [
 
 UNKNOWN = "unknown"
 DEFAULT_TOLERANCE = 1e-5
+_MEMO_TAIL = 64  # the last bytes of a response key the memo
 SOURCES = ("endpoints", "file", "savedmodel")
 CALIBRATION_FORMAT = 1
 
@@ -360,48 +361,53 @@ class Fingerprinter:
         self.output = output
         self.hits = 0
         self.misses = 0
-        self._memo: dict[tuple[str, str, str], dict[bytes, Attribution]] = {}
+        # (kind, payload, format) -> last bytes of a response -> [(response, attribution)]
+        self._memo: dict[tuple[str, str, str], dict[bytes, list[tuple[bytes, Attribution]]]] = {}
+        self._memo_sizes: dict[tuple[str, str, str], int] = {}
 
     def attribute(self, payload_id: str, fmt: str, vector: npt.ArrayLike) -> Attribution:
         """As :func:`attribute`, memoised on the vector's float32 bytes."""
         v = _vector(vector, self.calibration, payload_id, fmt)
-        return self._lookup("vector", payload_id, fmt, v.tobytes(), lambda: v)
+        return self._lookup("vector", payload_id, fmt, v.tobytes(), _same, v)
 
     def attribute_rest(self, payload_id: str, fmt: str, body: bytes) -> Attribution:
         """Attribute a raw REST predict response body (TF Serving's JSON)."""
-        return self._lookup(
-            "rest", payload_id, fmt, bytes(body), lambda: rest_probabilities(body, self.output)
-        )
+        return self._lookup("rest", payload_id, fmt, bytes(body), rest_probabilities, body, self.output)
 
     def attribute_grpc(self, payload_id: str, fmt: str, message: bytes) -> Attribution:
         """Attribute a raw serialised ``PredictResponse`` (use an identity response deserializer)."""
-        return self._lookup(
-            "grpc",
-            payload_id,
-            fmt,
-            bytes(message),
-            lambda: grpc_probabilities(message, self.output),
-        )
+        return self._lookup("grpc", payload_id, fmt, bytes(message), grpc_probabilities, message, self.output)
 
     def _lookup(
-        self, kind: str, payload_id: str, fmt: str, key: bytes, decode: Callable[[], Any]
+        self, kind: str, payload_id: str, fmt: str, key: bytes, decode: Callable[..., Any], *args: Any
     ) -> Attribution:
+        # Hashing a whole response (kilobytes) costs more than the rest of a hit, so the memo is keyed by
+        # its last bytes, and a hit is confirmed by comparing the whole response (length, then memcmp).
+        tail = key[-_MEMO_TAIL:]
         memo = self._memo.get((kind, payload_id, fmt))
         if memo is None:
             self.calibration._entry(payload_id, fmt)  # raises for a pair the calibration lacks
             memo = self._memo[(kind, payload_id, fmt)] = {}
         else:
-            found = memo.get(key)
-            if found is not None:
-                self.hits += 1
-                return found
+            bucket = memo.get(tail)
+            if bucket is not None:
+                for known, found in bucket:
+                    if known == key:
+                        self.hits += 1
+                        return found
         self.misses += 1
-        vector = _vector(decode(), self.calibration, payload_id, fmt)
+        vector = _vector(decode(*args), self.calibration, payload_id, fmt)
         entry = self.calibration._entries[(payload_id, fmt)]
         result = _attribute(entry, self.calibration.tolerance, vector)
-        if len(memo) < self.memo_limit:
-            memo[key] = result
+        stored = self._memo_sizes.get((kind, payload_id, fmt), 0)
+        if stored < self.memo_limit:
+            memo.setdefault(tail, []).append((key, result))
+            self._memo_sizes[(kind, payload_id, fmt)] = stored + 1
         return result
+
+
+def _same(vector: Vector) -> Vector:
+    return vector
 
 
 def top_k(vector: npt.ArrayLike, k: int = 5) -> Top:

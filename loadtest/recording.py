@@ -80,32 +80,59 @@ def make_row(
     seq: int,
 ) -> dict[str, Any]:
     """One record (see :mod:`loadtest.records`) for one request event."""
-    protocol = meta.protocol if meta else ("grpc" if request_type.lower() == "grpc" else "rest")
     ok = exception is None
-    row: dict[str, Any] = {
-        "time": float(start_time),
-        "protocol": protocol,
-        "group": meta.group if meta else "default",
-        "header": meta.header if meta else "",
-        "user": meta.user if meta else None,
-        "payload_id": meta.payload_id if meta else None,
-        "format": meta.fmt if meta else None,
-        "path": meta.path if meta else name,
-        "versioned": meta.versioned if meta else None,
-        "status": _status(protocol, response, exception),
-        "ok": ok,
-        "latency_ms": float(response_time or 0.0),
-        "bytes": int(response_length or 0),
-        "subset": ERROR if not ok else UNKNOWN,
-        "distance": None,
-        "top1": None,
-        "top5": None,
-        "label": meta.label if meta else None,
-        "model_version": None,
-        "error": None if ok else _describe(exception),
-        "worker": worker,
-        "seq": seq,
-    }
+    if meta is not None:
+        protocol = meta.protocol
+        row: dict[str, Any] = {
+            "time": float(start_time),
+            "protocol": protocol,
+            "group": meta.group,
+            "header": meta.header,
+            "user": meta.user,
+            "payload_id": meta.payload_id,
+            "format": meta.fmt,
+            "path": meta.path,
+            "versioned": meta.versioned,
+            "status": _status(protocol, response, exception),
+            "ok": ok,
+            "latency_ms": float(response_time or 0.0),
+            "bytes": int(response_length or 0),
+            "subset": UNKNOWN if ok else ERROR,
+            "distance": None,
+            "top1": None,
+            "top5": None,
+            "label": meta.label,
+            "model_version": None,
+            "error": None if ok else _describe(exception),
+            "worker": worker,
+            "seq": seq,
+        }
+    else:
+        protocol = "grpc" if request_type.lower() == "grpc" else "rest"
+        row = {
+            "time": float(start_time),
+            "protocol": protocol,
+            "group": "default",
+            "header": "",
+            "user": None,
+            "payload_id": None,
+            "format": None,
+            "path": name,
+            "versioned": None,
+            "status": _status(protocol, response, exception),
+            "ok": ok,
+            "latency_ms": float(response_time or 0.0),
+            "bytes": int(response_length or 0),
+            "subset": UNKNOWN if ok else ERROR,
+            "distance": None,
+            "top1": None,
+            "top5": None,
+            "label": None,
+            "model_version": None,
+            "error": None if ok else _describe(exception),
+            "worker": worker,
+            "seq": seq,
+        }
     if not ok:
         return row
     body = _content(response)
@@ -131,12 +158,10 @@ def make_row(
     except Exception as error:  # a malformed response must not break the load test
         row["error"] = f"attribution failed: {type(error).__name__}: {error}"
         return row
-    row.update(
-        subset=found.subset,
-        distance=float(found.distance),
-        top1=int(found.top1),
-        top5=[int(c) for c, _ in found.top5],
-    )
+    row["subset"] = found.subset
+    row["distance"] = float(found.distance)
+    row["top1"] = int(found.top1)
+    row["top5"] = [int(c) for c, _ in found.top5]
     if found.subset == UNKNOWN:
         row["error"] = (
             f"no calibrated reference within tolerance (nearest at {found.distance:.3g}, match {found.match})"

@@ -108,7 +108,7 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
             values: list[Any] = [round(float(r.get("time") or 0.0) * 1e6) for r in rows]
         else:
             default = _DEFAULTS.get(name)
-            values = [r.get(name, default) if r.get(name) is not None else default for r in rows]
+            values = [default if (v := r.get(name)) is None else v for r in rows]
         columns[name] = pa.array(values, type=schema_field.type)
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
@@ -187,8 +187,15 @@ class RecordSink:
         with self._lock:
             if self.closed:
                 raise RuntimeError("the record sink is closed")
+            workers = self.stats.workers
+            last_worker: Any = None
+            tally = WorkerTally()
             for row in rows:
-                tally = self.stats.workers.setdefault(str(row.get("worker", "")), WorkerTally())
+                worker = row.get("worker", "")
+                if worker != last_worker or type(worker) is not str:  # a batch is usually one worker's
+                    key = str(worker)
+                    tally = workers.get(key) or workers.setdefault(key, WorkerTally())
+                    last_worker = worker
                 seq = int(row.get("seq", 0))
                 if seq < tally.next_seq:
                     tally.duplicates += 1

@@ -25,7 +25,7 @@ from locust import FastHttpUser, User, constant, task
 
 from loadtest.items import PREDICT_METHOD, PredictItem, grpc_target
 from loadtest.recording import META_KEY, RequestMeta
-from loadtest.worker import Enrollment, worker_side
+from loadtest.worker import Enrollment, WorkerSide, worker_side
 
 __all__ = ["GrpcUser", "RestUser", "init_grpc_for_gevent"]
 
@@ -52,27 +52,41 @@ class _CanaryMixin:
     protocol: ClassVar[str] = ""
     environment: Any
     enrollment: Enrollment
+    _side: WorkerSide
     _items: list[PredictItem]
+    _metas: dict[int, RequestMeta]
     _cursor: int
 
     def _enroll(self) -> None:
         side = worker_side(self.environment)
+        self._side = side
         self.enrollment = side.enroll(self.protocol)
         self._items = side.items[self.protocol]
+        # RequestMeta is frozen and depends only on the user and the item: made once per item, not per request
+        self._metas = {id(item): self._make_meta(item) for item in self._items}
         self._cursor = self.enrollment.index % len(self._items)
         side.wait_calibrated()
 
     def _next(self) -> PredictItem | None:
         """The next request, or None when ``--requests`` is spent (the user idles)."""
-        side = worker_side(self.environment)
-        if not side.budget.take(side.lease_size()):
+        side = self._side
+        budget = side.budget
+        if not budget.take(side.lease_size() if budget.limited else 1):
             gevent.sleep(_IDLE_S)
             return None
-        item = self._items[self._cursor]
-        self._cursor = (self._cursor + 1) % len(self._items)
+        items = self._items
+        cursor = self._cursor
+        item = items[cursor]
+        cursor += 1
+        self._cursor = 0 if cursor >= len(items) else cursor
         return item
 
     def _meta(self, item: PredictItem) -> RequestMeta:
+        # keyed by id: self._items keeps every item alive, so an id cannot be reused while it is a key
+        meta = self._metas.get(id(item))
+        return meta if meta is not None else self._make_meta(item)
+
+    def _make_meta(self, item: PredictItem) -> RequestMeta:
         header = self.enrollment.header
         return RequestMeta(
             protocol=self.protocol,
