@@ -275,6 +275,7 @@ class LocalMesh:
                 )
                 return
             except ProcessExitedError:
+                procs.stop([(state.envoy_pid, state.envoy_marker)])
                 if attempt == RESTARTS:
                     raise
                 state.admin_port = procs.free_port()
@@ -328,6 +329,7 @@ class LocalMesh:
                         if attempt == RESTARTS:
                             raise
                         self.progress(f"pod {plan.namespace}/{plan.name} exited early; restarting it")
+                        procs.stop([(started[index].pid, started[index].marker)])
                         started[index] = self._spawn_pod(state, plan)
                 self.progress(f"pod {plan.namespace}/{plan.name} is ready")
         except BaseException:

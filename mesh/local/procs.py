@@ -40,6 +40,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+# Processes started by this process: their exit status is known for certain, with no
+# need to read /proc (whose marker check is for processes started by an earlier command).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def spawn(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None) -> int:
     """Start ``argv`` in a session of its own, output to ``log``; returns the pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +58,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | No
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
     return proc.pid
 
 
@@ -64,6 +70,9 @@ def _reap(pid: int) -> None:
 
 def is_running(pid: int, marker: str) -> bool:
     """Whether ``pid`` is alive and its command line or environment contains ``marker``."""
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
     _reap(pid)
     proc = Path(f"/proc/{pid}")
     try:
