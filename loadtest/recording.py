@@ -82,57 +82,36 @@ def make_row(
     """One record (see :mod:`loadtest.records`) for one request event."""
     ok = exception is None
     if meta is not None:
-        protocol = meta.protocol
-        row: dict[str, Any] = {
-            "time": float(start_time),
-            "protocol": protocol,
-            "group": meta.group,
-            "header": meta.header,
-            "user": meta.user,
-            "payload_id": meta.payload_id,
-            "format": meta.fmt,
-            "path": meta.path,
-            "versioned": meta.versioned,
-            "status": _status(protocol, response, exception),
-            "ok": ok,
-            "latency_ms": float(response_time or 0.0),
-            "bytes": int(response_length or 0),
-            "subset": UNKNOWN if ok else ERROR,
-            "distance": None,
-            "top1": None,
-            "top5": None,
-            "label": meta.label,
-            "model_version": None,
-            "error": None if ok else _describe(exception),
-            "worker": worker,
-            "seq": seq,
-        }
-    else:
+        protocol, group, header, user = meta.protocol, meta.group, meta.header, meta.user
+        payload_id, fmt, path, versioned, label = meta.payload_id, meta.fmt, meta.path, meta.versioned, meta.label
+    else:  # a request this plugin did not make (another user class in the same locustfile)
         protocol = "grpc" if request_type.lower() == "grpc" else "rest"
-        row = {
-            "time": float(start_time),
-            "protocol": protocol,
-            "group": "default",
-            "header": "",
-            "user": None,
-            "payload_id": None,
-            "format": None,
-            "path": name,
-            "versioned": None,
-            "status": _status(protocol, response, exception),
-            "ok": ok,
-            "latency_ms": float(response_time or 0.0),
-            "bytes": int(response_length or 0),
-            "subset": UNKNOWN if ok else ERROR,
-            "distance": None,
-            "top1": None,
-            "top5": None,
-            "label": None,
-            "model_version": None,
-            "error": None if ok else _describe(exception),
-            "worker": worker,
-            "seq": seq,
-        }
+        group, header, user = "default", "", None
+        payload_id, fmt, path, versioned, label = None, None, name, None, None
+    row: dict[str, Any] = {
+        "time": float(start_time),
+        "protocol": protocol,
+        "group": group,
+        "header": header,
+        "user": user,
+        "payload_id": payload_id,
+        "format": fmt,
+        "path": path,
+        "versioned": versioned,
+        "status": _status(protocol, response, exception),
+        "ok": ok,
+        "latency_ms": float(response_time or 0.0),
+        "bytes": int(response_length or 0),
+        "subset": UNKNOWN if ok else ERROR,
+        "distance": None,
+        "top1": None,
+        "top5": None,
+        "label": label,
+        "model_version": None,
+        "error": None if ok else _describe(exception),
+        "worker": worker,
+        "seq": seq,
+    }
     if not ok:
         return row
     body = _content(response)
