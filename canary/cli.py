@@ -144,6 +144,8 @@ def _demo(args: argparse.Namespace) -> int:
     table = Table("subset", "requests", "share", "configured", title="weight-70: requests per subset, as Envoy counted them")
     expected = {"resnet50": "70%", "resnet101": "30%"}
     for subset, n in sorted(result.delta.items()):
+        if not subset and not n:
+            continue  # the plain service cluster: unused once a subset route is applied
         share = f"{100 * n / total:.1f}%" if total else "-"
         table.add_row(subset or "(no subset)", str(n), share, expected.get(subset, "0%"))
     console.print(table)
