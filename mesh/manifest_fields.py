@@ -5,10 +5,17 @@ A :class:`Node` wraps a value parsed from YAML together with where it sits
 that every check can fail with a :class:`~canary.errors.ManifestError` naming
 all three. The value checks Kubernetes and Istio apply (names, labels,
 durations, percentages, RE2 regexes) live here too.
+
+Every node also knows its :class:`Target`, the validation profile: the local
+mesh refuses whatever it does not implement, a cluster accepts whatever
+Kubernetes and Istio define. Each field list is written once, with the two
+kinds of refusal apart (:meth:`Node.only`'s ``unsupported`` and ``refused``,
+:meth:`Node.refuse_locally` for values); unknown fields are refused for both.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 import warnings
 from collections.abc import Collection, Iterator, Mapping
@@ -18,7 +25,10 @@ from typing import NoReturn
 from canary.errors import ManifestError
 
 __all__ = [
+    "CLUSTER",
+    "LOCAL",
     "Node",
+    "Target",
     "Where",
     "check_label_key",
     "check_label_value",
@@ -27,12 +37,36 @@ __all__ = [
 ]
 
 
+class Target(enum.Enum):
+    """Who runs the manifests, and so what the parser accepts.
+
+    ``LOCAL``: the local mesh. Everything it does not implement faithfully is
+    refused, naming the file, the object and the field.
+
+    ``CLUSTER``: Kubernetes with Istio (``mesh apply --backend kube``).
+    Everything Kubernetes or Istio define is accepted; what the local mesh does
+    not implement stays in the object's raw document, which is what gets
+    applied, and is not modelled. Kinds the local mesh does not know become
+    :class:`~mesh.model.OtherObject`. The API server's dry run judges the rest.
+
+    Both refuse unknown fields and values Kubernetes or Istio refuse too.
+    """
+
+    LOCAL = "local"
+    CLUSTER = "cluster"
+
+
+LOCAL = Target.LOCAL
+CLUSTER = Target.CLUSTER
+
+
 @dataclass(frozen=True)
 class Where:
-    """The file and the object (``Kind/namespace/name``) a node belongs to."""
+    """The file and the object (``Kind/namespace/name``) a node belongs to, and its target."""
 
     file: str
     obj: str
+    target: Target = Target.LOCAL
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -50,8 +84,20 @@ class Node:
 
     # --- navigation -----------------------------------------------------------------
 
+    @property
+    def local(self) -> bool:
+        """Whether the manifest is read for the local mesh (the strict target)."""
+        return self.where.target is Target.LOCAL
+
     def fail(self, message: str) -> NoReturn:
         raise ManifestError(self.where.file, self.where.obj, self.path, message)
+
+    def refuse_locally(self, message: str) -> None:
+        """Fail for the local target only: Kubernetes or Istio accept this value,
+        the local mesh does not implement it. On a cluster it is left to the API
+        server, and the caller goes on without modelling it."""
+        if self.local:
+            self.fail(message)
 
     def key_path(self, key: str) -> str:
         part = f".{key}" if _IDENTIFIER.match(key) else f"[{key!r}]"
@@ -90,19 +136,29 @@ class Node:
         supported: Collection[str],
         ignored: Collection[str] = (),
         unsupported: Mapping[str, str] | None = None,
+        *,
+        refused: Mapping[str, str] | None = None,
     ) -> None:
         """Reject every key that is neither supported nor known to be harmless.
 
-        ``unsupported`` maps keys the tool knows but does not implement to the
-        reason, so the message can say more than "unknown field".
+        ``unsupported`` maps keys Kubernetes or Istio define but the local mesh
+        does not implement to the reason: the local target refuses them with it,
+        the cluster target accepts them (they stay in the raw document, not
+        modelled). ``refused`` maps keys no target accepts (Kubernetes or Istio
+        refuse them too) to the reason. Any other key is unknown, and refused
+        for every target.
         """
-        reasons = unsupported or {}
+        local_reasons = unsupported or {}
+        reasons = refused or {}
         for key, value in self.as_map().items():
             if key in supported or key in ignored:
                 continue
+            if key in local_reasons and not self.local:
+                continue
             child = Node(self.where, self.key_path(key), value)
-            if key in reasons:
-                child.fail(f"is not supported: {reasons[key]}")
+            reason = reasons.get(key) or local_reasons.get(key)
+            if reason:
+                child.fail(f"is not supported: {reason}")
             listed = ", ".join(sorted(supported))
             child.fail(f"unknown or unsupported field (supported here: {listed})")
 

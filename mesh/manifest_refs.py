@@ -4,16 +4,33 @@ Kubernetes itself accepts dangling references (a Deployment's ConfigMap may
 come later), and so does this module. Istio accepts a VirtualService routing
 to a missing subset and answers 503 at run time; here that, and every other
 routing reference that cannot work, is an error at apply time.
+
+For the local mesh the set is the whole mesh. For a cluster it is only the
+batch being applied: the cluster holds namespaces, Services, Gateways and
+DestinationRules the batch does not name (``istio-system/ingressgateway``, or
+everything when one VirtualService is applied), and its API server reports a
+missing namespace itself. So for ``Target.CLUSTER`` only what the batch alone
+proves broken is refused: a route to a port its Service (in the batch) does not
+have, or to a subset its DestinationRule (in the batch) does not define. Istio
+would accept both and answer 503.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from canary.errors import ManifestError
 from mesh.hosts import bound_gateway_names, served_hosts
+from mesh.manifest_fields import Target
 from mesh.mesh_index import MeshIndex
-from mesh.model import Destination, DestinationRule, MeshObject, ObjectRef, VirtualService
+from mesh.model import (
+    Destination,
+    DestinationRule,
+    MeshObject,
+    ObjectRef,
+    Service,
+    VirtualService,
+)
 
 __all__ = ["BUILTIN_NAMESPACES", "validate_set"]
 
@@ -26,13 +43,17 @@ def _fail(obj: MeshObject, field: str, message: str) -> ManifestError:
     return ManifestError(obj.source, str(obj.ref), field, message)
 
 
-def validate_set(objects: Sequence[MeshObject]) -> None:
+def validate_set(objects: Sequence[MeshObject], *, target: Target = Target.LOCAL) -> None:
     """Raise ManifestError for the first reference in ``objects`` that cannot work.
 
     Checks: no object twice; namespaces exist; one DestinationRule per host,
     for a Service that exists; every VirtualService's Gateways exist and serve
     one of its hosts; every destination and mirror names an existing Service,
     port (required when the Service has several) and DestinationRule subset.
+
+    For ``Target.CLUSTER`` (``objects`` is a batch, not the cluster): no object
+    twice, and a destination's port and subset where its Service and
+    DestinationRule are in the batch.
     """
     seen: dict[ObjectRef, MeshObject] = {}
     for obj in objects:
@@ -42,6 +63,9 @@ def validate_set(objects: Sequence[MeshObject]) -> None:
             )
         seen[obj.ref] = obj
     index = MeshIndex.of(objects)
+    if target is Target.CLUSTER:
+        _check_batch(objects, index)
+        return
     for obj in objects:
         namespace = obj.ref.namespace
         if namespace and namespace not in index.namespaces and namespace not in BUILTIN_NAMESPACES:
@@ -89,21 +113,64 @@ def _check_virtual_service(vs: VirtualService, index: MeshIndex) -> None:
                 "spec.hosts",
                 f"none of the hosts {list(vs.hosts)} is served by Gateway {name} (its hosts: {hosts})",
             )
+    for path, destination in _destinations(vs):
+        service = index.services.get(destination.host)
+        if service is None:
+            raise _fail(vs, f"{path}.host", _no_service(destination.host))
+        _check_port(vs, path, destination, service, index)
+        if not destination.subset:
+            continue
+        rule = index.rules.get(destination.host)
+        if rule is None:
+            raise _fail(
+                vs,
+                f"{path}.subset",
+                f"no DestinationRule defines subsets for host {destination.host}",
+            )
+        if index.subset(destination.host, destination.subset) is None:
+            names = ", ".join(s.name for s in rule.subsets) or "none"
+            raise _fail(
+                vs,
+                f"{path}.subset",
+                f"DestinationRule {rule.ref} has no subset {destination.subset!r} (subsets: {names})",
+            )
+
+
+def _check_batch(objects: Sequence[MeshObject], index: MeshIndex) -> None:
+    """A cluster's batch: a route to a Service or DestinationRule of the batch must name
+    one of its ports and subsets. (Istio merges DestinationRules of one host, so any of
+    the batch's rules for the host may define the subset.)"""
+    subsets: dict[str, list[str]] = {}
+    for obj in objects:
+        if isinstance(obj, DestinationRule):
+            subsets.setdefault(obj.host, []).extend(s.name for s in obj.subsets)
+    for vs in (obj for obj in objects if isinstance(obj, VirtualService)):
+        for path, destination in _destinations(vs):
+            service = index.services.get(destination.host)
+            if service is not None and service.ports:  # a headless Service may have none
+                _check_port(vs, path, destination, service, index)
+            names = subsets.get(destination.host)
+            if destination.subset and names is not None and destination.subset not in names:
+                raise _fail(
+                    vs,
+                    f"{path}.subset",
+                    f"no DestinationRule for host {destination.host} in these manifests "
+                    f"defines subset {destination.subset!r} (subsets: {', '.join(names) or 'none'})",
+                )
+
+
+def _destinations(vs: VirtualService) -> Iterator[tuple[str, Destination]]:
+    """Every destination and mirror of ``vs``, with its field path."""
     for i, route in enumerate(vs.http):
         for j, target in enumerate(route.route):
-            _check_destination(
-                vs, f"spec.http[{i}].route[{j}].destination", target.destination, index
-            )
+            yield f"spec.http[{i}].route[{j}].destination", target.destination
         if route.mirror is not None:
-            _check_destination(vs, f"spec.http[{i}].mirror", route.mirror.destination, index)
+            yield f"spec.http[{i}].mirror", route.mirror.destination
 
 
-def _check_destination(
-    vs: VirtualService, path: str, destination: Destination, index: MeshIndex
+def _check_port(
+    vs: VirtualService, path: str, destination: Destination, service: Service, index: MeshIndex
 ) -> None:
-    service = index.services.get(destination.host)
-    if service is None:
-        raise _fail(vs, f"{path}.host", _no_service(destination.host))
     ports = ", ".join(str(p.port) for p in service.ports)
     if destination.port is None and len(service.ports) > 1:
         raise _fail(
@@ -116,18 +183,4 @@ def _check_destination(
             vs,
             f"{path}.port.number",
             f"Service {service.ref} has no port {destination.port} (ports: {ports})",
-        )
-    if not destination.subset:
-        return
-    rule = index.rules.get(destination.host)
-    if rule is None:
-        raise _fail(
-            vs, f"{path}.subset", f"no DestinationRule defines subsets for host {destination.host}"
-        )
-    if index.subset(destination.host, destination.subset) is None:
-        names = ", ".join(s.name for s in rule.subsets) or "none"
-        raise _fail(
-            vs,
-            f"{path}.subset",
-            f"DestinationRule {rule.ref} has no subset {destination.subset!r} (subsets: {names})",
         )

@@ -6,6 +6,11 @@ check every object before returning anything, so a caller never applies half
 a batch. ``apply`` merges a batch into the current set (create or replace, by
 identity) and ``validate_set`` checks the cross-references of a whole set.
 Everything here is pure but for reading the files.
+
+Both readers take a ``target`` (:class:`~mesh.manifest_fields.Target`): the
+local mesh (the default, refusing whatever it does not implement) or a
+cluster (accepting whatever Kubernetes and Istio define, and any other kind as
+an :class:`~mesh.model.OtherObject`).
 """
 
 from __future__ import annotations
@@ -13,40 +18,35 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal, overload
 
 import yaml
 
 from canary.errors import ManifestError
-from mesh.manifest_fields import Node, Where
+from mesh.manifest_fields import Node, Target, Where
 from mesh.manifest_refs import validate_set
-from mesh.manifests_istio import parse_destination_rule, parse_gateway, parse_virtual_service
+from mesh.manifests_istio import parse_destination_rule, parse_gateway
 from mesh.manifests_k8s import (
     check_dns_label,
     parse_config_map,
-    parse_deployment,
     parse_namespace,
     parse_pvc,
     parse_service,
 )
-from mesh.model import (
-    ConfigMap,
-    Deployment,
-    DestinationRule,
-    Gateway,
-    MeshObject,
-    Namespace,
-    ObjectRef,
-    PersistentVolumeClaim,
-    Service,
-    VirtualService,
-)
+from mesh.manifests_pods import parse_deployment
+from mesh.manifests_routes import parse_virtual_service
+from mesh.model import ManifestObject, MeshObject, ObjectRef, OtherObject
 
 __all__ = [
+    "CLUSTER_SCOPED_KINDS",
     "KIND_ORDER",
     "MANIFEST_SUFFIXES",
     "SUPPORTED_KINDS",
+    "Target",
     "apply",
+    "kind_rank",
     "load_manifests",
+    "manifest_files",
     "parse_objects",
     "validate_set",
 ]
@@ -67,17 +67,87 @@ SUPPORTED_KINDS: dict[str, tuple[tuple[str, ...], Parser, bool]] = {
     "VirtualService": (_ISTIO, parse_virtual_service, True),
 }
 
-# The order a cluster needs them in: what others refer to comes first.
-KIND_ORDER: tuple[type, ...] = (
-    Namespace,
-    ConfigMap,
-    PersistentVolumeClaim,
-    Service,
-    Deployment,
-    Gateway,
-    DestinationRule,
-    VirtualService,
+# The order a cluster needs them in: what others refer to comes first (namespaces,
+# definitions, identities and config, storage, access rules, Services, workloads), Istio's
+# routing last. "*" stands for every kind not named.
+KIND_ORDER: tuple[str, ...] = (
+    "Namespace",
+    "CustomResourceDefinition",
+    "PriorityClass",
+    "StorageClass",
+    "ResourceQuota",
+    "LimitRange",
+    "NetworkPolicy",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "PodDisruptionBudget",
+    "DaemonSet",
+    "Pod",
+    "ReplicaSet",
+    "Deployment",
+    "StatefulSet",
+    "HorizontalPodAutoscaler",
+    "Job",
+    "CronJob",
+    "Ingress",
+    "*",
+    "ServiceEntry",
+    "WorkloadEntry",
+    "Sidecar",
+    "PeerAuthentication",
+    "RequestAuthentication",
+    "AuthorizationPolicy",
+    "EnvoyFilter",
+    "Telemetry",
+    "Gateway",
+    "DestinationRule",
+    "VirtualService",
 )
+
+# Kinds Kubernetes serves cluster-scoped: an OtherObject of one has no namespace. (Any
+# other unknown kind is taken as namespaced; the API server's discovery decides when
+# applying, so a wrong guess only shows in the object's name in messages.)
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "APIService",
+        "CSIDriver",
+        "CSINode",
+        "CertificateSigningRequest",
+        "ClusterIssuer",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "FlowSchema",
+        "GatewayClass",
+        "IngressClass",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "PriorityClass",
+        "PriorityLevelConfiguration",
+        "RuntimeClass",
+        "StorageClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
+        "VolumeAttachment",
+    }
+)
+
+
+def kind_rank(kind: str) -> int:
+    """Where objects of ``kind`` go in :data:`KIND_ORDER` (unnamed kinds at ``"*"``)."""
+    return KIND_ORDER.index(kind if kind in KIND_ORDER else "*")
+
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -95,25 +165,39 @@ _METADATA_IGNORED = {
     "uid",
 }
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_API_VERSION = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]+$"
+)
+_KIND = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 
 # --- reading files ---------------------------------------------------------------------
 
 
-def load_manifests(paths: Sequence[Path]) -> list[MeshObject]:
+@overload
+def load_manifests(
+    paths: Sequence[Path], *, target: Literal[Target.LOCAL] = ...
+) -> list[MeshObject]: ...
+@overload
+def load_manifests(paths: Sequence[Path], *, target: Target) -> list[ManifestObject]: ...
+def load_manifests(
+    paths: Sequence[Path], *, target: Target = Target.LOCAL
+) -> list[MeshObject] | list[ManifestObject]:
     """Every object in ``paths`` (files, or directories read non-recursively in name order).
 
     Raises ManifestError for the first problem found; nothing is returned
     unless every object is valid on its own (cross-references are checked by
-    :func:`apply` against the whole resulting set).
+    :func:`apply` against the whole resulting set). ``target`` is the
+    validation profile: the local mesh (the default) or a cluster.
     """
     docs: list[tuple[str, object]] = []
-    for path in _manifest_files(paths):
+    for path in manifest_files(paths):
         docs.extend((str(path), doc) for doc in _read_yaml(path))
-    return parse_objects(docs)
+    return parse_objects(docs, target=target)
 
 
-def _manifest_files(paths: Sequence[Path]) -> list[Path]:
+def manifest_files(paths: Sequence[Path]) -> list[Path]:
+    """The files ``kubectl apply -f`` reads: files as given, directories' manifests in name order."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -184,21 +268,33 @@ def _read_yaml(path: Path) -> list[object]:
 # --- documents → objects ---------------------------------------------------------------
 
 
-def parse_objects(docs: Iterable[tuple[str, object]]) -> list[MeshObject]:
+@overload
+def parse_objects(
+    docs: Iterable[tuple[str, object]], *, target: Literal[Target.LOCAL] = ...
+) -> list[MeshObject]: ...
+@overload
+def parse_objects(
+    docs: Iterable[tuple[str, object]], *, target: Target
+) -> list[ManifestObject]: ...
+def parse_objects(
+    docs: Iterable[tuple[str, object]], *, target: Target = Target.LOCAL
+) -> list[MeshObject] | list[ManifestObject]:
     """Typed objects from ``(source name, document)`` pairs, in document order.
 
     ``kind: List`` documents contribute their items. Raises ManifestError for
-    any invalid object, or for an object given twice.
+    any invalid object, or for an object given twice. For the local target
+    every object is a :data:`~mesh.model.MeshObject`; for a cluster, kinds the
+    local mesh does not know are :class:`~mesh.model.OtherObject`.
     """
-    objects: list[MeshObject] = []
-    seen: dict[ObjectRef, MeshObject] = {}
+    objects: list[ManifestObject] = []
+    seen: dict[ObjectRef, ManifestObject] = {}
     counts: dict[str, int] = {}
     for source, doc in docs:
         counts[source] = counts.get(source, 0) + 1
         if doc is None:  # an empty YAML document, as between two "---"
             continue
-        for label, item in _expand_lists(source, doc, f"document {counts[source]}"):
-            obj = _parse_object(source, label, item)
+        for label, item in _expand_lists(source, doc, f"document {counts[source]}", target):
+            obj = _parse_object(source, label, item, target)
             first = seen.get(obj.ref)
             if first is not None:
                 raise ManifestError(
@@ -212,9 +308,9 @@ def parse_objects(docs: Iterable[tuple[str, object]]) -> list[MeshObject]:
     return objects
 
 
-def _expand_lists(source: str, doc: object, label: str) -> list[tuple[str, object]]:
+def _expand_lists(source: str, doc: object, label: str, target: Target) -> list[tuple[str, object]]:
     if isinstance(doc, dict) and doc.get("kind") == "List":
-        root = Node(Where(source, f"{label} (List)"), "", doc)
+        root = Node(Where(source, f"{label} (List)", target), "", doc)
         root.only({"apiVersion", "kind", "items"}, ignored={"metadata"})
         items = root.get("items")
         listed = items.as_list() if items else []
@@ -222,26 +318,55 @@ def _expand_lists(source: str, doc: object, label: str) -> list[tuple[str, objec
     return [(label, doc)]
 
 
-def _parse_object(source: str, label: str, doc: object) -> MeshObject:
+def _parse_object(source: str, label: str, doc: object, target: Target) -> ManifestObject:
     """One object; before its identity is known, errors name it by ``label``."""
-    root = Node(Where(source, label), "", doc)
+    root = Node(Where(source, label, target), "", doc)
     root.as_map()
     kind_node, version_node = root.req("kind"), root.req("apiVersion")
     kind, version = kind_node.as_str(), version_node.as_str()
-    if kind not in SUPPORTED_KINDS:
+    known = SUPPORTED_KINDS.get(kind)
+    if target is Target.CLUSTER and (
+        known is None or _group(version) not in {_group(v) for v in known[0]}
+    ):
+        return _other_object(root, kind, version)
+    if known is None:
         kind_node.fail(_unsupported_kind(kind, version))
-    versions, parser, namespaced = SUPPORTED_KINDS[kind]
+    versions, parser, namespaced = known
     metadata = root.req("metadata")
     name = metadata.req("name").as_str()
     namespace = _namespace(metadata) if namespaced else ""
     ref = ObjectRef(kind, namespace, name)
-    root = Node(Where(source, str(ref)), "", doc)
+    root = Node(Where(source, str(ref), target), "", doc)
     if version not in versions:
         root.req("apiVersion").fail(
             f"apiVersion {version!r} is not supported for {kind} (supported: {', '.join(versions)})"
         )
     _check_metadata(root.req("metadata"), kind)
     return parser(root, ref, source)
+
+
+def _group(api_version: str) -> str:
+    """The API group of ``group/version`` ("" for the core group's ``v1``)."""
+    return api_version.rpartition("/")[0]
+
+
+def _other_object(root: Node, kind: str, version: str) -> OtherObject:
+    """A kind the local mesh does not know, for a cluster: its identity is checked, the
+    content is the API server's to judge (its dry run runs before anything is applied)."""
+    if not _KIND.match(kind):
+        root.req("kind").fail(f"{kind!r} is not a kind (a CamelCase name, e.g. ServiceAccount)")
+    if not _API_VERSION.match(version):
+        root.req("apiVersion").fail(
+            f"{version!r} is not an apiVersion (group/version, e.g. rbac.authorization.k8s.io/v1, "
+            "or v1 for the core group)"
+        )
+    metadata = root.req("metadata")
+    name = metadata.req("name").as_str()
+    namespace = "" if kind in CLUSTER_SCOPED_KINDS else _namespace(metadata)
+    ref = ObjectRef(kind, namespace, name)
+    root = Node(Where(root.where.file, str(ref), root.where.target), "", root.value)
+    _check_metadata(root.req("metadata"), kind, generic=True)
+    return OtherObject(ref=ref, source=root.where.file, raw=root.as_map(), api_version=version)
 
 
 def _unsupported_kind(kind: str, version: str) -> str:
@@ -265,7 +390,10 @@ def _namespace(metadata: Node) -> str:
     return namespace
 
 
-def _check_metadata(metadata: Node, kind: str) -> None:
+def _check_metadata(metadata: Node, kind: str, *, generic: bool = False) -> None:
+    """Names, labels and annotations as Kubernetes checks them. A ``generic`` kind's
+    name is held to the rule every kind obeys (a path segment: RBAC names may hold
+    ':'); its kind's own rule is the API server's."""
     metadata.only(
         {"name", "namespace", "labels"},
         ignored=_METADATA_IGNORED,
@@ -273,7 +401,13 @@ def _check_metadata(metadata: Node, kind: str) -> None:
     )
     name_node = metadata.req("name")
     name = name_node.as_str()
-    if kind == "Namespace":
+    if generic:
+        problem = (
+            "at most 253 characters, without '/' or '%', and not '.' or '..'"
+            if len(name) > 253 or "/" in name or "%" in name or name in (".", "..")
+            else ""
+        )
+    elif kind == "Namespace":
         problem = check_dns_label(name)
     elif kind == "Service":
         problem = check_dns_label(name) or (
@@ -297,7 +431,7 @@ def _check_metadata(metadata: Node, kind: str) -> None:
 
 
 def _order(obj: MeshObject) -> tuple[int, ObjectRef]:
-    return KIND_ORDER.index(type(obj)), obj.ref
+    return kind_rank(obj.ref.kind), obj.ref
 
 
 def apply(current: Sequence[MeshObject], new: Sequence[MeshObject]) -> list[MeshObject]:

@@ -3,6 +3,10 @@
 ``mesh.manifests`` builds these from YAML and rejects anything it cannot
 represent faithfully; everything downstream (translation, the local backend)
 reads only these types. All are frozen: objects in, objects out.
+
+Read for a cluster (``Target.CLUSTER``), the same types hold what the local
+mesh would model, and ``raw`` everything the cluster gets; kinds the local
+mesh does not know are :class:`OtherObject`.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ __all__ = [
     "HeaderOperations",
     "Headers",
     "LoadBalancer",
+    "ManifestObject",
     "MeshObject",
     "Mirror",
     "Namespace",
     "ObjectRef",
+    "OtherObject",
     "PersistentVolumeClaim",
     "Probe",
     "Retries",
@@ -348,3 +354,23 @@ MeshObject = (
     | DestinationRule
     | VirtualService
 )
+
+
+# --- anything else a cluster takes -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OtherObject(_Base):
+    """An object of a kind the local mesh does not know (ServiceAccount, Secret, Role,
+    Job, a Gateway API route, a custom resource, ...).
+
+    Only read for a cluster: its identity is checked (apiVersion, kind, a valid
+    name and namespace), its content is applied as written and judged by the
+    API server's dry run.
+    """
+
+    api_version: str
+
+
+ManifestObject = MeshObject | OtherObject
+"""Any object a manifest read for a cluster holds."""

@@ -156,8 +156,8 @@ def test_apply_creates_and_replaces_by_identity_in_dependency_order() -> None:
     base = base_objects()
     applied = apply(base, parse(manifest(VS_FILE)))
     assert len(applied) == len(base)
-    assert [KIND_ORDER.index(type(o)) for o in applied] == sorted(
-        KIND_ORDER.index(type(o)) for o in applied
+    assert [KIND_ORDER.index(o.ref.kind) for o in applied] == sorted(
+        KIND_ORDER.index(o.ref.kind) for o in applied
     )
     vs = next(o for o in applied if isinstance(o, VirtualService))
     assert [d.weight for d in vs.http[0].route] == [70, 30]

@@ -530,7 +530,7 @@ CASES: list[tuple[str, str, object, str, str, str]] = [
         {"name": "models", "secret": {}},
         DEP,
         "spec.template.spec.volumes[0].secret",
-        "unknown or unsupported",
+        "configMap volumes only",
     ),
     (DEP_FILE, "spec.replicas", "1", DEP, "spec.replicas", "must be an integer"),
     (DEP_FILE, "metadata.labels.version", 2, DEP, "metadata.labels.version", "must be a string"),
