@@ -21,7 +21,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy canary serving mesh loadtest verifier payloads
+	$(BIN)/mypy canary serving payloads mesh loadtest verifier commands
 
 # The browser test drives Debian's chromium through Playwright (never Playwright's
 # own browser download). Installing it needs root and apt; without them the test

@@ -51,8 +51,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from canary.conventions import UNKNOWN
 from loadtest.calibration import save_calibration
-from loadtest.fingerprint import UNKNOWN, Fingerprinter, build_calibration, rest_probabilities
+from loadtest.fingerprint import Fingerprinter, build_calibration, rest_probabilities
 from loadtest.items import PredictItem, build_items
 from mesh.local import procs
 from mesh.local.envoy import EnvoyAdmin, envoy_binary

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from verifier import SequentialSplitTest, SplitPolicy, classify_counts, parse_expected
-from verifier import plan_requests as plan_fixed
+from canary.stats import SequentialSplitTest, SplitPolicy, classify_counts, parse_expected
+from canary.stats import plan_requests as plan_fixed
 
 SUBSETS = ["resnet50", "resnet101"]
 SCENARIOS = [  # (label, expected, true shares, the right decision)

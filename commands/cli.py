@@ -1,114 +1,92 @@
-"""The ``canary`` command. Each subcommand parses its arguments and calls one library function."""
+"""The ``canary`` command. Each subcommand parses its arguments and calls one library function.
+
+Exit codes, the same in every command (``verify-split`` included): 0 verified
+or done, 1 refuted or failed, 2 inconclusive, 3 bad usage or unreadable input.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from canary.errors import CanaryError
+from canary.commandline import ArgumentParser
+from canary.conventions import DEFAULT_PAYLOAD_SIZE, parse_payload_size
+from canary.errors import UsageError
+from canary.rundir.document import SequentialRecord
+from canary.rundir.layout import REPORTS_DIR
+from commands.console import Consoles, run_command
 from mesh.counters import SubsetCounters
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-# Wide enough for pod names and cluster names when output is piped (rich assumes 80 columns).
-_WIDTH = None if sys.stdout.isatty() else 200
-console = Console(stderr=False, highlight=False, width=_WIDTH, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _progress(message: str) -> None:
-    err.print(f"[dim]canary:[/dim] {message}")
+Handler = Callable[[argparse.Namespace, Consoles], int]
 
 
 # --- mesh ------------------------------------------------------------------------
 
 
-def _mesh_up(args: argparse.Namespace) -> int:
+def _mesh_up(args: argparse.Namespace, io: Consoles) -> int:
     from mesh.api import mesh_up
 
-    state = mesh_up(args.filename, tiny=args.tiny, port=args.port, weights_dir=args.weights_dir, progress=_progress)
-    console.print(f"local mesh ready: {len(state.pods)} model server pod(s) behind Envoy")
-    console.print(f"ingress: {state.ingress_url}")
+    state = mesh_up(args.filename, tiny=args.tiny, port=args.port, weights_dir=args.weights_dir,
+                    progress=io.progress)
+    io.out.print(f"local mesh ready: {len(state.pods)} model server pod(s) behind Envoy")
+    io.out.print(f"ingress: {state.ingress_url}")
     return 0
 
 
-def _mesh_apply(args: argparse.Namespace) -> int:
+def _mesh_apply(args: argparse.Namespace, io: Consoles) -> int:
     from mesh.api import kube_apply, mesh_apply
 
     if args.backend == "kube":
         on_cluster = kube_apply(args.filename, context=args.context)
         for ref in on_cluster.applied:
-            console.print(f"{ref} serverside-applied")
+            io.out.print(f"{ref} serverside-applied")
         for ref in on_cluster.rolled_out:
-            console.print(f"{ref} rolled out")
+            io.out.print(f"{ref} rolled out")
         return 0
-    result = mesh_apply(args.filename, progress=_progress)
+    if args.context:
+        raise UsageError("--context goes with --backend kube")
+    result = mesh_apply(args.filename, progress=io.progress)
     for applied in result.files:
         for obj in applied.objects:
-            console.print(f"{obj} applied ({Path(applied.path).name}, sha256 {applied.sha256[:12]})")
+            io.out.print(f"{obj} applied ({Path(applied.path).name}, sha256 {applied.sha256[:12]})")
     for pod in result.started:
-        console.print(f"pod {pod} started")
+        io.out.print(f"pod {pod} started")
     for pod in result.stopped:
-        console.print(f"pod {pod} stopped")
-    console.print(f"configuration version {result.version} is live in Envoy")
+        io.out.print(f"pod {pod} stopped")
+    io.out.print(f"configuration version {result.version} is live in Envoy")
     return 0
 
 
-def _mesh_status(args: argparse.Namespace) -> int:
+def _mesh_status(args: argparse.Namespace, io: Consoles) -> int:
     from mesh.api import mesh_status
 
     status = mesh_status()
-    st = status.state
     if args.json:
-        doc = {
-            "ingress_url": st.ingress_url,
-            "admin_port": st.admin_port,
-            "envoy": {"pid": st.envoy_pid, "running": status.envoy_running},
-            "version": st.version,
-            "store": st.store,
-            "objects": sorted({f"{o.document.get('kind')}/{o.document.get('metadata', {}).get('namespace', 'default')}/"
-                               f"{o.document.get('metadata', {}).get('name')}" for o in st.objects}),
-            "pods": [
-                {
-                    "namespace": p.namespace,
-                    "name": p.name,
-                    "deployment": p.deployment,
-                    "labels": p.labels,
-                    "pid": p.pid,
-                    "ports": {str(k): v for k, v in p.ports.items()},
-                    "running": status.pods_running.get(p.name, False),
-                }
-                for p in st.pods
-            ],
-            "counters": {k or "(no subset)": v.to_dict() for k, v in status.counters.items()},
-        }
-        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(status.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    console.print(f"ingress {st.ingress_url}   Envoy pid {st.envoy_pid} "
-                  f"({'running' if status.envoy_running else 'NOT RUNNING'}), admin 127.0.0.1:{st.admin_port}, "
-                  f"config version {st.version}")
+    st = status.state
+    io.out.print(f"ingress {st.ingress_url}   Envoy pid {st.envoy_pid} "
+                 f"({'running' if status.envoy_running else 'NOT RUNNING'}), admin 127.0.0.1:{st.admin_port}, "
+                 f"config version {st.version}")
     objects = Table("kind", "namespace", "name", "from", title="objects")
-    for o in st.objects:
-        meta = o.document.get("metadata", {})
-        objects.add_row(str(o.document.get("kind")), str(meta.get("namespace", "default")),
-                        str(meta.get("name")), Path(o.source).name)
-    console.print(objects)
+    for obj in status.view.objects:
+        objects.add_row(obj.ref.kind, obj.ref.namespace or "-", obj.ref.name, Path(obj.source).name)
+    io.out.print(objects)
     pods = Table("pod", "version", "pid", "ports (container→host)", "state", title="pods")
     for p in st.pods:
         ports = ", ".join(f"{c}→{h}" for c, h in sorted(p.ports.items()))
         pods.add_row(f"{p.namespace}/{p.name}", p.labels.get("version", ""), str(p.pid), ports,
                      "running" if status.pods_running.get(p.name) else "EXITED")
-    console.print(pods)
-    console.print(_counters_table(status.counters))
+    io.out.print(pods)
+    io.out.print(_counters_table(status.counters))
     return 0
 
 
@@ -121,25 +99,25 @@ def _counters_table(counters: dict[str, SubsetCounters]) -> Table:
     return table
 
 
-def _mesh_down(args: argparse.Namespace) -> int:
+def _mesh_down(args: argparse.Namespace, io: Consoles) -> int:
     from mesh.api import mesh_down
 
     stopped = mesh_down()
     for name in stopped:
-        console.print(f"stopped {name}")
+        io.out.print(f"stopped {name}")
     if not stopped:
-        console.print("no local mesh was running")
+        io.out.print("no local mesh was running")
     return 0
 
 
 # --- demo ------------------------------------------------------------------------
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from canary.demo import run_demo
+def _demo(args: argparse.Namespace, io: Consoles) -> int:
+    from commands.demo import run_demo
 
     result = run_demo(tiny=args.tiny, port=args.port, rest_requests=args.rest_requests,
-                      grpc_requests=args.grpc_requests, keep=args.keep, progress=_progress)
+                      grpc_requests=args.grpc_requests, keep=args.keep, progress=io.progress)
     total = sum(result.delta.values())
     table = Table("subset", "requests", "share", "configured", title="weight-70: requests per subset, as Envoy counted them")
     expected = {"resnet50": "70%", "resnet101": "30%"}
@@ -148,27 +126,18 @@ def _demo(args: argparse.Namespace) -> int:
             continue  # the plain service cluster: unused once a subset route is applied
         share = f"{100 * n / total:.1f}%" if total else "-"
         table.add_row(subset or "(no subset)", str(n), share, expected.get(subset, "0%"))
-    console.print(table)
-    console.print(f"REST: {result.rest.sent} sent, {result.rest.failures} failed; "
-                  f"gRPC: {result.grpc.sent} sent, {result.grpc.failures} failed")
+    io.out.print(table)
+    io.out.print(f"REST: {result.rest.sent} sent, {result.rest.failures} failed; "
+                 f"gRPC: {result.grpc.sent} sent, {result.grpc.failures} failed")
     if result.kept_running:
-        console.print(f"the mesh is still running at {result.ingress_url}; stop it with `canary mesh down`")
+        io.out.print(f"the mesh is still running at {result.ingress_url}; stop it with `canary mesh down`")
     return 0 if result.rest.failures == 0 and result.grpc.failures == 0 else 1
 
 
 # --- calibrate -------------------------------------------------------------------
 
 
-def _size_arg(text: str) -> int | None:
-    if text == "original":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size takes a number of pixels or 'original', not {text!r}") from None
-
-
-def _calibrate(args: argparse.Namespace) -> int:
+def _calibrate(args: argparse.Namespace, io: Consoles) -> int:
     from loadtest.calibration import parse_endpoint, run_calibrate
     from payloads import class_name
 
@@ -183,200 +152,200 @@ def _calibrate(args: argparse.Namespace) -> int:
         tops = [f"{class_name(row.top[s][0])} ({row.top[s][0]}) {row.top[s][1]:.4f}" if s in row.top else "-"
                 for s in cal.subsets]
         table.add_row(row.payload_id, row.fmt, *tops, f"{row.separation:.3g}", "excluded" if row.excluded else "ok")
-    console.print(table)
+    io.out.print(table)
     for warning in cal.warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    console.print(f"{len(cal.usable)} of {len(cal.pairs)} payload/format pairs tell the subsets apart; "
-                  f"wrote {result.path}")
+        io.warn(warning)
+    io.out.print(f"{len(cal.usable)} of {len(cal.pairs)} payload/format pairs tell the subsets apart; "
+                 f"wrote {result.path}")
     return 0
 
 
 # --- load ------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, io: Consoles) -> int:
     from loadtest.load import LoadRequest, RichProgress, run_load
+    from loadtest.options import options_from_parsed
 
-    request = LoadRequest(
-        host=args.host, protocol=args.protocol, canary_share=args.canary_share, canary_header=args.canary_header,
-        payloads=args.payloads, users=args.users, spawn_rate=args.spawn_rate, run_time=args.run_time,
-        requests=args.requests, processes=args.processes, run_dir=args.run_dir, calibration=args.calibration,
-        expected=args.expected, until_verified=args.until_verified, from_manifest=args.from_manifest,
-        tolerance=args.tolerance,
-    )
+    request = LoadRequest(options=options_from_parsed(args), host=args.host, users=args.users,
+                          spawn_rate=args.spawn_rate, run_time=args.run_time, processes=args.processes)
     request.validate()
-    with RichProgress(request, console=err) as bar:
+    with RichProgress(request, console=io.err) as bar:
         result = run_load(request, progress=bar)
-    run = result.run or {}
-    table = Table("subset", "requests", title=f"responses by subset ({run.get('status', 'no run.json')})")
-    for subset, n in (run.get("requests", {}).get("by_subset") or {}).items():
+    run = result.run
+    table = Table("subset", "requests", title=f"responses by subset ({run.status if run else 'no run.json'})")
+    for subset, n in (run.requests.by_subset if run else {}).items():
         table.add_row(subset, str(n))
-    console.print(table)
-    if run.get("sequential"):
-        _print_sequential(run["sequential"])
-    for problem in run.get("problems") or []:
-        err.print(f"[yellow]problem:[/yellow] {escape(str(problem))}")
-    console.print(f"run directory: {result.run_dir}   (Locust's log: {result.log.name}; exit code {result.exit_code})")
+    io.out.print(table)
+    if run is not None and run.sequential is not None:
+        _print_sequential(run.sequential, io)
+    for problem in run.problems if run else ():
+        io.problem(problem)
+    io.out.print(f"run directory: {result.run_dir}   (Locust's log: {result.log.name}; exit code {result.exit_code})")
     return result.exit_code
 
 
-def _print_sequential(section: dict[str, Any]) -> None:
+def _print_sequential(section: SequentialRecord, io: Consoles) -> None:
     from loadtest.sequential import summary_rows
 
+    tolerance = float(section.policy.get("tolerance", 0.03))
     table = Table("protocol", "group", "expected", "status", "n", "decided at request",
-                  title=f"--until-verified: {section.get('status')} ({section.get('expected_from')}, "
-                        f"±{100 * float(section.get('policy', {}).get('tolerance', 0.03)):g} points)")
+                  title=f"--until-verified: {section.status} ({section.expected_from}, ±{100 * tolerance:g} points)")
     for row in summary_rows(section):
         table.add_row(*(escape(cell) for cell in row))
-    console.print(table)
-    took = section.get("requests_to_decide")
-    console.print(f"decided after {took} requests" if took else f"undecided: {escape(str(section.get('ended')))}")
+    io.out.print(table)
+    took = section.requests_to_decide
+    io.out.print(f"decided after {took} requests" if took else f"undecided: {escape(str(section.ended))}")
 
 
 # --- report ----------------------------------------------------------------------
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace, io: Consoles) -> int:
     from verifier.report_console import print_verification
     from verifier.report_files import verify_and_report
     from verifier.verify import VerifyRequest
 
-    request = VerifyRequest(run_dir=args.run_dir, expected=args.expected, manifests=tuple(args.from_manifest),
-                            stable=args.stable, require_expectation=False)
+    request = VerifyRequest(run_dir=args.run_dir, reports=args.reports, expected=args.expected,
+                            manifests=tuple(args.from_manifest), stable=args.stable, require_expectation=False)
     result, written = verify_and_report(request, json_path=args.json)
-    print_verification(result, console)
+    print_verification(result, io.out)
     for warning in written.warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        io.warn(warning)
     for path in written.paths:
-        console.print(f"wrote {path}")
+        io.out.print(f"wrote {path}")
     return 0
 
 
 # --- export ----------------------------------------------------------------------
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace, io: Consoles) -> int:
     from mesh.api import model_store
     from serving.export import ensure_models
 
     store = args.store or model_store(args.tiny)
     for name, path in ensure_models(store, tiny=args.tiny, weights_dir=args.weights_dir).items():
-        console.print(f"{name}: {path}")
+        io.out.print(f"{name}: {path}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="canary",
-        description="Load-test ML models behind an Istio mesh and verify the canary split.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+# --- the parser ------------------------------------------------------------------
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
-            parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub) -> argparse.ArgumentParser:
+_DESCRIPTION = """\
+Load-test ML models behind an Istio mesh and verify the canary split.
+
+Start with `canary demo`. A run is judged by the `verify-split` command
+(`verify-split --help`), e.g. `verify-split --expected 70/30` on the newest run."""
+
+
+def _add_tiny(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny test models with the same signatures instead of ResNet50/101 (default off)")
+
+
+def _add_port(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8080, help="ingress port on 127.0.0.1 (default 8080)")
+
+
+def _add_weights_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights-dir", type=Path,
+                        help="folder holding the Keras ImageNet weight files (default: $KERAS_HOME/models, "
+                             "~/.keras/models; else the weights are seeded)")
+
+
+def _add_load(add: Callable[..., argparse.ArgumentParser]) -> None:
+    from loadtest.options import add_arguments
+
+    load = add("load", _load, "drive REST and gRPC predict traffic through the ingress with Locust, "
+                              "attribute every response, write a run directory under reports/")
+    load.add_argument("--host", help="the ingress URL (default: the running local mesh's)")
+    load.add_argument("-u", "--users", type=int, default=10, help="concurrent users (default 10)")
+    load.add_argument("-r", "--spawn-rate", type=float, help="users started per second (default: all at once)")
+    load.add_argument("-t", "--run-time", help="how long, e.g. 60s, 5m or 1h30m (default 60s, or until --requests)")
+    load.add_argument("--processes", type=int, help="Locust worker processes (default: one process)")
+    add_arguments(load, locust=False)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="canary", description=_DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Handler, help: str,
+            parent: argparse._SubParsersAction[ArgumentParser] = sub) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         return p
 
     demo = add("demo", _demo, "bring up the local mesh, split 70/30, send traffic, show the counts")
-    demo.add_argument("--tiny", action="store_true", help="tiny test models instead of ResNet50/101")
-    demo.add_argument("--port", type=int, default=8080, help="ingress port on 127.0.0.1 (default 8080)")
-    demo.add_argument("--rest-requests", type=int, default=240)
-    demo.add_argument("--grpc-requests", type=int, default=60)
-    demo.add_argument("--keep", action="store_true", help="leave the mesh running afterwards")
+    _add_tiny(demo)
+    _add_port(demo)
+    demo.add_argument("--rest-requests", type=int, default=240, help="REST requests to send (default 240)")
+    demo.add_argument("--grpc-requests", type=int, default=60, help="gRPC requests to send (default 60)")
+    demo.add_argument("--keep", action="store_true", help="leave the mesh running afterwards (default: take it down)")
 
-    mesh = add("mesh", lambda a: 3, "the local mesh: up, apply, status, down")
-    msub = mesh.add_subparsers(dest="mesh_command", required=True)
+    mesh = sub.add_parser("mesh", help="the mesh: up, apply, status, down", description="the mesh: up, apply, status, down")
+    msub = mesh.add_subparsers(dest="mesh_command", required=True, metavar="MESH_COMMAND")
     up = add("up", _mesh_up, "start the local mesh and apply the base manifests", msub)
     up.add_argument("-f", "--filename", type=Path, action="append", default=[],
-                    help="manifest file or directory (default: manifests/base)")
-    up.add_argument("--tiny", action="store_true", help="tiny test models instead of ResNet50/101")
-    up.add_argument("--port", type=int, default=8080, help="ingress port on 127.0.0.1 (default 8080)")
-    up.add_argument("--weights-dir", type=Path, help="directory holding the Keras ImageNet weight files")
+                    help="manifest file or directory, repeatable (default manifests/base)")
+    _add_tiny(up)
+    _add_port(up)
+    _add_weights_dir(up)
     apply = add("apply", _mesh_apply, "apply manifests like kubectl apply", msub)
     apply.add_argument("-f", "--filename", type=Path, action="append", required=True,
-                       help="manifest file or directory (repeatable)")
+                       help="manifest file or directory (repeatable; required)")
     apply.add_argument("--backend", choices=["local", "kube"], default="local",
-                       help="local mesh (default) or the cluster of your kubeconfig (server-side apply)")
-    apply.add_argument("--context", help="kubeconfig context for --backend kube")
+                       help="the local mesh (default) or the cluster of your kubeconfig (server-side apply)")
+    apply.add_argument("--context", help="kubeconfig context for --backend kube (default: the current context)")
     status = add("status", _mesh_status, "objects, processes and per-subset counters", msub)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true", help="machine-readable output (default: tables)")
     add("down", _mesh_down, "stop everything the local mesh started", msub)
 
     calibrate = add("calibrate", _calibrate,
                     "record each subset's answers to the payloads, to tell later which subset answered")
     calibrate.add_argument("--source", choices=("mesh", "endpoints", "savedmodel"), default="mesh",
-                           help="ask the local mesh's pods directly (default), given --endpoint servers, "
+                           help="ask the local mesh's pods directly (default mesh), given --endpoint servers, "
                                 "or run the SavedModels in-process")
     calibrate.add_argument("--protocol", choices=("rest", "grpc", "both"), default="both",
                            help="how to ask the servers (default both, checking that they agree)")
     calibrate.add_argument("--endpoint", action="append", default=[], metavar="SUBSET=REST_URL,GRPC_TARGET",
-                           help="a subset's own server, for --source endpoints (repeatable)")
+                           help="a subset's own server, for --source endpoints (repeatable; default none)")
     calibrate.add_argument("-o", "--out", type=Path, help="where to write it (default .canary/calibration.json)")
-    calibrate.add_argument("--images", type=Path, help="payload images folder (default payloads/images)")
-    calibrate.add_argument("--size", type=_size_arg, default=224,
-                           help="pixels of the instances payloads (default 224), or 'original'")
+    calibrate.add_argument("--images", type=Path, help="payload images folder (default: the bundled payloads/images)")
+    calibrate.add_argument("--size", type=lambda text: parse_payload_size(text, option="--size"),
+                           default=DEFAULT_PAYLOAD_SIZE,
+                           help=f"pixels of the instances payloads, or 'original' (default {DEFAULT_PAYLOAD_SIZE})")
     calibrate.add_argument("--tolerance", type=float, default=1e-5,
                            help="largest distance (max abs probability difference) still attributed (default 1e-5)")
-    calibrate.add_argument("--tiny", action="store_true", help="with --source savedmodel: the tiny test models")
-    calibrate.add_argument("--store", type=Path, help="with --source savedmodel: the model store")
-    calibrate.add_argument("--host", help="the DestinationRule host, when the mesh has several")
+    _add_tiny(calibrate)
+    calibrate.add_argument("--store", type=Path,
+                           help="with --source savedmodel: the model store (default: the local mesh's)")
+    calibrate.add_argument("--host", help="the DestinationRule host, when the mesh has several (default: the only one)")
 
-    load = add("load", _load, "drive REST and gRPC predict traffic through the ingress with Locust, "
-                              "attribute every response, write a run directory under reports/")
-    load.add_argument("--host", help="the ingress URL (default: the running local mesh's)")
-    load.add_argument("--protocol", choices=("rest", "grpc", "both"), default="both",
-                      help="REST users, gRPC users or both (default both)")
-    load.add_argument("--canary-share", type=float, default=0.2, help="share of users sending the canary header")
-    load.add_argument("--canary-header", default="user-group: canary", help="'name: value' (default 'user-group: canary')")
-    load.add_argument("--payloads", type=Path, help="folder of payload JPEGs (default payloads/images)")
-    load.add_argument("-u", "--users", type=int, default=10, help="concurrent users (default 10)")
-    load.add_argument("-r", "--spawn-rate", type=float, help="users started per second (default: all at once)")
-    budget = load.add_mutually_exclusive_group()
-    budget.add_argument("-t", "--run-time", help="how long, e.g. 60s or 5m (default 60s)")
-    budget.add_argument("--requests", type=int, help="stop after exactly this many requests")
-    load.add_argument("--processes", type=int, help="Locust worker processes (default: one process)")
-    load.add_argument("--run-dir", type=Path, help="the run directory (default reports/<UTC timestamp>-<id>)")
-    load.add_argument("--calibration", type=Path,
-                      help="calibration file (default: calibrate against the local mesh's pods)")
-    load.add_argument("--expected", help="expected split for the live view, e.g. 70/30 or 'default: 100/0; canary: 0/100'")
-    load.add_argument("--until-verified", action="store_true",
-                      help="stop as soon as the anytime-valid sequential test decides every protocol and group "
-                           "(needs --expected or --from-manifest; exit 0 verified, 1 refuted, 2 undecided when "
-                           "--requests or --run-time ran out)")
-    load.add_argument("--from-manifest", type=Path, metavar="FILE",
-                      help="with --until-verified: each group's expected split from this VirtualService")
-    load.add_argument("--tolerance", type=float,
-                      help="with --until-verified: allowed deviation of each share (default 0.03: ±3 points)")
+    _add_load(add)
 
     report = add("report", _report, "write summary.json and report.html (split, latency, accuracy) into a run "
                                      "directory; exits 0 once written, whatever the verdict (verify-split gates)")
     report.add_argument("run_dir", nargs="?", type=Path, help="the run directory (default: the newest under reports/)")
     report.add_argument("--expected", help="expected split (default: the one the load test was given, if any)")
     report.add_argument("--from-manifest", type=Path, action="append", default=[], metavar="FILE",
-                        help="derive each group's expected split from this VirtualService")
+                        help="derive each group's expected split from this VirtualService (default: none)")
     report.add_argument("--stable", help="the stable subset (default: the VirtualService's default route, else resnet50)")
-    report.add_argument("--json", type=Path, metavar="FILE", help="also write the summary JSON here")
+    report.add_argument("--json", type=Path, metavar="FILE", help="also write the summary JSON here (default: none)")
+    report.add_argument("--reports", type=Path, default=REPORTS_DIR,
+                        help=f"where runs are found (default {REPORTS_DIR})")
 
     export = add("export", _export, "export the SavedModels into the model store (cached)")
-    export.add_argument("--tiny", action="store_true")
-    export.add_argument("--store", type=Path)
-    export.add_argument("--weights-dir", type=Path)
+    _add_tiny(export)
+    export.add_argument("--store", type=Path, help="the model store (default .canary/models/full, or /tiny)")
+    _add_weights_dir(export)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except CanaryError as exc:
-        err.print(f"[bold red]canary:[/bold red] {escape(str(exc))}", soft_wrap=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("canary: interrupted")
-        return 130
+    """Run ``canary`` with ``argv``; returns the exit code."""
+    return run_command("canary", build_parser(), argv, lambda args, io: int(args.func(args, io)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from canary.traffic import TrafficResult, send_grpc, send_rest
+from commands.traffic import TrafficResult, send_grpc, send_rest
 from mesh.api import default_manifests, mesh_apply, mesh_down, mesh_status, mesh_up
 from mesh.counters import SubsetCounters
 from mesh.local.backend import Progress, no_progress

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["PREDICT_METHOD", "TrafficResult", "send_grpc", "send_rest"]
+from canary.conventions import GRPC_PREDICT_METHOD, rest_predict_path
 
-PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+__all__ = ["TrafficResult", "send_grpc", "send_rest"]
 
 
 @dataclass
@@ -48,7 +48,7 @@ def send_rest(
     n: int,
     body: bytes,
     *,
-    path: str = "/v1/models/image_classifier:predict",
+    path: str = rest_predict_path(),
     headers: Mapping[str, str] | None = None,
     concurrency: int = 4,
     deadline_s: float = 300.0,
@@ -109,7 +109,7 @@ def send_grpc(
 
     def worker(count: int) -> None:
         with grpc.insecure_channel(target, options=options) as channel:
-            predict = channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
+            predict = channel.unary_unary(GRPC_PREDICT_METHOD)  # bytes in, bytes out
             for _ in range(count):
                 if time.monotonic() > stop_at:
                     return

@@ -19,46 +19,31 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
-from rich.console import Console
 from rich.markup import escape
 
-from canary.errors import CanaryError, UsageError
+from canary.commandline import ArgumentParser
+from canary.conventions import DEFAULT_HEADER_TEXT, EXIT_CODES_HELP, parse_header
+from canary.rundir.layout import REPORTS_DIR
+from canary.stats import SplitPolicy
+from commands.console import Consoles, run_command
+from verifier.crosscheck import DEFAULT_SERVICE
+from verifier.latency import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
+from verifier.report_console import print_plans, print_verification
+from verifier.report_files import verify_and_report
+from verifier.report_json import write_summary
+from verifier.verify import VerifyRequest, plan_run
 
-from .crosscheck import DEFAULT_SERVICE
-from .latency import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
-from .policy import SplitPolicy
-from .report_console import print_plans, print_verification
-from .report_files import verify_and_report
-from .report_json import write_summary
-from .run import DEFAULT_HEADER, REPORTS_DIR, parse_header
-from .verify import VerifyRequest, plan_run
+__all__ = ["build_parser", "main"]
 
-__all__ = ["ArgumentError", "build_parser", "main", "make_consoles"]
-
-_EPILOG = (
-    "exit codes: 0 verified, 1 refuted, 2 inconclusive (too few requests for the tolerance), "
-    "3 bad usage or unreadable input. Writes summary.json and report.html into the run directory."
-)
+_EPILOG = f"{EXIT_CODES_HELP}. Writes summary.json and report.html into the run directory."
 
 
-class ArgumentError(UsageError):
-    """A command line argparse cannot read (exit code 3, like every usage error)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are :class:`ArgumentError` (exit code 3, not argparse's 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ArgumentError(f"{message} (see {self.prog} --help)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="verify-split",
         description="Verify that the mesh splits traffic between the model subsets as expected, "
-        "from a run directory written by `canary load`.",
+        "from a run directory written by `canary load` (or `locust -f loadtest/locustfile.py`).",
         epilog=_EPILOG,
     )
     parser.add_argument("run_dir", nargs="?", type=Path,
@@ -66,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_argument_group("what to expect")
     what.add_argument("--expected", metavar="SPLIT",
                       help="expected split in percent, stable subset first: 70/30, resnet50=70,resnet101=30, "
-                           "or per group 'default: 100/0; canary: 0/100'")
+                           "or per group 'default: 100/0; canary: 0/100' (default: the load test's own --expected)")
     what.add_argument("--from-manifest", dest="manifests", type=Path, action="append", default=[],
-                      metavar="FILE", help="derive each group's expected split from this VirtualService")
+                      metavar="FILE", help="derive each group's expected split from this VirtualService (default: none)")
     what.add_argument("--stable", metavar="NAME",
                       help="the stable subset (default: the VirtualService's default route, else resnet50)")
     stats = parser.add_argument_group("statistics")
@@ -84,16 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--interval", choices=("exact", "wilson"), default="exact",
                        help="Clopper-Pearson (default) or Wilson intervals")
     stats.add_argument("--bonferroni", action="store_true",
-                       help="divide alpha and 1-confidence by the number of groups judged")
+                       help="divide alpha and 1-confidence by the number of groups judged (default off)")
     plan = parser.add_argument_group("planning")
     plan.add_argument("--plan", action="store_true",
-                      help="print the requests needed for alpha and power, then exit (reads no run)")
-    plan.add_argument("--detect", type=float, help="with --plan: also refute this deviation (fraction)")
-    plan.add_argument("--canary-header", default=f"{DEFAULT_HEADER[0]}: {DEFAULT_HEADER[1]}",
-                      help="with --plan --from-manifest: the canary group's header")
+                      help="print the requests needed for alpha and power, then exit; reads no run (default off)")
+    plan.add_argument("--detect", type=float, help="with --plan: also plan to refute this deviation, a fraction above the tolerance (default: none; the plan reports the smallest deviation it refutes)")
+    plan.add_argument("--canary-header", default=DEFAULT_HEADER_TEXT,
+                      help=f"with --plan --from-manifest: the canary group's header (default '{DEFAULT_HEADER_TEXT}')")
     cross = parser.add_argument_group("cross-check")
     cross.add_argument("--prometheus", metavar="URL",
-                       help="cross-check against istio_requests_total in this Prometheus (on a cluster)")
+                       help="cross-check against istio_requests_total in this Prometheus, on a cluster (default: the local mesh's counters in run.json)")
     cross.add_argument("--prometheus-service", default=DEFAULT_SERVICE,
                        help=f"destination_service_name to count (default {DEFAULT_SERVICE})")
     cross.add_argument("--prometheus-timeout", type=float, default=10.0, help="seconds (default 10)")
@@ -105,21 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--latency-margin", default=DEFAULT_MARGIN,
                      help="smallest shift that matters: '5ms' or a share of the stable median (default 10%%)")
     out = parser.add_argument_group("output")
-    out.add_argument("--json", type=Path, metavar="FILE", help="also write the summary JSON here")
-    out.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here (one testcase per group)")
+    out.add_argument("--json", type=Path, metavar="FILE", help="also write the summary JSON here (default: only summary.json in the run directory)")
+    out.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here, one testcase per group (default: none)")
     out.add_argument("--no-write", action="store_true",
-                     help="do not write summary.json and report.html into the run directory")
+                     help="do not write summary.json and report.html into the run directory (default: write them)")
     out.add_argument("--reports", type=Path, default=REPORTS_DIR, help="where runs are found (default reports)")
     return parser
-
-
-def make_consoles() -> tuple[Console, Console]:
-    """stdout and stderr consoles; wide enough for the tables when piped."""
-    width = None if sys.stdout.isatty() else 200
-    return (
-        Console(highlight=False, width=width, soft_wrap=False),
-        Console(stderr=True, highlight=False, soft_wrap=True),
-    )
 
 
 def _policy(args: argparse.Namespace) -> SplitPolicy:
@@ -130,14 +106,14 @@ def _policy(args: argparse.Namespace) -> SplitPolicy:
     )
 
 
-def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+def _run(args: argparse.Namespace, io: Consoles) -> int:
     policy = _policy(args)
     if args.plan:
         rows = plan_run(
             expected=args.expected, manifests=args.manifests, policy=policy, stable=args.stable,
             header=parse_header(args.canary_header), detect=args.detect,
         )
-        print_plans(rows, out)
+        print_plans(rows, io.out)
         if args.json:
             write_summary(args.json, {"format": "canary.verify-split.plan/1",
                                       "plans": [{"applies_to": r.applies_to, **r.plan.to_dict()} for r in rows]})
@@ -152,29 +128,17 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     result, written = verify_and_report(
         request, into_run_dir=not args.no_write, json_path=args.json, junit_path=args.junit
     )
-    print_verification(result, out)
+    print_verification(result, io.out)
     for warning in written.warnings:
-        err.print(f"[yellow]warning:[/] {escape(warning)}")
+        io.warn(warning)
     for path in written.paths:
-        out.print(f"wrote {escape(str(path))}")
+        io.out.print(f"wrote {escape(str(path))}")
     return result.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``verify-split`` with ``argv``; returns the exit code."""
-    out, err = make_consoles()
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        return _run(args, out, err)
-    except SystemExit as done:  # --help
-        return int(done.code or 0) if isinstance(done.code, int | None) else 3
-    except CanaryError as error:
-        err.print(f"[bold red]verify-split:[/] {escape(str(error))}")
-        return error.exit_code
-    except KeyboardInterrupt:
-        err.print("verify-split: interrupted")
-        return 130
+    return run_command("verify-split", build_parser(), argv, _run)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,8 @@ itself is pure, in :mod:`loadtest.fingerprint`.
   gRPC or both; it asks each question ``repeats`` times and checks that the
   answers (and REST against gRPC) agree within the tolerance, so a server
   whose answers wander fails here instead of making "unknown" responses later.
-* :func:`local_mesh_endpoints` finds those servers in the local mesh: the
-  pods selected by the DestinationRule's Service whose labels match each
-  subset's labels.
+* :func:`local_mesh_endpoints` finds those servers in the local mesh, as
+  the mesh's query API answers (:meth:`mesh.query.MeshView.subset_servers`).
 * :func:`calibrate_savedmodels` runs the exported SavedModels in-process.
 * :func:`save_calibration` / :func:`load_calibration` keep one on disk.
 * :func:`run_calibrate` is ``canary calibrate``.
@@ -29,7 +28,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from canary.errors import CalibrationError, CanaryError
+from canary.conventions import GRPC_PREDICT_METHOD, MODEL_NAME, canary_home, rest_predict_path
+from canary.errors import CalibrationError, CanaryError, MeshError, MeshNotRunningError, UsageError
 from canary.files import write_atomic
 from loadtest.fingerprint import (
     DEFAULT_TOLERANCE,
@@ -38,10 +38,10 @@ from loadtest.fingerprint import (
     grpc_probabilities,
     rest_probabilities,
 )
+from mesh.api import model_store, snapshot
 from payloads.library import (
     DEFAULT_SIZE,
     FORMATS,
-    MODEL_NAME,
     Payload,
     PayloadSet,
     grpc_request_bytes,
@@ -57,7 +57,6 @@ __all__ = [
     "default_calibration_path",
     "load_calibration",
     "local_mesh_endpoints",
-    "mesh_endpoints",
     "parse_endpoint",
     "run_calibrate",
     "save_calibration",
@@ -69,7 +68,6 @@ Endpoints = Mapping[
     str, Mapping[str, str]
 ]  # subset -> {"rest": "http://host:port", "grpc": "host:port"}
 Outputs = dict[str, dict[str, dict[str, npt.NDArray[np.float32]]]]
-_PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 _GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 256 << 20),
@@ -87,7 +85,7 @@ class CalibrateResult:
 
 def default_calibration_path(home: Path | None = None) -> Path:
     """``<canary home>/calibration.json`` (``$CANARY_HOME`` or ``./.canary``)."""
-    return (home or Path(os.environ.get("CANARY_HOME", ".canary"))).resolve() / "calibration.json"
+    return (Path(home).resolve() if home else canary_home()) / "calibration.json"
 
 
 # ---------------------------------------------------------------- endpoints
@@ -183,7 +181,7 @@ class _RestClient(_Client):
         self._conn = http.client.HTTPConnection(
             parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout
         )
-        self._path = f"{parts.path.rstrip('/')}/v1/models/{model_name}:predict"
+        self._path = parts.path.rstrip("/") + rest_predict_path(model_name)
 
     def predict(self, payload: Payload, fmt: str) -> npt.NDArray[np.float32]:
         self._conn.request(
@@ -205,7 +203,7 @@ class _GrpcClient(_Client):
 
         self._grpc = grpc
         self._channel = grpc.insecure_channel(target, options=_GRPC_OPTIONS)
-        self._call = self._channel.unary_unary(_PREDICT_METHOD)  # bytes in, bytes out
+        self._call = self._channel.unary_unary(GRPC_PREDICT_METHOD)  # bytes in, bytes out
         self._timeout = timeout
 
     def predict(self, payload: Payload, fmt: str) -> npt.NDArray[np.float32]:
@@ -237,74 +235,18 @@ def _ask(
 def local_mesh_endpoints(
     home: Path | None = None, *, host: str | None = None
 ) -> dict[str, dict[str, str]]:
-    """``{subset: {"rest": url, "grpc": target}}`` of the running local mesh's pods."""
-    from mesh.api import mesh_status
-    from mesh.manifests import parse_objects
-
-    status = mesh_status(home=home)
-    objects = parse_objects((o.source, o.document) for o in status.state.objects)
-    running = [p for p in status.state.pods if status.pods_running.get(p.name, False)]
-    return mesh_endpoints(objects, running, host=host)
-
-
-def mesh_endpoints(
-    objects: Iterable[Any], pods: Iterable[Any], *, host: str | None = None
-) -> dict[str, dict[str, str]]:
-    """Each DestinationRule subset's first pod (by name) and its host ports; pure.
-
-    ``objects`` are the mesh's typed objects; ``pods`` its running
-    ``PodState``s. A pod belongs to a subset when it is in the Service's
-    namespace and its labels include the Service's selector and the subset's
-    labels. Container port ``http``/8501 is REST, ``grpc``/8500 gRPC.
-    """
-    from mesh.mesh_index import MeshIndex
-
-    index = MeshIndex.of(list(objects))
-    hosts = sorted(index.rules)
-    if host is not None:
-        hosts = [h for h in hosts if h == host or h.split(".")[0] == host]
-    if len(hosts) != 1:
-        found = ", ".join(sorted(index.rules)) or "none"
-        raise CalibrationError(
-            f"calibration needs exactly one DestinationRule host{f' matching {host!r}' if host else ''} "
-            f"(found: {found}); apply one, or name the host"
-        )
-    rule = index.rules[hosts[0]]
-    service = index.services.get(rule.host)
-    pods = sorted(pods, key=lambda p: (p.namespace, p.name))
-    endpoints: dict[str, dict[str, str]] = {}
-    for subset in sorted(rule.subsets, key=lambda s: s.name):
-        wanted = {**(service.selector if service else {}), **subset.labels}
-        members = [
-            p
-            for p in pods
-            if (service is None or p.namespace == service.ref.namespace)
-            and all(p.labels.get(k) == v for k, v in wanted.items())
-        ]
-        if not members:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
-            raise CalibrationError(
-                f"subset {subset.name} of {rule.host} (pods labelled {labels}) has no running pod; "
-                "check `canary mesh status`"
-            )
-        pod = members[0]
-        rest, grpc = _host_port(pod, "http", 8501), _host_port(pod, "grpc", 8500)
-        if rest is None and grpc is None:
-            raise CalibrationError(
-                f"pod {pod.name} of subset {subset.name} exposes neither port 8501 nor 8500"
-            )
-        endpoints[subset.name] = {}
-        if rest is not None:
-            endpoints[subset.name]["rest"] = f"http://127.0.0.1:{rest}"
-        if grpc is not None:
-            endpoints[subset.name]["grpc"] = f"127.0.0.1:{grpc}"
-    return endpoints
+    """``{subset: {"rest": url, "grpc": target}}``: one pod of each subset of the running local mesh,
+    as the mesh's query answers (the same selector matching that builds the ingress's clusters)."""
+    try:
+        return snapshot(home=home).view.subset_servers(host)
+    except MeshNotRunningError:
+        raise
+    except MeshError as error:
+        raise CalibrationError(f"cannot find each subset's own server: {error}") from None
 
 
 def parse_endpoint(text: str) -> tuple[str, dict[str, str]]:
     """``SUBSET=REST_URL[,GRPC_TARGET]`` (either part may be left out) -> ``(subset, endpoints)``."""
-    from canary.errors import UsageError
-
     subset, sep, rest = text.partition("=")
     parts = [p.strip() for p in rest.split(",") if p.strip()]
     found = {("rest" if p.startswith(("http://", "https://")) else "grpc"): p for p in parts}
@@ -314,12 +256,6 @@ def parse_endpoint(text: str) -> tuple[str, dict[str, str]]:
             "(e.g. resnet50=http://127.0.0.1:8501,127.0.0.1:8500)"
         )
     return subset.strip(), found
-
-
-def _host_port(pod: Any, name: str, number: int) -> int | None:
-    container = pod.port_names.get(name, number)
-    port = pod.ports.get(container)
-    return int(port) if port is not None else None
 
 
 # ---------------------------------------------------------------- SavedModels
@@ -464,8 +400,6 @@ def run_calibrate(
     found: dict[str, dict[str, str]] = {}
     if source == "savedmodel":
         if model_dirs is None:
-            from mesh.api import model_store
-
             root = store or model_store(tiny, home)
             model_dirs = {name: root / name for name in ("resnet50", "resnet101")}
         calibration = calibrate_savedmodels(model_dirs, payloads, tolerance=tolerance)

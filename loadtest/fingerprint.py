@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from canary.conventions import UNKNOWN
 from canary.errors import CalibrationError, FingerprintError
 from payloads.responses import OUTPUT, grpc_probabilities, rest_probabilities
 
@@ -56,7 +57,6 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "OUTPUT",
     "SOURCES",
-    "UNKNOWN",
     "Attribution",
     "Calibration",
     "CalibrationRow",
@@ -68,7 +68,6 @@ __all__ = [
     "top_k",
 ]
 
-UNKNOWN = "unknown"
 DEFAULT_TOLERANCE = 1e-5
 _MEMO_TAIL = 64  # the last bytes of a response key the memo
 SOURCES = ("endpoints", "file", "savedmodel")

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from urllib.parse import urlsplit
 
+from canary.conventions import GRPC_PREDICT_METHOD, rest_predict_path
 from canary.errors import UsageError
 from payloads import FORMATS, PayloadSet, grpc_request_bytes
 
-__all__ = ["PREDICT_METHOD", "PredictItem", "build_items", "group_of", "grpc_target"]
-
-PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+__all__ = ["PredictItem", "build_items", "group_of", "grpc_target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +42,11 @@ def build_items(payloads: PayloadSet, protocol: str, model_name: str, version: i
         for fmt in FORMATS:
             for versioned in (False, True):
                 if protocol == "rest":
-                    path = (f"/v1/models/{model_name}/versions/{version}:predict" if versioned
-                            else f"/v1/models/{model_name}:predict")
+                    path = rest_predict_path(model_name, version if versioned else None)
                     body = payload.body(fmt)
                     name = f"{path} [{fmt}]"
                 else:
-                    path = PREDICT_METHOD
+                    path = GRPC_PREDICT_METHOD
                     body = grpc_request_bytes(payload, fmt, model_name, version=version if versioned else None)
                     name = f"Predict{f' version={version}' if versioned else ''} [{fmt}]"
                 items.append(PredictItem(payload.id, fmt, path, versioned, body, payload.label, name))

@@ -15,7 +15,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
-from verifier import ERROR, UNKNOWN, Expectation, SplitPolicy, verify_group
+from canary.conventions import ERROR, UNKNOWN
+from canary.stats import Expectation, SplitPolicy, verify_group
 
 __all__ = ["LiveCounts", "LiveRow"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,9 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from locust.util.timespan import parse_timespan
+
+from canary.conventions import CANARY_HOME_ENV
 from canary.errors import CanaryError, UsageError
-from loadtest.options import PROTOCOLS, parse_header
-from loadtest.rundir import RunDir, default_run_dir
+from canary.rundir.document import RunDocument, parse_run_document
+from canary.rundir.layout import RunDir, default_run_dir
+from loadtest.meshinfo import ingress_url
+from loadtest.options import CanaryOptions, option_argv
 
 __all__ = ["LOCUSTFILE", "LoadRequest", "LoadResult", "RichProgress", "locust_argv", "parse_run_time", "run_load"]
 
@@ -34,61 +38,46 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 def parse_run_time(text: str) -> int:
-    """Locust's timespan (``90``, ``60s``, ``1m30s``, ``1h``) in seconds."""
-    value = str(text).strip().lower()
-    if value.isdigit():
-        return int(value)
-    match = re.fullmatch(r"(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", value)
-    if not value or match is None or not any(match.groups()):
-        raise UsageError(f"-t/--run-time {text!r} must look like 60s, 5m, 1h30m or a number of seconds")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    """Locust's own time span (``90``, ``60s``, ``1m30s``, ``1h``) in seconds, as Locust reads ``-t``."""
+    try:
+        return int(parse_timespan(str(text).strip()))
+    except ValueError:
+        raise UsageError(f"-t/--run-time {text!r} must look like 60s, 5m, 1h30m or a number of seconds") from None
 
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """What ``canary load`` was asked to do."""
+    """What ``canary load`` was asked to do: the canary options, and how to run Locust."""
 
+    options: CanaryOptions = field(default_factory=CanaryOptions)
     host: str | None = None
-    protocol: str = "both"
-    canary_share: float = 0.2
-    canary_header: str = "user-group: canary"
-    payloads: Path | None = None
     users: int = 10
     spawn_rate: float | None = None  # default: all users in the first second
     run_time: str | None = None
-    requests: int | None = None
     processes: int | None = None
-    run_dir: Path | None = None
-    calibration: Path | None = None
-    expected: str | None = None
     home: Path | None = None  # the local mesh's home ($CANARY_HOME)
-    until_verified: bool = False  # stop once the sequential test decides every cell
-    from_manifest: Path | None = None  # with until_verified: expectations from this VirtualService
-    tolerance: float | None = None  # with until_verified (default 0.03)
     extra: tuple[str, ...] = field(default_factory=tuple)  # more Locust arguments
 
     def validate(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise UsageError(f"--protocol {self.protocol!r} must be one of {', '.join(PROTOCOLS)}")
-        if not 0.0 <= self.canary_share <= 1.0:
-            raise UsageError(f"--canary-share must be between 0 and 1 (0.2 is 20%), got {self.canary_share}")
-        parse_header(self.canary_header)
+        options = self.options
         if self.users < 1:
             raise UsageError(f"-u/--users must be at least 1, got {self.users}")
-        if self.requests is not None and self.requests < 1:
-            raise UsageError(f"--requests must be at least 1, got {self.requests}")
+        if self.spawn_rate is not None and not self.spawn_rate > 0:
+            raise UsageError(f"-r/--spawn-rate must be more than 0 users per second, got {self.spawn_rate}")
         if self.processes is not None and self.processes < 1:
             raise UsageError(f"--processes must be at least 1, got {self.processes}")
         if self.run_time is not None:
             parse_run_time(self.run_time)
-        if self.until_verified and bool(self.expected) == bool(self.from_manifest):
+        if options.until_verified and bool(options.expected) == bool(options.from_manifest):
             raise UsageError("--until-verified needs the expected split: --expected 70/30 or --from-manifest "
                              "manifests/routing/virtualservice-weight-70.yaml (one of them)")
-        if not self.until_verified and (self.from_manifest or self.tolerance is not None):
+        if not options.until_verified and (options.from_manifest or "tolerance" in options.model_fields_set):
             raise UsageError("--from-manifest and --tolerance go with --until-verified")
-        if self.tolerance is not None and not 0.0 < self.tolerance < 0.5:
-            raise UsageError(f"--tolerance must be a fraction between 0 and 0.5 (0.03 is ±3 points), got {self.tolerance}")
+
+    @property
+    def effective_run_time(self) -> str | None:
+        """``-t`` as given; without it and without ``--requests``, the default 60s."""
+        return self.run_time or (None if self.options.requests else DEFAULT_RUN_TIME)
 
 
 @dataclass(frozen=True)
@@ -98,14 +87,12 @@ class LoadResult:
     exit_code: int
     run_dir: Path
     log: Path
-    run: dict[str, Any] | None  # run.json, when Locust got far enough to write it
+    run: RunDocument | None  # run.json, when Locust got far enough to write it
 
 
 def _resolve_host(request: LoadRequest) -> str:
     if request.host:
         return request.host
-    from loadtest.meshinfo import ingress_url
-
     try:
         return ingress_url(request.home)
     except CanaryError as error:
@@ -114,35 +101,21 @@ def _resolve_host(request: LoadRequest) -> str:
 
 def locust_argv(request: LoadRequest, host: str, run_dir: Path) -> list[str]:
     """The Locust command line for ``request``."""
-    run_time = request.run_time or (None if request.requests else DEFAULT_RUN_TIME)
+    options = request.options
+    if options.from_manifest:  # Locust runs in the same folder, but say exactly which file
+        options = options.model_copy(update={"from_manifest": Path(options.from_manifest).resolve()})
     argv = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--host", host,
         "-u", str(request.users),
         "-r", f"{request.spawn_rate if request.spawn_rate is not None else request.users:g}",
-        "--protocol", request.protocol,
-        "--canary-share", f"{request.canary_share:g}",
-        "--canary-header", request.canary_header,
+        *option_argv(options.model_copy(update={"run_dir": None})),
         "--run-dir", str(run_dir),
     ]
-    if run_time:
-        argv += ["-t", run_time]
-    if request.requests:
-        argv += ["--requests", str(request.requests)]
+    if request.effective_run_time:
+        argv += ["-t", request.effective_run_time]
     if request.processes:
         argv += ["--processes", str(request.processes)]
-    if request.payloads:
-        argv += ["--payloads", str(request.payloads)]
-    if request.calibration:
-        argv += ["--calibration", str(request.calibration)]
-    if request.expected:
-        argv += ["--expected", request.expected]
-    if request.until_verified:
-        argv += ["--until-verified"]
-    if request.from_manifest:
-        argv += ["--from-manifest", str(Path(request.from_manifest).resolve())]
-    if request.tolerance is not None:
-        argv += ["--tolerance", f"{request.tolerance:g}"]
     return argv + list(request.extra)
 
 
@@ -157,15 +130,15 @@ def run_load(
     """Run the load test headless and return its exit code and run directory."""
     request.validate()
     host = _resolve_host(request)
-    run = RunDir(request.run_dir or default_run_dir())
+    run = RunDir(request.options.run_dir or default_run_dir())
     if run.run_json.exists():
         raise UsageError(f"{run.root} already holds a run; give a new --run-dir or leave it out")
     run.root.mkdir(parents=True, exist_ok=True)
-    log = run.root / "locust.log"
+    log = run.locust_log
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if request.home is not None:
-        env["CANARY_HOME"] = str(Path(request.home).resolve())
-    run_time = request.run_time or (None if request.requests else DEFAULT_RUN_TIME)
+        env[CANARY_HOME_ENV] = str(Path(request.home).resolve())
+    run_time = request.effective_run_time
     deadline = time.monotonic() + (parse_run_time(run_time) + grace_s if run_time else float("inf"))
     with open(log, "wb") as out:
         # Its own process group: a Ctrl-C here is forwarded once to Locust and all its workers, as a
@@ -179,7 +152,7 @@ def run_load(
         except BaseException:
             _stop(child, signal.SIGINT, wait_s=90.0)
             raise
-    document = run.read_run() if run.run_json.exists() else None
+    document = parse_run_document(run.read_run_json(), str(run.run_json)) if run.run_json.exists() else None
     if progress is not None and (last := run.read_progress()) is not None:
         progress(last)
     return LoadResult(exit_code=code, run_dir=run.root, log=log, run=document)
@@ -236,9 +209,8 @@ class RichProgress:
             TimeElapsedColumn,
         )
 
-        self._by_requests = bool(request.requests)
-        run_time = request.run_time or (None if request.requests else DEFAULT_RUN_TIME)
-        total = request.requests if request.requests else parse_run_time(run_time or DEFAULT_RUN_TIME)
+        self._by_requests = bool(request.options.requests)
+        total = request.options.requests or parse_run_time(request.effective_run_time or DEFAULT_RUN_TIME)
         self._progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                                   MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
         self._task = self._progress.add_task("starting Locust (calibrating)", total=total)

@@ -26,21 +26,27 @@ from locust.runners import STATE_MISSING, STATE_SPAWNING, LocalRunner
 
 from canary.errors import CanaryError
 from canary.files import write_atomic
+from canary.rundir.document import (
+    CalibrationSummary,
+    ExpectedSplit,
+    ModelRecord,
+    PayloadRecord,
+    PayloadsRecord,
+    RequestsRecord,
+    RunArguments,
+    RunDocument,
+)
+from canary.rundir.layout import RunDir, default_run_dir, utc_now, versions
+from canary.stats import Expectation
 from loadtest.budget import Ledger
 from loadtest.fingerprint import Calibration
 from loadtest.items import group_of
-from loadtest.meshinfo import MeshSnapshot, counter_delta, local_mesh
-from loadtest.options import CanaryOptions
+from loadtest.meshinfo import mesh_record, try_snapshot
+from loadtest.options import CanaryOptions, options_from_parsed
 from loadtest.records import RecordSink
-from loadtest.rundir import (
-    RUN_FORMAT,
-    RunDir,
-    default_run_dir,
-    utc_now,
-    versions,
-)
 from loadtest.sequential import SequentialMonitor, monitor_for
 from loadtest.worker import MSG
+from mesh.api import MeshSnapshot
 from payloads import PayloadSet
 
 __all__ = ["MasterSide", "RecordHook"]
@@ -48,7 +54,6 @@ __all__ = ["MasterSide", "RecordHook"]
 logger = logging.getLogger("canary.loadtest")
 
 RecordHook = Callable[[list[dict[str, Any]]], None]
-
 
 class MasterSide:
     """Run directory, records, groups and the request budget for one Locust master (or local run)."""
@@ -60,7 +65,7 @@ class MasterSide:
 
     def __init__(self, environment: Any, options: CanaryOptions, payloads: PayloadSet,
                  calibration: Calibration, calibration_origin: dict[str, Any], hooks: list[RecordHook],
-                 expected: dict[str, Any]) -> None:
+                 expected: dict[str, Expectation]) -> None:
         self.environment = environment
         self.runner = environment.runner
         self.local = isinstance(self.runner, LocalRunner)
@@ -88,7 +93,7 @@ class MasterSide:
         self.notes: list[str] = []  # what went wrong while running (problems add the end-of-run checks)
         self.problems: list[str] = []
         self.exit_code: int | None = None
-        self.models: dict[str, Any] = {}  # subset -> its server's model metadata
+        self.models: dict[str, ModelRecord] = {}  # subset -> its server's model metadata
         self.subsets: list[str] | None = None  # the mesh's subsets, stable first (for --until-verified)
         self.sequential: SequentialMonitor | None = None  # --until-verified
         self.stop_reason = ""
@@ -124,7 +129,7 @@ class MasterSide:
 
     def on_test_start(self, environment: Any, **_: Any) -> None:
         try:
-            self.options = CanaryOptions.from_parsed(environment.parsed_options)
+            self.options = options_from_parsed(environment.parsed_options)
         except CanaryError as error:
             logger.error("canary: %s (keeping the previous options)", error)
         if self.sink is not None and not self.sink.closed:
@@ -152,7 +157,7 @@ class MasterSide:
         self.started_at, self.ended_at = utc_now(), ""
         self.started_monotonic = time.monotonic()
         self._last_rows = (0, time.monotonic())
-        self.mesh_before = local_mesh(environment.host)
+        self.mesh_before = try_snapshot()
         self.mesh_after = None
         self.write_run()
         self.write_progress()
@@ -273,7 +278,7 @@ class MasterSide:
         self._collect_from_workers()
         self.sink.flush()
         self._wait_for_locust_stats()
-        self.mesh_after = local_mesh(self.environment.host)
+        self.mesh_after = try_snapshot() if self.mesh_before is not None else None
         if self.sequential is not None:
             self.sequential.stop(self.stop_reason or "the test ended (--run-time or stopped)", self._active_cells())
         self.status = status
@@ -387,8 +392,8 @@ class MasterSide:
         if self.run is not None:
             self.run.write_run(self.document())
 
-    def document(self) -> dict[str, Any]:
-        """The run.json document (see README, "The run directory")."""
+    def document(self) -> RunDocument:
+        """The run.json document (see reports/README.md)."""
         assert self.run is not None and self.sink is not None
         stats = self.sink.stats
         env = self.environment
@@ -396,44 +401,30 @@ class MasterSide:
         users: dict[str, dict[str, int]] = {}
         for (protocol, group), n in sorted(self.groups.items()):
             users.setdefault(protocol, {})[group] = n
-        mesh: dict[str, Any] = {"local": False}
-        if self.mesh_before is not None and self.mesh_before.targeted:
-            before = self.mesh_before
-            after = self.mesh_after
-            mesh = {
-                "local": True,
-                "home": before.home,
-                "ingress_url": before.ingress_url,
-                "applied": before.applied,
-                "counters_before": before.counters,
-                "counters_after": after.counters if after else None,
-                "delta": counter_delta(before.counters, after.counters) if after else None,
-            }
         cal = self.calibration
         locust_stats = self.runner.stats.total
-        return {
-            "format": RUN_FORMAT,
-            "run_id": self.run.root.name,
-            "status": self.status,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at or None,
-            "host": env.host,
-            "runner": "local" if self.local else "master",
-            "arguments": {
-                "argv": list(sys.argv),
-                "canary": self.options.to_dict(),
-                "locust": {name: _plain(getattr(parsed, name, None)) for name in (
+        return RunDocument(
+            run_id=self.run.root.name,
+            status=self.status,
+            started_at=self.started_at,
+            ended_at=self.ended_at or None,
+            host=env.host,
+            runner="local" if self.local else "master",
+            arguments=RunArguments(
+                argv=list(sys.argv),
+                canary=self.options,
+                locust={name: _plain(getattr(parsed, name, None)) for name in (
                     "num_users", "spawn_rate", "run_time", "processes", "expect_workers", "headless",
                     "user_classes", "exit_code_on_error")} | {"stop_timeout": env.stop_timeout},
-                "user_classes": sorted(c.__name__ for c in env.user_classes),
-            },
-            "payloads": {
-                "dir": str(self.payloads.images_dir),
-                "size": self.payloads.size,
-                "digest": self.payloads.digest,
-                "items": [{"id": p.id, "label": p.label, "sha256": dict(p.digests)} for p in self.payloads],
-            },
-            "calibration": {
+                user_classes=sorted(c.__name__ for c in env.user_classes),
+            ),
+            payloads=PayloadsRecord(
+                dir=str(self.payloads.images_dir),
+                size=self.payloads.size,
+                digest=self.payloads.digest,
+                items=[PayloadRecord(id=p.id, label=p.label, sha256=dict(p.digests)) for p in self.payloads],
+            ),
+            calibration=CalibrationSummary.model_validate({
                 "file": self.run.calibration_json.name,
                 **self.calibration_origin,
                 "source": cal.meta.get("origin", cal.source),
@@ -442,25 +433,26 @@ class MasterSide:
                 "pairs": len(cal.pairs),
                 "usable": len(cal.usable),
                 "excluded": list(cal.warnings),
-            },
-            "models": self.models,
-            "expected": {group: e.to_dict() for group, e in sorted(self.expected.items())},
-            "users": users,
-            "mesh": mesh,
-            "versions": versions(),
-            "requests": {
-                "total": stats.rows,
-                "target": self.options.requests or None,
-                "by_outcome": dict(sorted(stats.by_outcome.items())),
-                "by_subset": dict(sorted(stats.by_subset.items())),
-                "locust": {"requests": locust_stats.num_requests, "failures": locust_stats.num_failures},
-            },
-            "records": {"dir": self.run.records.name, **stats.to_dict(), "lost": self._lost(),
-                        "workers_flushed": sorted(self.flushed)},
-            "sequential": self.sequential.to_dict() if self.sequential is not None else None,
-            "problems": list(self.problems),
-            "exit_code": self.exit_code,
-        }
+            }),
+            models=self.models,
+            expected={group: ExpectedSplit(shares=dict(e.shares), label=e.label())
+                      for group, e in sorted(self.expected.items())},
+            users=users,
+            mesh=mesh_record(env.host, self.mesh_before, self.mesh_after),
+            versions=versions(),
+            requests=RequestsRecord(
+                total=stats.rows,
+                target=self.options.requests,
+                by_outcome=dict(sorted(stats.by_outcome.items())),
+                by_subset=dict(sorted(stats.by_subset.items())),
+                locust={"requests": locust_stats.num_requests, "failures": locust_stats.num_failures},
+            ),
+            records=stats.record(dir=self.run.records.name, lost=self._lost(),
+                                 workers_flushed=sorted(self.flushed)),
+            sequential=self.sequential.record() if self.sequential is not None else None,
+            problems=list(self.problems),
+            exit_code=self.exit_code,
+        )
 
 
 def _plain(value: Any) -> Any:

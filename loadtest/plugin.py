@@ -27,9 +27,18 @@ from typing import Any
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from canary.errors import CalibrationError, CanaryError, MeshNotRunningError, UsageError
+from canary.rundir.document import ModelRecord
+from canary.stats import expectations_by_group
+from loadtest.calibration import (
+    calibrate_endpoints,
+    check_payloads,
+    load_calibration,
+    local_mesh_endpoints,
+)
 from loadtest.fingerprint import Calibration
 from loadtest.master import MasterSide
-from loadtest.options import CanaryOptions, add_arguments, parse_expected_groups
+from loadtest.meshinfo import ingress_url, model_metadata, same_endpoint, subsets_in_order
+from loadtest.options import CanaryOptions, add_arguments, options_from_parsed
 from loadtest.sequential import monitor_for
 from loadtest.worker import WorkerSide
 from payloads import PayloadSet, load_payloads
@@ -82,14 +91,6 @@ def _select_user_classes(environment: Any, protocol: str) -> None:
 
 
 def _calibrate(options: CanaryOptions, payloads: PayloadSet, host: str | None) -> tuple[Calibration, dict[str, Any]]:
-    from loadtest.calibration import (
-        calibrate_endpoints,
-        check_payloads,
-        load_calibration,
-        local_mesh_endpoints,
-    )
-    from loadtest.meshinfo import ingress_url, same_endpoint
-
     if options.calibration is not None:
         calibration = load_calibration(options.calibration)
         check_payloads(calibration, payloads)
@@ -112,20 +113,16 @@ def _calibrate(options: CanaryOptions, payloads: PayloadSet, host: str | None) -
     return calibration, {"given": None, "endpoints": endpoints}
 
 
-def _models(origin: dict[str, Any], options: CanaryOptions) -> dict[str, Any]:
+def _models(origin: dict[str, Any], options: CanaryOptions) -> dict[str, ModelRecord]:
     """Each subset's model metadata, when the calibration knows the subsets' own servers."""
-    from loadtest.meshinfo import model_metadata
-
     endpoints = origin.get("endpoints")
     return model_metadata(endpoints, options.model_name) if isinstance(endpoints, dict) else {}
 
 
 def setup_environment(environment: Any) -> None:
     """Set up this process's side(s) of the plugin on ``environment`` (its runner must exist)."""
-    from loadtest.meshinfo import ingress_url, subsets_in_order
-
     runner = environment.runner
-    options = CanaryOptions.from_parsed(environment.parsed_options)
+    options = options_from_parsed(environment.parsed_options)
     _select_user_classes(environment, options.protocol)
     is_worker = isinstance(runner, WorkerRunner)
     if not environment.host and not is_worker:
@@ -144,7 +141,7 @@ def setup_environment(environment: Any) -> None:
         environment.canary_worker = side
     if isinstance(runner, MasterRunner | LocalRunner):
         subsets = subsets_in_order()
-        expected = parse_expected_groups(options.expected, subsets)
+        expected = expectations_by_group(options.expected or "", subsets)
         monitor_for(options, subsets)  # --until-verified: a usage error stops here (exit code 3)
         calibration, origin = _calibrate(options, payloads, environment.host)
         if expected:

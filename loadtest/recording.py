@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from canary.conventions import ERROR, UNKNOWN
 from canary.errors import CanaryError
-from loadtest.fingerprint import UNKNOWN, Fingerprinter
-from loadtest.records import ERROR
+from loadtest.fingerprint import Fingerprinter
 from payloads.wire import response_model_version
 
 __all__ = ["META_KEY", "RequestMeta", "make_row"]

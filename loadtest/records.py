@@ -1,117 +1,27 @@
-"""One record per request: the schema, the chunked Parquet sink, and the reader.
+"""Collecting records on the master: dropping repeats, counting gaps, writing chunks.
 
 A record is a plain ``dict`` while it travels (msgpack between Locust
-workers and the master, the web UI's hooks); :data:`SCHEMA` fixes its columns
-once it is written. The master (or the local runner) hands batches to a
-:class:`RecordSink`, which drops any ``(worker, seq)`` it has already seen and
-appends ``records/part-NNNNN.parquet`` chunks (written to a hidden temporary
-name, then renamed) at least every second, so an interrupted run keeps every
-record already received. :func:`read_records` reads the directory back.
-
-Columns (one row per request, in the order of :data:`SCHEMA`):
-
-``time``           request start, UTC (timestamp[us])
-``protocol``       ``rest`` | ``grpc``
-``group``          ``default`` (no header) | ``canary`` (sent the canary header)
-``header``         the header sent (``user-group: canary``), empty for the default group
-``user``           the user's run-wide index (decides its group)
-``payload_id``     the payload (image file stem)
-``format``         ``instances`` (serving_default) | ``b64`` (serving_preprocess)
-``path``           REST URL path, or the gRPC method
-``versioned``      the request named model version (``/versions/N`` or ``model_spec.version``)
-``status``         HTTP status (``200``), gRPC code name (``OK``), or the exception's name
-``ok``             the request succeeded (what Locust counts as a success)
-``latency_ms``     Locust's response time
-``bytes``          response size
-``subset``         who answered: a DestinationRule subset, ``unknown`` or ``error`` (failed)
-``distance``       L-infinity distance to the nearest calibrated reference (null: failed)
-``top1``           top-1 class of the response (null: failed)
-``top5``           top-5 classes (kept to diagnose ``unknown``)
-``label``          the payload's true class, when known
-``model_version``  the version the server says answered (gRPC ``model_spec.version``)
-``error``          the failure or attribution problem, else null
-``worker``         the Locust worker (client id; ``local`` without workers)
-``seq``            the worker's sequence number: ``(worker, seq)`` is unique
+workers and the master, the web UI's hooks); the run directory's format
+(:mod:`canary.rundir.records`) fixes its columns once it is written. The
+master (or the local runner) hands batches to a :class:`RecordSink`, which
+drops any ``(worker, seq)`` it has already seen and appends a chunk at least
+every ``flush_s``, so an interrupted run keeps every record already received.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from canary.conventions import UNKNOWN
+from canary.rundir.document import RecordsRecord, WorkerTallyRecord
+from canary.rundir.records import next_part_number, write_chunk
 
-from canary.errors import UsageError
-
-__all__ = [
-    "ERROR",
-    "RECORDS_DIR",
-    "SCHEMA",
-    "UNKNOWN",
-    "RecordSink",
-    "SinkStats",
-    "WorkerTally",
-    "read_records",
-    "rows_to_table",
-]
-
-RECORDS_DIR = "records"
-UNKNOWN = "unknown"
-ERROR = "error"
-
-SCHEMA = pa.schema(
-    [
-        pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("protocol", pa.string(), nullable=False),
-        pa.field("group", pa.string(), nullable=False),
-        pa.field("header", pa.string(), nullable=False),
-        pa.field("user", pa.int32()),
-        pa.field("payload_id", pa.string()),
-        pa.field("format", pa.string()),
-        pa.field("path", pa.string()),
-        pa.field("versioned", pa.bool_()),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("ok", pa.bool_(), nullable=False),
-        pa.field("latency_ms", pa.float64(), nullable=False),
-        pa.field("bytes", pa.int64(), nullable=False),
-        pa.field("subset", pa.string(), nullable=False),
-        pa.field("distance", pa.float64()),
-        pa.field("top1", pa.int32()),
-        pa.field("top5", pa.list_(pa.int32())),
-        pa.field("label", pa.int32()),
-        pa.field("model_version", pa.int64()),
-        pa.field("error", pa.string()),
-        pa.field("worker", pa.string(), nullable=False),
-        pa.field("seq", pa.int64(), nullable=False),
-    ],
-    metadata={"canary.records": "1"},
-)
-"""The records' columns; ``time`` travels as epoch seconds (float) until written."""
-
-_DEFAULTS: dict[str, Any] = {"header": "", "status": "", "ok": False, "latency_ms": 0.0, "bytes": 0,
-                             "subset": UNKNOWN, "worker": "", "seq": 0, "protocol": "", "group": "default"}
-
-
-def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """The rows as a table of :data:`SCHEMA` (missing keys are null or their default)."""
-    columns: dict[str, pa.Array] = {}
-    for schema_field in SCHEMA:
-        name = schema_field.name
-        if name == "time":
-            values: list[Any] = [round(float(r.get("time") or 0.0) * 1e6) for r in rows]
-        else:
-            default = _DEFAULTS.get(name)
-            values = [default if (v := r.get(name)) is None else v for r in rows]
-        columns[name] = pa.array(values, type=schema_field.type)
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
-
+__all__ = ["RecordSink", "SinkStats", "WorkerTally"]
 
 @dataclass
 class WorkerTally:
@@ -122,9 +32,9 @@ class WorkerTally:
     missing: int = 0
     duplicates: int = 0
 
-    def to_dict(self) -> dict[str, int]:
-        return {"received": self.received, "last_seq": self.next_seq - 1,
-                "missing": self.missing, "duplicates": self.duplicates}
+    def record(self) -> WorkerTallyRecord:
+        return WorkerTallyRecord(received=self.received, last_seq=self.next_seq - 1,
+                                 missing=self.missing, duplicates=self.duplicates)
 
 
 @dataclass
@@ -146,16 +56,18 @@ class SinkStats:
     def missing(self) -> int:
         return sum(t.missing for t in self.workers.values())
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "chunks": self.chunks,
-            "by_subset": dict(sorted(self.by_subset.items())),
-            "by_outcome": dict(sorted(self.by_outcome.items())),
-            "duplicates_dropped": self.duplicates,
-            "missing": self.missing,
-            "workers": {w: t.to_dict() for w, t in sorted(self.workers.items())},
-        }
+    def record(self, **more: Any) -> RecordsRecord:
+        """run.json's ``records`` section (``more``: the fields only the master knows)."""
+        return RecordsRecord(
+            rows=self.rows,
+            chunks=self.chunks,
+            by_subset=dict(sorted(self.by_subset.items())),
+            by_outcome=dict(sorted(self.by_outcome.items())),
+            duplicates_dropped=self.duplicates,
+            missing=self.missing,
+            workers={w: t.record() for w, t in sorted(self.workers.items())},
+            **more,
+        )
 
 
 class RecordSink:
@@ -178,7 +90,7 @@ class RecordSink:
         self._buffer: list[Mapping[str, Any]] = []
         self._oldest = 0.0
         self._lock = threading.Lock()
-        self._next_part = _next_part_number(self.directory)
+        self._next_part = next_part_number(self.directory)
         self.closed = False
 
     def add(self, rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -239,36 +151,8 @@ class RecordSink:
     def _write_locked(self) -> None:
         if not self._buffer:
             return
-        table = rows_to_table(self._buffer)
-        name = f"part-{self._next_part:05d}.parquet"
-        temporary = self.directory / f".{name}.tmp"
-        pq.write_table(table, temporary, compression="zstd")
-        os.replace(temporary, self.directory / name)
+        write_chunk(self.directory, self._next_part, self._buffer)
         self._next_part += 1
         self.stats.written += len(self._buffer)
         self.stats.chunks += 1
         self._buffer = []
-
-
-def _next_part_number(directory: Path) -> int:
-    numbers = [int(p.stem.split("-")[1]) for p in directory.glob("part-*.parquet") if p.stem.split("-")[1].isdigit()]
-    return max(numbers, default=-1) + 1
-
-
-def read_records(run_dir: Path | str) -> pd.DataFrame:
-    """Every record of a run directory (or of its ``records/`` folder), in time order.
-
-    Rows repeated across chunks (same ``worker`` and ``seq``) are kept once.
-    An empty run gives an empty frame with the schema's columns.
-    """
-    path = Path(run_dir)
-    directory = path if path.name == RECORDS_DIR or not (path / RECORDS_DIR).exists() else path / RECORDS_DIR
-    if not directory.is_dir():
-        raise UsageError(f"{path} has no {RECORDS_DIR}/ folder; is it a run directory written by `canary load`?")
-    parts = sorted(directory.glob("part-*.parquet"))
-    if not parts:
-        return SCHEMA.empty_table().to_pandas()
-    table = pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in parts])
-    frame = table.to_pandas()
-    frame = frame.drop_duplicates(subset=["worker", "seq"], keep="first")
-    return frame.sort_values(["time", "worker", "seq"], kind="stable").reset_index(drop=True)

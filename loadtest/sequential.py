@@ -20,26 +20,33 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from canary.errors import UsageError
-from loadtest.options import CanaryOptions, parse_expected_groups
-from verifier import (
+from canary.conventions import (
     ERROR,
+    GRPC_PREDICT_METHOD,
     UNKNOWN,
+    Cell,
+    ExitCode,
+    rest_predict_path,
+)
+from canary.errors import UsageError
+from canary.rundir.document import CanaryOptions, SequentialCellRecord, SequentialRecord
+from canary.stats import (
     Expectation,
     SequentialDecision,
     SequentialSplitTest,
     SplitPolicy,
+    expectations_by_group,
 )
+from mesh.routing import expectations_from_manifest
 
-__all__ = ["Cell", "SequentialMonitor", "cells_of", "expectations_for", "monitor_for", "paths_of", "summary_rows"]
+__all__ = ["SequentialMonitor", "cells_of", "expectations_for", "monitor_for", "paths_of", "summary_rows"]
 
-Cell = tuple[str, str]  # (protocol, group)
-_EXIT = {"verified": 0, "refuted": 1, "inconclusive": 2}
+_EXIT = {"verified": ExitCode.OK, "refuted": ExitCode.FAILED, "inconclusive": ExitCode.INCONCLUSIVE}
 
 
 def cells_of(options: CanaryOptions) -> list[Cell]:
     """The (protocol, group) cells the options can give users to."""
-    protocols = ["rest", "grpc"] if options.protocol == "both" else [options.protocol]
+    protocols = options.protocols
     share = options.canary_share
     groups = [g for g, on in (("default", share < 1), ("canary", share > 0)) if on]
     return [(p, g) for p in protocols for g in groups]
@@ -47,29 +54,24 @@ def cells_of(options: CanaryOptions) -> list[Cell]:
 
 def paths_of(protocol: str, options: CanaryOptions) -> tuple[str, ...]:
     """The request paths a protocol's users send (see :mod:`loadtest.items`)."""
-    from verifier.manifest import GRPC_PREDICT_PATH
-
     if protocol == "grpc":
-        return (GRPC_PREDICT_PATH,)
-    name, version = options.model_name, options.model_version
-    return (f"/v1/models/{name}/versions/{version}:predict", f"/v1/models/{name}:predict")
+        return (GRPC_PREDICT_METHOD,)
+    return (rest_predict_path(options.model_name, options.model_version), rest_predict_path(options.model_name))
 
 
 def expectations_for(options: CanaryOptions, subsets_in_order: Sequence[str] | None) -> dict[Cell, Expectation]:
     """Each cell's expected split, from ``--expected`` or ``--from-manifest`` (exactly one)."""
     cells = cells_of(options)
-    if bool(options.expected.strip()) == bool(options.from_manifest):
+    if bool(options.expected) == bool(options.from_manifest):
         raise UsageError("--until-verified needs the expected split: --expected 70/30 or "
                          "--from-manifest manifests/routing/virtualservice-weight-70.yaml (one of them)")
     if options.from_manifest:
-        from verifier.manifest import expectations_from_manifest
-
         derived = expectations_from_manifest(
             [options.from_manifest], {c: paths_of(c[0], options) for c in cells},
             header=options.header, model_name=options.model_name, known_subsets=subsets_in_order or (),
         )
         return {cell: derived.expectation(cell) for cell in cells}
-    by_group = parse_expected_groups(options.expected, subsets_in_order)
+    by_group = expectations_by_group(options.expected or "", subsets_in_order)
     missing = sorted({g for _, g in cells if g not in by_group})
     if missing:
         raise UsageError(f"--until-verified: --expected gives no split for the {' and '.join(missing)} group; "
@@ -146,35 +148,35 @@ class SequentialMonitor:
     def exit_code(self) -> int | None:
         return _EXIT.get(self.overall)
 
-    def to_dict(self) -> dict[str, Any]:
+    def record(self) -> SequentialRecord:
         """The ``"sequential"`` section of run.json."""
         cells = []
         for cell, test in self.tests.items():
             decision = self.final.get(cell) or test.decision
-            cells.append({
-                "protocol": cell[0],
-                "group": cell[1],
-                "expected": test.expected.label(),
-                "status": self.status(cell),
-                "n": decision.n if decision else 0,
-                "n_total": decision.n_total if decision else 0,
-                "looks": decision.looks if decision else 0,
-                "counts": dict(sorted(decision.counts.items())) if decision else {},
-                "decided_at_request": self.at_request.get(cell),
-                "reason": decision.reason if decision else "no response in this cell",
-            })
+            cells.append(SequentialCellRecord(
+                protocol=cell[0],
+                group=cell[1],
+                expected=test.expected.label(),
+                status=self.status(cell),
+                n=decision.n if decision else 0,
+                n_total=decision.n_total if decision else 0,
+                looks=decision.looks if decision else 0,
+                counts=dict(sorted(decision.counts.items())) if decision else {},
+                decided_at_request=self.at_request.get(cell),
+                reason=decision.reason if decision else "no response in this cell",
+            ))
         decided = [self.at_request[c] for c in self.tests if c in self.at_request]
-        return {
-            "test": "anytime-valid sequential (Lindon & Malek 2022 Bayes factor + confidence sequences)",
-            "expected_from": self.source,
-            "policy": {"alpha": self.policy.alpha, "tolerance": self.policy.tolerance,
-                       "confidence": self.policy.confidence},
-            "status": self.overall,
-            "exit_code": self.exit_code,
-            "ended": self.ended or None,
-            "requests_to_decide": max(decided) if len(decided) == len(self.tests) else None,
-            "cells": cells,
-        }
+        return SequentialRecord(
+            test="anytime-valid sequential (Lindon & Malek 2022 Bayes factor + confidence sequences)",
+            expected_from=self.source,
+            policy={"alpha": self.policy.alpha, "tolerance": self.policy.tolerance,
+                    "confidence": self.policy.confidence},
+            status=self.overall,
+            exit_code=self.exit_code,
+            ended=self.ended or None,
+            requests_to_decide=max(decided) if len(decided) == len(self.tests) else None,
+            cells=cells,
+        )
 
 
 def monitor_for(options: CanaryOptions, subsets_in_order: Sequence[str] | None) -> SequentialMonitor | None:
@@ -186,8 +188,8 @@ def monitor_for(options: CanaryOptions, subsets_in_order: Sequence[str] | None) 
     return SequentialMonitor(expectations_for(options, subsets_in_order), policy, source=source)
 
 
-def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, ...]]:
+def summary_rows(section: SequentialRecord) -> list[tuple[str, ...]]:
     """run.json's ``"sequential"`` section as table rows (protocol, group, expected, status, n, at request)."""
-    return [(str(c["protocol"]), str(c["group"]), str(c["expected"]), str(c["status"]), str(c["n"]),
-             "" if c.get("decided_at_request") is None else str(c["decided_at_request"]))
-            for c in section.get("cells", [])]
+    return [(c.protocol, c.group, c.expected, c.status, str(c.n),
+             "" if c.decided_at_request is None else str(c.decided_at_request))
+            for c in section.cells]

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 import gevent
 from locust import FastHttpUser, User, constant, task
 
-from loadtest.items import PREDICT_METHOD, PredictItem, grpc_target
+from canary.conventions import GRPC_PREDICT_METHOD
+from loadtest.items import PredictItem, grpc_target
 from loadtest.recording import META_KEY, RequestMeta
 from loadtest.worker import Enrollment, WorkerSide, worker_side
 
@@ -140,8 +141,8 @@ class GrpcUser(_CanaryMixin, User):
         self._target = grpc_target(self.host)
         self._channel = grpc.insecure_channel(self._target, options=_GRPC_OPTIONS)
         # no serializers: prepared PredictRequest bytes go out as they are, the response comes back as bytes
-        self._predict = self._channel.unary_unary(PREDICT_METHOD)
-        self._url = f"grpc://{self._target}{PREDICT_METHOD}"
+        self._predict = self._channel.unary_unary(GRPC_PREDICT_METHOD)
+        self._url = f"grpc://{self._target}{GRPC_PREDICT_METHOD}"
         header = self.enrollment.header
         self._metadata = ((header[0].lower(), header[1]),) if header else None
 

@@ -32,7 +32,8 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from verifier import ERROR, UNKNOWN, Expectation
+from canary.conventions import ERROR, UNKNOWN
+from canary.stats import Expectation
 
 from .live import LiveCounts, LiveRow
 

@@ -36,7 +36,7 @@ from loadtest.budget import BudgetClient
 from loadtest.calibration import check_payloads
 from loadtest.fingerprint import Calibration, Fingerprinter
 from loadtest.items import PredictItem, build_items, group_of
-from loadtest.options import CanaryOptions, parse_header
+from loadtest.options import CanaryOptions, options_from_parsed
 from loadtest.recording import META_KEY, RequestMeta, make_row
 from payloads import PayloadSet
 
@@ -137,10 +137,10 @@ class WorkerSide:
 
     def on_test_start(self, environment: Any, **_: Any) -> None:
         try:
-            self.options = CanaryOptions.from_parsed(environment.parsed_options)
+            self.options = options_from_parsed(environment.parsed_options)
         except CanaryError as error:
             logger.error("canary: %s (keeping the previous options)", error)
-        self.budget.reset(self.options.requests > 0)
+        self.budget.reset(bool(self.options.requests))
         if self._buffer:  # cannot happen: test_stop ships everything; never mix two tests' numbering
             logger.error("canary: %d records of the previous test were never shipped", len(self._buffer))
         self.seq = 0
@@ -227,7 +227,7 @@ class WorkerSide:
             index = local * workers + max(0, int(getattr(self.runner, "worker_index", 0)))
             group = group_of(index, self.options.canary_share)
             logger.warning("canary: the master did not answer an enrollment; user %d guesses group %s", index, group)
-            return Enrollment(index, group, parse_header(self.options.header_text) if group == "canary" else None)
+            return Enrollment(index, group, self.options.header if group == "canary" else None)
         finally:
             self._enrollments.pop(token, None)
 

@@ -1,15 +1,32 @@
-"""The mesh operations the CLI calls, one function per command."""
+"""The mesh's public surface: one function per command, and the queries the layers above ask.
+
+Commands: :func:`mesh_up`, :func:`mesh_apply`, :func:`kube_apply`,
+:func:`mesh_status`, :func:`mesh_down`. Queries, backend-neutral:
+:func:`snapshot` gives a :class:`MeshSnapshot` (the ingress, the applied
+manifests, the mesh's own request counters per subset, and a
+:class:`~mesh.query.MeshView` answering which subsets there are and which
+endpoints serve each). The load test and the verifier ask these and never
+reach into a backend.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from canary.conventions import canary_home
 from mesh.kube import KubeApplyResult, KubeMesh, connect
 from mesh.local.backend import ApplyResult, LocalMesh, MeshStatus, Progress, no_progress
-from mesh.local.state import MeshHome, MeshState, canary_home
+from mesh.local.state import MeshHome, MeshState
+from mesh.query import MeshView, SubsetEndpoint, SubsetServers
 
 __all__ = [
+    "MeshSnapshot",
+    "MeshView",
+    "SubsetEndpoint",
+    "SubsetServers",
     "default_manifests",
     "kube_apply",
     "mesh_apply",
@@ -17,7 +34,36 @@ __all__ = [
     "mesh_status",
     "mesh_up",
     "model_store",
+    "snapshot",
 ]
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    """The mesh as a client finds it: where to send traffic, what is applied, what it counted."""
+
+    backend: str  # "local"
+    home: str  # where the local mesh keeps its state
+    ingress_url: str
+    view: MeshView
+    applied: tuple[dict[str, Any], ...]  # each applied manifest file: path, sha256, objects
+    counters: dict[str, dict[str, Any]]  # subset ("" : no subset) -> the mesh's own request counts
+    running: bool  # the ingress (Envoy) is up
+
+
+def snapshot(*, home: Path | None = None) -> MeshSnapshot:
+    """The running local mesh now; :class:`~canary.errors.MeshNotRunningError` when none runs."""
+    status = mesh_status(home=home)
+    state = status.state
+    return MeshSnapshot(
+        backend="local",
+        home=str(MeshHome(home).root.parent),
+        ingress_url=state.ingress_url,
+        view=status.view,
+        applied=tuple(asdict(a) for a in state.applied),
+        counters={k or "": v.to_dict() for k, v in status.counters.items()},
+        running=status.envoy_running,
+    )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,8 @@ Refused, with a message saying why:
 
 The objects come from :func:`mesh.manifests.load_manifests`, the same
 validating parser the mesh uses (pure but for reading the files), so the
-verifier reads a VirtualService exactly as the local mesh applies it.
+verifier and the load test's sequential stop read a VirtualService exactly
+as the local mesh applies it. Evaluation is pure.
 """
 
 from __future__ import annotations
@@ -38,16 +39,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from canary.conventions import GRPC_PREDICT_METHOD, Cell, order_cells, rest_predict_path
 from canary.errors import ManifestError, UsageError
+from canary.stats.expectations import Expectation
 from mesh.manifests import load_manifests
 from mesh.model import HTTPMatch, HTTPRoute, StringMatch, VirtualService
 
-from .expectations import Expectation
-from .run import Cell, order_cells
-
 __all__ = [
     "CONTENT_TYPES",
-    "GRPC_PREDICT_PATH",
     "CellExpectation",
     "ManifestExpectations",
     "RequestShape",
@@ -59,7 +58,6 @@ __all__ = [
     "route_for",
 ]
 
-GRPC_PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
 CONTENT_TYPES = {"rest": "application/json", "grpc": "application/grpc"}
 
 
@@ -99,9 +97,9 @@ class ManifestExpectations:
 def representative_path(protocol: str, model_name: str) -> str:
     """The predict path a request of ``protocol`` uses (unversioned)."""
     if protocol == "grpc":
-        return GRPC_PREDICT_PATH
+        return GRPC_PREDICT_METHOD
     if protocol == "rest":
-        return f"/v1/models/{model_name}:predict"
+        return rest_predict_path(model_name)
     raise UsageError(f"unknown protocol {protocol!r} in the run; expected rest or grpc")
 
 

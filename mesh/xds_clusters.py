@@ -22,6 +22,7 @@ __all__ = [
     "cluster_resource",
     "cluster_specs",
     "config_source",
+    "endpoint_port",
     "load_assignment",
 ]
 
@@ -141,7 +142,7 @@ def load_assignment(spec: ClusterSpec, endpoints: Sequence[PodEndpoint]) -> dict
     """The ready pods the Service selects that carry the subset's labels, at their real ports."""
     lb_endpoints = []
     for pod in sorted(endpoints, key=lambda p: (p.address, p.namespace, p.name)):
-        port = _host_port(spec, pod)
+        port = endpoint_port(spec, pod)
         if port is None:
             continue
         lb_endpoints.append(
@@ -159,7 +160,7 @@ def load_assignment(spec: ClusterSpec, endpoints: Sequence[PodEndpoint]) -> dict
     }
 
 
-def _host_port(spec: ClusterSpec, pod: PodEndpoint) -> int | None:
+def endpoint_port(spec: ClusterSpec, pod: PodEndpoint) -> int | None:
     """Where ``pod`` serves the cluster's port, or None when it is not an endpoint of it."""
     selector = spec.service.selector
     if not pod.ready or pod.namespace != spec.service.ref.namespace or not selector:

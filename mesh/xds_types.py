@@ -8,12 +8,16 @@ from pathlib import PurePath, PurePosixPath
 from typing import Any, Protocol
 
 __all__ = [
+    "CDS_FILE",
+    "LDS_FILE",
     "ClusterKey",
     "EnvoyResources",
     "IngressSettings",
     "PodEndpoint",
     "XdsLayout",
     "XdsPaths",
+    "eds_file",
+    "rds_file",
 ]
 
 
@@ -66,15 +70,24 @@ class XdsLayout(Protocol):
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+LDS_FILE = "lds.json"
+CDS_FILE = "cds.json"
+
+
+def rds_file(route_config_name: str) -> str:
+    """The file of one route configuration: ``rds_<name>.json``, unsafe characters as ``_``."""
+    return f"rds_{_SAFE.sub('_', route_config_name)}.json"
+
+
+def eds_file(cluster_name: str) -> str:
+    """The file of one cluster's endpoints: ``eds_<cluster>.json``, unsafe characters as ``_``."""
+    return f"eds_{_SAFE.sub('_', cluster_name)}.json"
 
 
 @dataclass(frozen=True)
 class XdsPaths:
-    """An :class:`XdsLayout` that only names the files (for tests and dry runs).
-
-    File names follow the same rule as ``mesh.local.envoy.XdsFiles``:
-    ``rds_<name>.json`` and ``eds_<cluster>.json``, unsafe characters as ``_``.
-    """
+    """An :class:`XdsLayout` that only names the files (for tests and dry runs); the names are
+    the ones ``mesh.local.envoy.XdsFiles`` writes (:func:`rds_file`, :func:`eds_file`)."""
 
     watched_dir: str
 
@@ -83,10 +96,10 @@ class XdsPaths:
         return PurePosixPath(self.watched_dir)
 
     def rds(self, route_config_name: str) -> PurePosixPath:
-        return self.directory / f"rds_{_SAFE.sub('_', route_config_name)}.json"
+        return self.directory / rds_file(route_config_name)
 
     def eds(self, cluster_name: str) -> PurePosixPath:
-        return self.directory / f"eds_{_SAFE.sub('_', cluster_name)}.json"
+        return self.directory / eds_file(cluster_name)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import orjson
 
+from canary.commandline import ArgumentParser
+from canary.conventions import canary_home, parse_payload_size
 from canary.errors import CanaryError, PayloadError
 from payloads.library import DEFAULT_SIZE, FORMATS, IMAGES_DIR, load_payloads
 from payloads.synth import synthesize
@@ -32,7 +33,7 @@ INDEX_FILE = "index.json"
 
 def cache_dir() -> Path:
     """``$CANARY_HOME/payloads`` (default ``./.canary/payloads``)."""
-    return Path(os.environ.get("CANARY_HOME", ".canary")).resolve() / "payloads"
+    return canary_home() / "payloads"
 
 
 def build_bodies(
@@ -93,19 +94,8 @@ def _complete(folder: Path, digest: str) -> bool:
     return isinstance(index, dict) and index.get("digest") == digest
 
 
-def _size(text: str) -> int | None:
-    if text == "original":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--size takes a number of pixels or 'original', not {text!r}"
-        ) from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m payloads.gen",
         description="Write the synthetic test images or the REST request bodies.",
     )
@@ -126,12 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     build.add_argument(
         "--size",
-        type=_size,
+        type=lambda text: parse_payload_size(text, option="--size"),
         default=DEFAULT_SIZE,
         help="resize the instances pixels to SIZE x SIZE (default 224), or 'original'",
     )
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         if args.command == "synthesize":
             for path in synthesize(args.out):
                 print(path)

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from canary.conventions import DEFAULT_PAYLOAD_SIZE, MODEL_NAME
 from canary.errors import PayloadError
 from payloads.classes import CLASS_COUNT, class_name
 from payloads.wire import Tensor, encode_predict_request
@@ -50,8 +51,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = PACKAGE_DIR / "images"
 LABELS_FILE = PACKAGE_DIR / "labels.csv"
 FORMATS = ("instances", "b64")
-DEFAULT_SIZE = 224
-MODEL_NAME = "image_classifier"
+DEFAULT_SIZE = DEFAULT_PAYLOAD_SIZE
 _SIGNATURES = {"instances": "serving_default", "b64": "serving_preprocess"}
 _INPUTS = {"instances": "input_image", "b64": "bytes_inputs"}
 _SUFFIXES = (".jpg", ".jpeg")

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from ._jsonable import jsonable
-from .expectations import ERROR, UNKNOWN
+from canary.conventions import ERROR, UNKNOWN
+from canary.jsonable import jsonable
 
 __all__ = [
     "AccuracyReport",

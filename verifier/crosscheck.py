@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from canary.errors import UsageError
-
-from ._jsonable import jsonable
+from canary.jsonable import jsonable
+from canary.rundir import RunDocument
 
 __all__ = [
     "DEFAULT_SERVICE",
@@ -187,45 +187,21 @@ def crosscheck(
     )
 
 
-def _requests(value: Any) -> int | None:
-    if isinstance(value, Mapping):
-        value = value.get("requests")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
-
-
-def mesh_counts_from_run(run: Mapping[str, Any]) -> tuple[dict[str, int] | None, str]:
-    """Envoy's per-subset requests over the run from run.json, or ``(None, why not)``.
-
-    Reads ``mesh.delta`` (``{subset: requests}``), else ``mesh.counters_after`` −
-    ``mesh.counters_before`` (each ``{subset: {"requests": n, ...}}`` or ``{subset: n}``).
-    """
-    mesh = run.get("mesh")
-    if not isinstance(mesh, Mapping) or not mesh.get("local"):
+def mesh_counts_from_run(document: RunDocument) -> tuple[dict[str, int] | None, str]:
+    """Envoy's per-subset requests over the run from run.json, or ``(None, why not)``."""
+    mesh = document.mesh
+    if not mesh.local:
         return None, (
             "the run did not target the local mesh, so run.json holds no mesh counters; "
             "on a cluster, give --prometheus URL"
         )
-    delta = mesh.get("delta")
-    if isinstance(delta, Mapping):
-        counts = {str(k): _requests(v) for k, v in delta.items()}
-        if all(v is not None for v in counts.values()):
-            return {k: int(v or 0) for k, v in counts.items()}, ""
-    before, after = mesh.get("counters_before"), mesh.get("counters_after")
-    if isinstance(before, Mapping) and isinstance(after, Mapping):
-        out: dict[str, int] = {}
-        for name in sorted(set(before) | set(after)):
-            a, b = _requests(after.get(name, 0)), _requests(before.get(name, 0))
-            if a is None or b is None:
-                break
-            out[str(name)] = a - b
-        else:
-            return out, ""
-    return None, (
-        "run.json has no usable mesh counters after the run (mesh.delta / counters_after); "
-        "the run may have been interrupted before the mesh was read again"
-    )
+    counts = mesh.requests_during_run()
+    if counts is None:
+        return None, (
+            "run.json has no usable mesh counters after the run (mesh.delta / counters_after); "
+            "the run may have been interrupted before the mesh was read again"
+        )
+    return counts, ""
 
 
 # --- Prometheus (the one network edge) -------------------------------------------------

@@ -45,10 +45,9 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from canary.conventions import ERROR, UNKNOWN
 from canary.errors import UsageError
-
-from ._jsonable import jsonable
-from .expectations import ERROR, UNKNOWN
+from canary.jsonable import jsonable
 
 __all__ = [
     "DEFAULT_CONFIDENCE",

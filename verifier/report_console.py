@@ -139,7 +139,7 @@ def print_verification(result: Verification, console: Console) -> None:
     """Every table, then the overall verdict."""
     run = result.run
     console.print(
-        f"run [bold]{escape(str(run.root))}[/] ({escape(str(run.run.get('status') or '?'))}, "
+        f"run [bold]{escape(str(run.root))}[/] ({escape(str(run.document.status))}, "
         f"{len(run.records)} requests); expected from {escape(result.source or 'nowhere')}; "
         f"stable subset {escape(result.stable or '–')}"
     )

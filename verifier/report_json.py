@@ -37,8 +37,8 @@ from typing import Any
 import orjson
 
 from canary.files import write_atomic
+from canary.jsonable import jsonable
 
-from ._jsonable import jsonable
 from .verify import Verification
 
 __all__ = ["SUMMARY_FILE", "SUMMARY_FORMAT", "summary_document", "write_summary"]
@@ -59,9 +59,9 @@ def summary_document(result: Verification) -> dict[str, Any]:
         "run": {
             "dir": str(run.root),
             "id": run.run_id,
-            "status": run.run.get("status"),
-            "started_at": run.run.get("started_at"),
-            "ended_at": run.run.get("ended_at"),
+            "status": run.document.status,
+            "started_at": run.document.started_at,
+            "ended_at": run.document.ended_at,
             "duration_s": run.duration_s,
             "requests": len(run.records),
             "canary_header": f"{run.header[0]}: {run.header[1]}",

@@ -3,7 +3,7 @@
 Three sources, in this order of precedence:
 
 1. ``--from-manifest FILE``: per cell, from the VirtualService
-   (:mod:`verifier.manifest`); the stable subset is the first destination of
+   (:mod:`mesh.routing`); the stable subset is the first destination of
    the route the default group takes.
 2. ``--expected SPEC``: ``70/30`` or ``resnet50=70,resnet101=30`` for every
    group, or per group ``default: 100/0; canary: 0/100`` (a group left out is
@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from canary.conventions import Cell
 from canary.errors import UsageError
-
-from .expectations import Expectation, parse_expected
-from .manifest import ManifestExpectations
-from .run import GROUPS, Cell
+from canary.rundir import RunDocument
+from canary.stats import Expectation, parse_expected, parse_group_spec
+from mesh.routing import ManifestExpectations
 
 __all__ = [
     "CONVENTIONAL_STABLE",
@@ -39,7 +38,6 @@ __all__ = [
     "from_manifest",
     "from_run",
     "from_spec",
-    "parse_group_spec",
     "run_expected",
     "subset_order",
 ]
@@ -59,43 +57,9 @@ class Resolved:
     notes: tuple[str, ...] = ()
 
 
-def parse_group_spec(text: str) -> dict[str | None, str]:
-    """``'70/30'`` → ``{None: '70/30'}``; ``'default: 100/0; canary: 0/100'`` per group."""
-    out: dict[str | None, str] = {}
-    for part in str(text).split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        group, sep, spec = part.partition(":")
-        if sep:
-            name = group.strip()
-            if name not in GROUPS:
-                raise UsageError(
-                    f"--expected: unknown group {name!r} in {text!r}; the groups are "
-                    f"{', '.join(GROUPS)} (e.g. 'default: 100/0; canary: 0/100')"
-                )
-            if name in out:
-                raise UsageError(f"--expected: group {name!r} is given twice in {text!r}")
-            out[name] = spec.strip()
-        else:
-            if None in out:
-                raise UsageError(f"--expected {text!r}: give one split, or one per group")
-            out[None] = part
-    if not out:
-        raise UsageError("empty --expected; write e.g. 70/30, resnet50=70,resnet101=30 or 'default: 100/0; canary: 0/100'")
-    return out
-
-
-def run_expected(run: Mapping[str, Any]) -> dict[str, Expectation]:
+def run_expected(document: RunDocument) -> dict[str, Expectation]:
     """The load test's own expectation per group (run.json ``expected``), if any."""
-    found = run.get("expected")
-    out: dict[str, Expectation] = {}
-    if isinstance(found, Mapping):
-        for group, doc in found.items():
-            shares = doc.get("shares") if isinstance(doc, Mapping) else None
-            if isinstance(shares, Mapping) and shares:
-                out[str(group)] = Expectation({str(k): float(v) for k, v in shares.items()})
-    return out
+    return {group: Expectation(dict(split.shares)) for group, split in document.expected.items() if split.shares}
 
 
 def choose_stable(

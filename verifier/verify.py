@@ -22,10 +22,35 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from canary.conventions import (
+    DEFAULT_HEADER,
+    ERROR,
+    GROUPS,
+    MODEL_NAME,
+    PROTOCOLS,
+    UNKNOWN,
+    Cell,
+    order_cells,
+)
 from canary.errors import UsageError
+from canary.rundir import REPORTS_DIR, Run, cell_counts, read_run, resolve_run_dir
+from canary.stats import (
+    STATUS_CODES,
+    ConfusionMatrix,
+    Expectation,
+    GroupVerdict,
+    Plan,
+    SplitPolicy,
+    confusion_matrix,
+    overall,
+    parse_expected,
+    parse_group_spec,
+    plan_requests,
+    verify_group,
+)
+from mesh.routing import expectations_from_manifest
 
 from .accuracy import AccuracyReport, accuracy_report
-from .confusion import ConfusionMatrix, confusion_matrix
 from .crosscheck import (
     DEFAULT_SERVICE,
     PROMETHEUS_SLACK,
@@ -35,35 +60,16 @@ from .crosscheck import (
     prometheus_counts,
     unavailable,
 )
-from .expectations import ERROR, UNKNOWN, Expectation, parse_expected
 from .latency import DEFAULT_CONFIDENCE, DEFAULT_MARGIN, LatencyReport, latency_report, parse_margin
-from .manifest import expectations_from_manifest
-from .planning import Plan, plan_requests
-from .policy import SplitPolicy
 from .resolve import (
     Resolved,
     choose_stable,
     from_manifest,
     from_run,
     from_spec,
-    parse_group_spec,
     run_expected,
     subset_order,
 )
-from .run import (
-    DEFAULT_HEADER,
-    DEFAULT_MODEL,
-    PROTOCOLS,
-    REPORTS_DIR,
-    Cell,
-    RunInputs,
-    cell_counts,
-    load_run,
-    order_cells,
-    resolve_run_dir,
-)
-from .split import overall, verify_group
-from .verdicts import STATUS_CODES, GroupVerdict
 
 __all__ = [
     "CellResult",
@@ -119,7 +125,7 @@ class CellResult:
 class Verification:
     """Everything ``verify-split`` concludes about one run."""
 
-    run: RunInputs
+    run: Run
     source: str | None  # where the expectation came from
     stable: str | None
     subsets: tuple[str, ...]
@@ -145,7 +151,7 @@ class Verification:
         return self.status in STATUS_CODES
 
 
-def _resolve(request: VerifyRequest, run: RunInputs) -> Resolved | None:
+def _resolve(request: VerifyRequest, run: Run) -> Resolved | None:
     if request.expected and request.manifests:
         raise UsageError(
             "give either --expected or --from-manifest, not both (the manifest already says "
@@ -160,7 +166,7 @@ def _resolve(request: VerifyRequest, run: RunInputs) -> Resolved | None:
             known_subsets=run.subsets,
         )
         return from_manifest(found, run.subsets, stable=request.stable)
-    recorded = run_expected(run.run)
+    recorded = run_expected(run.document)
     if request.expected:
         return from_spec(request.expected, run.cells, run.subsets, stable=request.stable, recorded=recorded)
     if recorded:
@@ -173,7 +179,7 @@ def _resolve(request: VerifyRequest, run: RunInputs) -> Resolved | None:
     return None
 
 
-def _crosscheck(request: VerifyRequest, run: RunInputs, subsets: Sequence[str]) -> CrossCheck:
+def _crosscheck(request: VerifyRequest, run: Run, subsets: Sequence[str]) -> CrossCheck:
     fingerprint: dict[str, int] = {}
     unattributed = 0
     for counts in cell_counts(run.records).values():
@@ -201,7 +207,7 @@ def _crosscheck(request: VerifyRequest, run: RunInputs, subsets: Sequence[str]) 
             fingerprint, counts_mesh, unattributed=unattributed, source="prometheus",
             slack=slack, subsets=subsets, query=query,
         )
-    envoy, why = mesh_counts_from_run(run.run)
+    envoy, why = mesh_counts_from_run(run.document)
     if envoy is None:
         return unavailable(why)
     return crosscheck(
@@ -229,7 +235,7 @@ def _overall(cells: Sequence[CellResult], check: CrossCheck, judged_required: bo
 
 def verify_run(request: VerifyRequest) -> Verification:
     """Judge one run directory (see the module docstring). Reads files; writes nothing."""
-    run = load_run(resolve_run_dir(request.run_dir, request.reports))
+    run = read_run(resolve_run_dir(request.run_dir, request.reports))
     resolved = _resolve(request, run)
     notes = list(run.notes)
     stable: str | None
@@ -334,8 +340,8 @@ def plan_run(
         raise UsageError("--plan needs either --expected (e.g. 70/30) or --from-manifest FILE")
     by_expectation: dict[Expectation, list[str]] = {}
     if manifests:
-        cells: list[Cell] = [(p, g) for p in PROTOCOLS for g in ("default", "canary")]
-        found = expectations_from_manifest(manifests, cells, header=header, model_name=DEFAULT_MODEL)
+        cells: list[Cell] = [(p, g) for p in PROTOCOLS for g in GROUPS]
+        found = expectations_from_manifest(manifests, cells, header=header, model_name=MODEL_NAME)
         for cell, item in found.cells.items():
             by_expectation.setdefault(item.expectation, []).append(f"{cell[0]}/{cell[1]}")
     else:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from canary.errors import UsageError
+from canary.jsonable import jsonable
 
-from ._jsonable import jsonable
 from .expectations import ERROR, UNKNOWN
 
 __all__ = ["ConfusionMatrix", "confusion_matrix"]

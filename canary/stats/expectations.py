@@ -10,7 +10,9 @@ two command-line spellings::
 
 Both are percentages summing to 100. A subset listed with share 0 (``100/0``)
 is a subset that must receive nothing: any response from it is a wrong-subset
-response.
+response. :func:`parse_group_spec` reads the per-group form every command
+takes (``default: 100/0; canary: 0/100``), and :func:`expectations_by_group`
+turns it into one :class:`Expectation` per group.
 """
 
 from __future__ import annotations
@@ -21,17 +23,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from canary.conventions import ERROR, GROUPS, RESERVED_SUBSETS, UNKNOWN
 from canary.errors import UsageError
+from canary.jsonable import jsonable
 
-from ._jsonable import jsonable
+__all__ = [
+    "ERROR",
+    "RESERVED",
+    "UNKNOWN",
+    "Expectation",
+    "expectations_by_group",
+    "parse_expected",
+    "parse_group_spec",
+]
 
-__all__ = ["ERROR", "RESERVED", "UNKNOWN", "Expectation", "parse_expected"]
-
-UNKNOWN = "unknown"
-"""Key of responses that could not be attributed to any subset."""
-ERROR = "error"
-"""Key of failed requests (no response to attribute)."""
-RESERVED = (UNKNOWN, ERROR)
+RESERVED = RESERVED_SUBSETS
 
 _SUM_TOLERANCE = 1e-6  # on fractions; percentages are checked at 1e-4 points
 _EXAMPLES = "e.g. '70/30' (stable subset first) or 'resnet50=70,resnet101=30'"
@@ -180,3 +186,58 @@ def parse_expected(text: str, subsets_in_order: Sequence[str] | None = None) -> 
             f"expected split {text!r} sums to {total:g}%, not 100%; write it as {_EXAMPLES}"
         )
     return Expectation({name: value / 100.0 for name, value in named.items()})
+
+
+def parse_group_spec(text: str, *, option: str = "--expected") -> dict[str | None, str]:
+    """Split an expectation into its groups: the one grammar every command reads.
+
+    ``'70/30'`` → ``{None: '70/30'}`` (every group); ``'default: 100/0; canary: 0/100'``
+    → ``{'default': '100/0', 'canary': '0/100'}`` (a group left out has no
+    expectation). A group named twice, an unknown group, or two splits for
+    every group are usage errors.
+    """
+    out: dict[str | None, str] = {}
+    for part in str(text).split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        group, sep, spec = part.partition(":")
+        if sep:
+            name = group.strip()
+            if name not in GROUPS:
+                raise UsageError(
+                    f"{option}: unknown group {name!r} in {text!r}; the groups are "
+                    f"{', '.join(GROUPS)} (e.g. 'default: 100/0; canary: 0/100')"
+                )
+            if name in out:
+                raise UsageError(f"{option}: group {name!r} is given twice in {text!r}")
+            out[name] = spec.strip()
+        else:
+            if None in out:
+                raise UsageError(f"{option} {text!r}: give one split, or one per group")
+            out[None] = part
+    if not out:
+        raise UsageError(
+            f"empty {option}; write e.g. 70/30, resnet50=70,resnet101=30 or 'default: 100/0; canary: 0/100'"
+        )
+    return out
+
+
+def expectations_by_group(
+    text: str, subsets_in_order: Sequence[str] | None, *, option: str = "--expected"
+) -> dict[str, Expectation]:
+    """``--expected`` as ``{group: Expectation}`` (empty text: no expectation at all).
+
+    A split without a group applies to every group; a group's own split
+    overrides it. Positional shares follow ``subsets_in_order`` (stable first).
+    """
+    if not str(text).strip():
+        return {}
+    spec = parse_group_spec(text, option=option)
+    every = spec.get(None)
+    out: dict[str, Expectation] = {}
+    for group in GROUPS:
+        chosen = spec.get(group, every)
+        if chosen is not None:
+            out[group] = parse_expected(chosen, subsets_in_order)
+    return out

@@ -17,7 +17,7 @@ group such that
     raise n until a deviation of δ is also refuted with that probability.
 
 How power is computed, by the same decision code the verdict uses
-(:func:`verifier.split.classify_counts`):
+(:func:`canary.stats.split.classify_counts`):
 
 * two subsets: exactly, by enumerating every count of the first subset with
   binomial probability above 1e-16 (``scipy.stats.binom``);
@@ -53,8 +53,8 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from canary.errors import UsageError
+from canary.jsonable import jsonable
 
-from ._jsonable import jsonable
 from .expectations import Expectation
 from .intervals import bonferroni_factor, share_intervals, upper_bound
 from .policy import SplitPolicy

@@ -7,8 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from canary.errors import UsageError
-
-from ._jsonable import jsonable
+from canary.jsonable import jsonable
 
 __all__ = ["IntervalMethod", "SplitPolicy"]
 

@@ -1,6 +1,6 @@
 """Anytime-valid building blocks: a Bayes factor and confidence sequences (vectorised).
 
-See :mod:`verifier.sequential` for how they decide. Both are mixture
+See :mod:`canary.stats.sequential` for how they decide. Both are mixture
 martingales: non-negative, starting at 1, so by Ville's inequality the chance
 they ever reach 1/δ is at most δ, whenever one stops.
 

@@ -8,7 +8,7 @@ guarantees hold at whatever data-dependent time it is stopped.
 
 **Mismatch** — the Dirichlet–multinomial Bayes factor BF_t of Lindon & Malek
 (2022, "Anytime-valid inference for multinomial count data", NeurIPS) against
-the point null "shares = e", prior Dirichlet(c·e) (:mod:`verifier.sequences`).
+the point null "shares = e", prior Dirichlet(c·e) (:mod:`canary.stats.sequences`).
 Under H0 it is a non-negative martingale with BF_0 = 1, so by Ville's
 inequality P(∃t: BF_t ≥ 1/alpha) ≤ alpha; "mismatch" means BF reached 1/alpha
 at some look.

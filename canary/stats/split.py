@@ -1,6 +1,6 @@
 """Fixed-sample verdict on one header group's split: verified, refuted or inconclusive.
 
-Decision rules (``policy`` = :class:`~verifier.policy.SplitPolicy`; n = attributed
+Decision rules (``policy`` = :class:`~canary.stats.policy.SplitPolicy`; n = attributed
 responses; "wrong" = responses from a subset whose expected share is 0, or that
 the expectation does not name; shares and intervals are over all n)::
 
@@ -23,7 +23,7 @@ the expectation does not name; shares and intervals are over all n)::
                     (``scipy.stats.binomtest``) replaces it; when k ≥ 3 the
                     χ² p-value is reported but cannot refute
       intervals     simultaneous two-sided intervals at ``confidence``
-                    (:mod:`verifier.intervals`: Clopper–Pearson or Wilson,
+                    (:mod:`canary.stats.intervals`: Clopper–Pearson or Wilson,
                     Bonferroni over k for k ≥ 3, unadjusted for k = 2)
       refuted       wrong ≥ 1, or
                     p < alpha  and  max_i |p̂_i − e_i| > tolerance

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._jsonable import jsonable
+from canary.conventions import ExitCode
+from canary.jsonable import jsonable
+
 from .policy import SplitPolicy
 
 __all__ = [
@@ -23,7 +25,11 @@ __all__ = [
 ]
 
 Status = Literal["verified", "refuted", "inconclusive"]
-STATUS_CODES: dict[str, int] = {"verified": 0, "refuted": 1, "inconclusive": 2}
+STATUS_CODES: dict[str, int] = {
+    "verified": ExitCode.OK,
+    "refuted": ExitCode.FAILED,
+    "inconclusive": ExitCode.INCONCLUSIVE,
+}
 """Status → exit code of ``verify-split``."""
 SequentialStatus = Literal["verified", "refuted", "continue", "inconclusive"]
 RefuteRule = Literal["confidence", "estimate"]

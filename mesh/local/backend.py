@@ -20,21 +20,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import orjson
 
-from canary.errors import ManifestError, MeshError, ProcessExitedError
+from canary.errors import MeshError, ProcessExitedError
 from mesh.counters import SubsetCounters, subset_counters
 from mesh.local import procs
 from mesh.local.envoy import EnvoyAdmin, XdsFiles, bootstrap_config, envoy_binary
 from mesh.local.state import AppliedFile, MeshHome, MeshState, PodState, StoredObject, sha256_file
 from mesh.manifests import apply as apply_objects
-from mesh.manifests import load_manifests, parse_objects, validate_set
+from mesh.manifests import load_manifests, manifest_files, parse_objects, validate_set
 from mesh.model import Gateway, MeshObject
 from mesh.pods import PodPlan, listening_ports, plan_pods
+from mesh.query import MeshView
 from mesh.translate import EnvoyResources, IngressSettings, PodEndpoint, translate
 
-__all__ = ["ApplyResult", "LocalMesh", "MeshStatus", "Progress", "manifest_files", "no_progress"]
+__all__ = ["ApplyResult", "LocalMesh", "MeshStatus", "Progress", "no_progress"]
 
 Progress = Callable[[str], None]
 RESTARTS = 2  # early exits tolerated per pod start (a port taken between choosing and binding it)
@@ -59,19 +61,42 @@ class MeshStatus:
     envoy_running: bool
     pods_running: dict[str, bool]
     counters: dict[str, SubsetCounters]
+    view: MeshView  # the objects and the pods that run, for the mesh's queries
+
+    def to_dict(self) -> dict[str, Any]:
+        """``canary mesh status --json``."""
+        st = self.state
+        return {
+            "ingress_url": st.ingress_url,
+            "admin_port": st.admin_port,
+            "envoy": {"pid": st.envoy_pid, "running": self.envoy_running},
+            "version": st.version,
+            "store": st.store,
+            "objects": sorted({str(obj.ref) for obj in self.view.objects}),
+            "pods": [
+                {
+                    "namespace": p.namespace,
+                    "name": p.name,
+                    "deployment": p.deployment,
+                    "labels": p.labels,
+                    "pid": p.pid,
+                    "ports": {str(k): v for k, v in p.ports.items()},
+                    "running": self.pods_running.get(p.name, False),
+                }
+                for p in st.pods
+            ],
+            "counters": {k or "(no subset)": v.to_dict() for k, v in self.counters.items()},
+        }
 
 
-def manifest_files(paths: Sequence[Path]) -> list[Path]:
-    """The files ``kubectl apply -f`` would read: files as given, directories' *.yaml sorted."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise ManifestError(str(path), "", "", "no such file or directory")
-    return files
+def _pod_endpoints(pods: Sequence[PodState], running: dict[str, bool] | None = None) -> list[PodEndpoint]:
+    """The pods as the mesh's endpoints (ready unless ``running`` says the process exited)."""
+    return [
+        PodEndpoint(namespace=p.namespace, name=p.name, labels=p.labels, address="127.0.0.1",
+                    ports=p.ports, port_names=p.port_names,
+                    ready=True if running is None else running.get(p.name, False))
+        for p in pods
+    ]
 
 
 @contextlib.contextmanager
@@ -147,11 +172,13 @@ class LocalMesh:
         counters: dict[str, SubsetCounters] = {}
         if envoy_up:
             counters = self.counters(state)
+        running = {p.name: procs.is_running(p.pid, p.marker) for p in state.pods}
         return MeshStatus(
             state=state,
             envoy_running=envoy_up,
-            pods_running={p.name: procs.is_running(p.pid, p.marker) for p in state.pods},
+            pods_running=running,
             counters=counters,
+            view=MeshView(tuple(self._objects(state)), tuple(_pod_endpoints(state.pods, running))),
         )
 
     def counters(self, state: MeshState | None = None) -> dict[str, SubsetCounters]:
@@ -231,18 +258,7 @@ class LocalMesh:
     def _translate(
         self, state: MeshState, objects: Sequence[MeshObject], pods: Sequence[PodState] | None = None
     ) -> EnvoyResources:
-        endpoints = [
-            PodEndpoint(
-                namespace=p.namespace,
-                name=p.name,
-                labels=p.labels,
-                address="127.0.0.1",
-                ports=p.ports,
-                port_names=p.port_names,
-                ready=True,
-            )
-            for p in (state.pods if pods is None else pods)
-        ]
+        endpoints = _pod_endpoints(state.pods if pods is None else pods)
         ingress = IngressSettings(address=state.ingress_address, ports=state.ingress_ports)
         return translate(objects, endpoints, ingress, self.xds)
 
@@ -292,16 +308,10 @@ class LocalMesh:
         cluster_stats = [f"cluster.{c.get('alt_stat_name', c['name'])}" for c in res.clusters]
         files = [self.xds.lds, self.xds.cds]
 
-        for cla in res.cluster_load_assignments:
-            path = self.xds.eds(cla["cluster_name"])
-            self.xds.write(path, version, [cla])
-            files.append(path)
+        files += self.xds.write_endpoints(res, version)
         self.xds.write(self.xds.cds, version, union)
         admin.wait_for_version(version, ["cluster_manager.cds", *cluster_stats], before, 30, log)
-        for rc in res.route_configurations:
-            path = self.xds.rds(rc["name"])
-            self.xds.write(path, version, [rc])
-            files.append(path)
+        files += self.xds.write_routes(res, version)
         self.xds.write(self.xds.lds, version, res.listeners)
         rds = [f".rds.{rc['name']}" for rc in res.route_configurations]
         admin.wait_for_version(version, ["listener_manager.lds", *rds], before, 30, log)

@@ -12,7 +12,6 @@ wait_for_version` waits until each subscription reports it (``version_text``).
 
 from __future__ import annotations
 
-import re
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,8 @@ import orjson
 
 from canary.errors import MeshError
 from canary.files import write_atomic
+from mesh.xds_clusters import config_source
+from mesh.xds_types import CDS_FILE, LDS_FILE, EnvoyResources, eds_file, rds_file
 
 __all__ = [
     "EnvoyAdmin",
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 _TYPE = "type.googleapis.com/envoy.service.discovery.v3.DiscoveryResponse"
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def envoy_binary() -> Path:
@@ -49,24 +49,25 @@ def envoy_binary() -> Path:
 
 
 class XdsFiles:
-    """Names and writes the file-based xDS resources in one watched directory."""
+    """Names (as :mod:`mesh.xds_types` does) and writes the file-based xDS resources in one
+    watched directory."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory.resolve()
 
     @property
     def lds(self) -> Path:
-        return self.directory / "lds.json"
+        return self.directory / LDS_FILE
 
     @property
     def cds(self) -> Path:
-        return self.directory / "cds.json"
+        return self.directory / CDS_FILE
 
     def rds(self, route_config_name: str) -> Path:
-        return self.directory / f"rds_{_SAFE.sub('_', route_config_name)}.json"
+        return self.directory / rds_file(route_config_name)
 
     def eds(self, cluster_name: str) -> Path:
-        return self.directory / f"eds_{_SAFE.sub('_', cluster_name)}.json"
+        return self.directory / eds_file(cluster_name)
 
     def write(self, path: Path, version: str, resources: Sequence[Mapping[str, Any]]) -> None:
         """Replace ``path`` atomically: Envoy watches for renames into the directory."""
@@ -75,6 +76,29 @@ class XdsFiles:
             option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
         )
         write_atomic(path, body)
+
+    def write_endpoints(self, resources: EnvoyResources, version: str) -> list[Path]:
+        """One EDS file per cluster; returns them."""
+        paths = []
+        for assignment in resources.cluster_load_assignments:
+            paths.append(self.eds(assignment["cluster_name"]))
+            self.write(paths[-1], version, [assignment])
+        return paths
+
+    def write_routes(self, resources: EnvoyResources, version: str) -> list[Path]:
+        """One RDS file per route configuration; returns them."""
+        paths = []
+        for routes in resources.route_configurations:
+            paths.append(self.rds(routes["name"]))
+            self.write(paths[-1], version, [routes])
+        return paths
+
+    def write_all(self, resources: EnvoyResources, version: str) -> list[Path]:
+        """Every file of one configuration at once (for an Envoy not started yet); returns them."""
+        paths = [*self.write_endpoints(resources, version), *self.write_routes(resources, version)]
+        self.write(self.cds, version, resources.clusters)
+        self.write(self.lds, version, resources.listeners)
+        return [*paths, self.cds, self.lds]
 
     def remove_stale(self, keep: Iterable[Path]) -> None:
         """Delete resource files no longer referenced (after Envoy has moved off them)."""
@@ -85,18 +109,15 @@ class XdsFiles:
 
 
 def bootstrap_config(admin_port: int, xds: XdsFiles, node_id: str = "canary-ingress") -> dict[str, Any]:
-    """The static part of Envoy's configuration: admin on loopback and file-based LDS/CDS."""
-
-    def source(path: Path) -> dict[str, Any]:
-        return {
-            "resource_api_version": "V3",
-            "path_config_source": {"path": str(path), "watched_directory": {"path": str(xds.directory)}},
-        }
-
+    """The static part of Envoy's configuration: admin on loopback (port 0: any free port) and
+    file-based LDS/CDS."""
     return {
         "node": {"id": node_id, "cluster": "istio-ingressgateway"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "dynamic_resources": {"lds_config": source(xds.lds), "cds_config": source(xds.cds)},
+        "dynamic_resources": {
+            "lds_config": config_source(str(xds.lds), str(xds.directory)),
+            "cds_config": config_source(str(xds.cds), str(xds.directory)),
+        },
         "overload_manager": {
             "resource_monitors": [
                 {

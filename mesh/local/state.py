@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from canary.conventions import canary_home
 from canary.errors import MeshError, MeshNotRunningError
 from canary.files import write_atomic
 
@@ -26,16 +26,10 @@ __all__ = [
     "MeshState",
     "PodState",
     "StoredObject",
-    "canary_home",
     "sha256_file",
 ]
 
 STATE_FORMAT = 1
-
-
-def canary_home() -> Path:
-    """Where canary keeps its mesh state and model store: ``$CANARY_HOME`` or ``./.canary``."""
-    return Path(os.environ.get("CANARY_HOME", ".canary")).resolve()
 
 
 def sha256_file(path: Path) -> str:

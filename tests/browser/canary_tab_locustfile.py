@@ -16,9 +16,9 @@ from typing import Any
 
 from locust import User, constant, events, task
 
+from canary.stats import parse_expected
 from loadtest.live import LiveCounts
 from loadtest.webui import RecordHook, register
-from verifier import parse_expected
 
 SUBSETS = ("resnet50", "resnet101")
 BATCH = 20

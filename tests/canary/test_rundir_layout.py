@@ -10,7 +10,14 @@ import orjson
 import pytest
 
 from canary.errors import UsageError
-from loadtest.rundir import RunDir, default_run_dir, read_json, utc_now, versions, write_json_atomic
+from canary.rundir.layout import (
+    RunDir,
+    default_run_dir,
+    read_json,
+    utc_now,
+    versions,
+    write_json_atomic,
+)
 
 
 def test_default_run_dir_is_a_sortable_utc_timestamp_and_a_short_id() -> None:
@@ -37,7 +44,7 @@ def test_run_dir_layout_and_refusal_to_overwrite(tmp_path: Path) -> None:
     run.write_progress({"requests": 3})
     assert run.read_progress() == {"requests": 3}
     run.write_run({"format": 1})
-    assert run.read_run() == {"format": 1}
+    assert run.read_run_json() == {"format": 1}
     with pytest.raises(UsageError, match="already holds a run"):
         RunDir(tmp_path / "r").create()
 

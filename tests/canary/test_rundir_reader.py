@@ -10,18 +10,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from canary.conventions import parse_header
 from canary.errors import UsageError
-from loadtest.records import read_records
-from tests.verifier.synthetic import CELLS, make_run
-from verifier.run import (
-    RECORD_COLUMNS,
+from canary.rundir import (
+    SCHEMA,
     cell_counts,
     find_newest_run,
-    load_run,
-    parse_header,
-    read_run_records,
+    read_records,
+    read_run,
     resolve_run_dir,
 )
+from tests.verifier.synthetic import CELLS, make_run
 
 COUNTS = {
     ("rest", "default"): {"resnet50": 7, "resnet101": 3, "unknown": 1},
@@ -31,7 +30,7 @@ COUNTS = {
 
 def test_load_run_reads_what_the_load_test_writes(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", COUNTS, header="X-Team: beta")
-    run = load_run(root)
+    run = read_run(root)
     assert run.run_id == "run"
     assert run.header == ("x-team", "beta")
     assert run.model_name == "image_classifier"
@@ -39,20 +38,18 @@ def test_load_run_reads_what_the_load_test_writes(tmp_path: Path) -> None:
     assert run.cells == (("rest", "default"), ("grpc", "canary"))
     assert run.paths[("grpc", "canary")] == ("/tensorflow.serving.PredictionService/Predict",)
     assert len(run.records) == 17  # the row written into two chunks counts once
-    assert list(run.records.columns) == list(RECORD_COLUMNS)
+    assert list(run.records.columns) == SCHEMA.names
     assert run.duration_s == pytest.approx(1.0)
     assert run.notes == ()
 
 
-def test_reader_agrees_with_the_load_tests_own_reader(tmp_path: Path) -> None:
+def test_records_read_from_the_run_or_its_records_folder_alike(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", COUNTS, chunks=3)
-    mine = read_run_records(root)
-    theirs = read_records(root)[list(RECORD_COLUMNS)]
-    pd.testing.assert_frame_equal(mine.reset_index(drop=True), theirs.reset_index(drop=True))
+    pd.testing.assert_frame_equal(read_records(root), read_records(root / "records"))
 
 
 def test_cell_counts_keep_unknown_and_error_apart(tmp_path: Path) -> None:
-    run = load_run(make_run(tmp_path / "run", COUNTS))
+    run = read_run(make_run(tmp_path / "run", COUNTS))
     assert cell_counts(run.records) == {
         ("rest", "default"): {"resnet101": 3, "resnet50": 7, "unknown": 1},
         ("grpc", "canary"): {"error": 2, "resnet101": 4},
@@ -66,7 +63,7 @@ def test_cell_counts_keep_unknown_and_error_apart(tmp_path: Path) -> None:
 
 def test_empty_run_and_cells_from_users(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", {cell: {} for cell in CELLS})
-    run = load_run(root)
+    run = read_run(root)
     assert len(run.records) == 0
     assert set(run.cells) == set(CELLS)  # users enrolled, no request: still a cell to report
     assert cell_counts(run.records) == {}
@@ -105,23 +102,23 @@ def test_unreadable_inputs_say_which_file(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", COUNTS)
     (root / "run.json").write_text("{")
     with pytest.raises(UsageError, match=r"run.json is not valid JSON"):
-        load_run(root)
+        read_run(root)
     (root / "run.json").write_text("[1]")
     with pytest.raises(UsageError, match="does not hold a JSON object"):
-        load_run(root)
+        read_run(root)
 
 
 def test_damaged_or_foreign_chunks(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", COUNTS)
     (root / "records" / "part-00009.parquet").write_bytes(b"not parquet")
     with pytest.raises(UsageError, match=r"part-00009.parquet.*damaged"):
-        read_run_records(root)
+        read_records(root)
     (root / "records" / "part-00009.parquet").unlink()
     pq.write_table(pa.table({"time": [1]}), root / "records" / "part-00009.parquet")
     with pytest.raises(UsageError, match="lacks the record column"):
-        read_run_records(root)
+        read_records(root)
     with pytest.raises(UsageError, match="no records/ folder"):
-        read_run_records(tmp_path)
+        read_records(tmp_path)
 
 
 def test_header_parsing() -> None:
@@ -134,7 +131,7 @@ def test_header_parsing() -> None:
 def test_notes_for_an_unfinished_run_without_header(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", COUNTS, status="interrupted",
                     run_extra={"arguments": {}, "problems": ["3 records were lost"]})
-    run = load_run(root)
+    run = read_run(root)
     assert run.header == ("user-group", "canary")
     text = " ".join(run.notes)
     assert "assumed 'user-group: canary'" in text
@@ -142,7 +139,7 @@ def test_notes_for_an_unfinished_run_without_header(tmp_path: Path) -> None:
 
 
 def test_weights_from_run_json_or_the_savedmodel(tmp_path: Path) -> None:
-    run = load_run(make_run(tmp_path / "a", COUNTS, run_extra={
+    run = read_run(make_run(tmp_path / "a", COUNTS, run_extra={
         "models": {"resnet50": {"canary_model": {"weights": "seeded"}}, "resnet101": {"weights": "imagenet"}}}))
     assert run.weights == {"resnet50": "seeded", "resnet101": "imagenet"}
     root = make_run(tmp_path / "b", COUNTS)
@@ -151,4 +148,4 @@ def test_weights_from_run_json_or_the_savedmodel(tmp_path: Path) -> None:
     (model / "assets.extra" / "canary_model.json").write_text(json.dumps({"weights": "seeded"}))
     (root / "calibration.json").write_text(json.dumps(
         {"subsets": ["resnet101", "resnet50"], "meta": {"model_dirs": {"resnet50": str(model), "resnet101": "/nowhere"}}}))
-    assert load_run(root).weights == {"resnet50": "seeded"}
+    assert read_run(root).weights == {"resnet50": "seeded"}

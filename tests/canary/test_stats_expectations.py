@@ -7,7 +7,13 @@ import json
 import pytest
 
 from canary.errors import UsageError
-from verifier import Expectation, SplitPolicy, parse_expected
+from canary.stats import (
+    Expectation,
+    SplitPolicy,
+    expectations_by_group,
+    parse_expected,
+    parse_group_spec,
+)
 
 SUBSETS = ["resnet50", "resnet101"]
 
@@ -140,3 +146,30 @@ def test_policy_defaults_and_bonferroni():
     assert json.loads(json.dumps(policy.to_dict()))["interval"] == "exact"
     with pytest.raises(UsageError):
         policy.for_groups(0)
+
+
+def test_expected_per_group_one_grammar() -> None:
+    order = ["resnet50", "resnet101"]
+    both = expectations_by_group("70/30", order)
+    assert both["default"].shares == both["canary"].shares == {"resnet50": 0.7, "resnet101": 0.3}
+    split = expectations_by_group("default: 100/0; canary: resnet101=100", order)
+    assert split["default"].shares == {"resnet50": 1.0, "resnet101": 0.0}
+    assert split["canary"].shares == {"resnet50": 0.0, "resnet101": 1.0}
+    only = expectations_by_group("canary: 0/100", order)
+    assert list(only) == ["canary"]
+    assert expectations_by_group("", order) == {}
+    assert parse_group_spec("70/30; canary: 0/100") == {None: "70/30", "canary": "0/100"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("beta: 100/0", "unknown group 'beta'"),
+        ("default: 100/0; default: 0/100", "group 'default' is given twice"),
+        ("70/30; 50/50", "give one split, or one per group"),
+        (" ; ", "empty --expected"),
+    ],
+)
+def test_group_grammar_errors(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        expectations_by_group(text, ["resnet50", "resnet101"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from canary.errors import UsageError
-from verifier import SplitPolicy, classify_counts, parse_expected, plan_requests
-from verifier.planning import refute_power, verify_power
+from canary.stats import SplitPolicy, classify_counts, parse_expected, plan_requests
+from canary.stats.planning import refute_power, verify_power
 
 POLICY = SplitPolicy()
 W = parse_expected("70/30", ["resnet50", "resnet101"])

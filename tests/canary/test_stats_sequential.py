@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from canary.errors import UsageError
-from verifier import SequentialSplitTest, SplitPolicy, classify_counts, parse_expected
+from canary.stats import SequentialSplitTest, SplitPolicy, classify_counts, parse_expected
 
 POLICY = SplitPolicy()
 W = parse_expected("70/30", ["resnet50", "resnet101"])

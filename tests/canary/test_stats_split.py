@@ -12,7 +12,7 @@ from statsmodels.stats import gof
 from statsmodels.stats.proportion import multinomial_proportions_confint, proportion_confint
 
 from canary.errors import UsageError
-from verifier import (
+from canary.stats import (
     SplitPolicy,
     classify_counts,
     confusion_matrix,
@@ -20,7 +20,7 @@ from verifier import (
     parse_expected,
     verify_group,
 )
-from verifier.intervals import deviation_interval, upper_bound, upper_bounds
+from canary.stats.intervals import deviation_interval, upper_bound, upper_bounds
 
 SUBSETS = ["resnet50", "resnet101"]
 W = parse_expected("70/30", SUBSETS)

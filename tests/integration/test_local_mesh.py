@@ -10,9 +10,9 @@ import orjson
 import pytest
 from scipy.stats import binomtest
 
-from canary.cli import main
 from canary.errors import ManifestError
-from canary.traffic import send_grpc, send_rest
+from commands.cli import main
+from commands.traffic import send_grpc, send_rest
 from mesh.api import default_manifests, mesh_apply, mesh_status
 from mesh.local import procs
 from payloads import grpc_request_bytes, load_payloads

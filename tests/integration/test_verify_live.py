@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from canary.cli import main as canary
-from loadtest.records import read_records
+from canary.rundir import read_records
+from commands.cli import main as canary
+from commands.verify_split import main as verify_split
 from tests.integration.meshkit import ROOT, RunningMesh
-from verifier.cli import main as verify_split
 
 pytestmark = pytest.mark.integration
 

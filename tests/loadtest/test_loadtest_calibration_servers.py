@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from canary.cli import main as canary_main
+from commands.cli import main as canary_main
 from loadtest.calibration import calibrate_endpoints, calibrate_savedmodels, load_calibration
 from loadtest.fingerprint import Calibration, Fingerprinter
 from payloads import FORMATS, grpc_request_bytes, load_payloads

@@ -1,8 +1,7 @@
-"""Calibration edges without servers: mesh endpoints from state, files, payload checks, arguments."""
+"""Calibration edges without servers: files, payload checks, arguments."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,79 +12,11 @@ from loadtest.calibration import (
     check_payloads,
     default_calibration_path,
     load_calibration,
-    mesh_endpoints,
     parse_endpoint,
     save_calibration,
 )
 from loadtest.fingerprint import build_calibration
-from mesh.api import default_manifests
-from mesh.local.state import PodState
-from mesh.manifests import load_manifests
 from payloads import FORMATS, load_payloads
-
-
-def pod(name: str, version: str, rest: int, grpc: int, **changes) -> PodState:
-    base = PodState(
-        namespace="tf-serving",
-        name=name,
-        deployment=f"image-classifier-{version}",
-        labels={"app": "image-classifier", "version": version},
-        template_hash="h",
-        pid=1,
-        marker="m",
-        ports={8501: rest, 8500: grpc},
-        port_names={"http": 8501, "grpc": 8500},
-        log="/dev/null",
-    )
-    return dataclasses.replace(base, **changes)
-
-
-@pytest.fixture(scope="module")
-def objects():
-    return load_manifests([default_manifests("base")])
-
-
-def test_each_subset_gets_its_first_pod_by_the_destination_rule_labels(objects) -> None:
-    pods = [
-        pod("rn101-b", "resnet101", 9003, 9004),
-        pod("rn50-a", "resnet50", 9001, 9002),
-        pod("rn101-a", "resnet101", 9005, 9006),
-        pod("other", "resnet50", 9007, 9008, namespace="default"),
-        pod("stray", "resnet50", 9009, 9010, labels={"app": "else", "version": "resnet50"}),
-    ]
-    assert mesh_endpoints(objects, pods) == {
-        "resnet101": {"rest": "http://127.0.0.1:9005", "grpc": "127.0.0.1:9006"},
-        "resnet50": {"rest": "http://127.0.0.1:9001", "grpc": "127.0.0.1:9002"},
-    }
-
-
-@pytest.mark.parametrize(
-    ("pods", "host", "error"),
-    [
-        (
-            [pod("rn50", "resnet50", 1, 2)],
-            None,
-            r"subset resnet101 of image-classifier\.tf-serving\.svc\.cluster\.local "
-            r"\(pods labelled app=image-classifier,version=resnet101\) has no running pod",
-        ),
-        ([], "nothing", "exactly one DestinationRule host matching 'nothing'"),
-        (
-            [pod("a", "resnet50", 1, 2, ports={}), pod("b", "resnet101", 3, 4)],
-            None,
-            "exposes neither port 8501 nor 8500",
-        ),
-    ],
-)
-def test_missing_pods_and_hosts_say_what_to_do(objects, pods, host, error) -> None:
-    with pytest.raises(CalibrationError, match=error):
-        mesh_endpoints(objects, pods, host=host)
-
-
-def test_the_host_can_be_named_short_or_in_full(objects) -> None:
-    pods = [pod("a", "resnet50", 1, 2), pod("b", "resnet101", 3, 4, ports={8501: 3})]
-    for host in ("image-classifier", "image-classifier.tf-serving.svc.cluster.local"):
-        found = mesh_endpoints(objects, pods, host=host)
-        assert found["resnet101"] == {"rest": "http://127.0.0.1:3"}  # no gRPC port: REST only
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,9 @@ import orjson
 import pandas as pd
 import pytest
 
-from canary.cli import main
+from canary.rundir import read_records
+from commands.cli import main
 from loadtest.load import LOCUSTFILE
-from loadtest.records import read_records
 from mesh.api import default_manifests, mesh_apply, mesh_down, mesh_status, mesh_up
 from mesh.local import procs
 
@@ -228,7 +228,7 @@ def test_ctrl_c_on_canary_load_keeps_every_record_received(mesh: Mesh, tmp_path:
     mesh.apply(FOCUSED)
     run_dir = tmp_path / "run"
     before = mesh.counts()
-    child = subprocess.Popen([sys.executable, "-m", "canary.cli", "load", "--processes", "2", "-u", "6", "-t", "60s",
+    child = subprocess.Popen([sys.executable, "-m", "commands.cli", "load", "--processes", "2", "-u", "6", "-t", "60s",
                               "--run-dir", str(run_dir)],
                              env={**os.environ, "CANARY_HOME": str(mesh.home)}, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)

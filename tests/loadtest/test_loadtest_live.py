@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from canary.stats import SplitPolicy, parse_expected, verify_group
 from loadtest.live import LiveCounts
-from verifier import SplitPolicy, parse_expected, verify_group
 
 SUBSETS = ("resnet50", "resnet101")
 SEVENTY = parse_expected("70/30", SUBSETS)

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from flask import Flask, jsonify
 
+from canary.stats import parse_expected
 from loadtest import webui
 from loadtest.live import LiveCounts
 from loadtest.webui import COLUMNS, TAB_KEY, display_rows, register
 from tests.browser.locust_web import running_locust_web
-from verifier import parse_expected
 
 SUBSETS = ("resnet50", "resnet101")
 

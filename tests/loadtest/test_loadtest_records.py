@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from canary.errors import UsageError
-from loadtest.records import SCHEMA, RecordSink, read_records, rows_to_table
+from canary.rundir import SCHEMA, read_records, rows_to_table
+from loadtest.records import RecordSink
 
 
 def _row(worker: str, seq: int, **extra: Any) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def test_sink_drops_duplicates_and_counts_gaps(tmp_path: Path) -> None:
     sink.close()
     stats = sink.stats
     assert stats.rows == 4 and stats.duplicates == 1 and stats.missing == 1
-    assert stats.workers["a"].to_dict() == {"received": 3, "last_seq": 3, "missing": 1, "duplicates": 1}
+    assert stats.workers["a"].record().model_dump() == {"received": 3, "last_seq": 3, "missing": 1, "duplicates": 1}
     assert stats.by_subset == {"resnet50": 4} and stats.by_outcome == {"attributed": 4}
     assert len(read_records(tmp_path)) == 4
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from canary.errors import UsageError
+from canary.stats import parse_expected
 from loadtest.load import LoadRequest, locust_argv
 from loadtest.options import CanaryOptions
 from loadtest.sequential import (
@@ -17,7 +18,6 @@ from loadtest.sequential import (
     monitor_for,
     summary_rows,
 )
-from verifier import parse_expected
 
 ROOT = Path(__file__).resolve().parents[2]
 FOCUSED = ROOT / "manifests" / "routing" / "virtualservice-focused-routing.yaml"
@@ -72,8 +72,8 @@ def test_deterministic_cells_verify_and_the_first_decision_is_final() -> None:
     assert monitor.status(("rest", "default")) == "verified" and monitor.final[("rest", "default")].n == n
     monitor.stop("decided", cells)
     assert (monitor.overall, monitor.exit_code) == ("verified", 0)
-    section = monitor.to_dict()
-    assert section["requests_to_decide"] == 400 and section["status"] == "verified"
+    section = monitor.record()
+    assert section.requests_to_decide == 400 and section.status == "verified"
     assert [r[3] for r in summary_rows(section)] == ["verified", "verified"]
 
 
@@ -81,7 +81,7 @@ def test_a_wrong_subset_refutes_at_once() -> None:
     monitor = SequentialMonitor({("grpc", "canary"): parse_expected("0/100", SUBSETS)})
     assert monitor.add(_rows(("grpc", "canary"), ["resnet101", "resnet50"]))
     assert monitor.overall == "refuted" and monitor.exit_code == 1
-    assert monitor.to_dict()["cells"][0]["decided_at_request"] == 2
+    assert monitor.record().cells[0].decided_at_request == 2
 
 
 def test_weighted_split_refuted_against_the_wrong_expectation() -> None:
@@ -103,7 +103,7 @@ def test_undecided_cells_are_inconclusive_and_cells_without_users_are_dropped() 
     monitor.stop("--requests 10 reached", [("rest", "default")])
     assert list(monitor.tests) == [("rest", "default")]
     assert (monitor.overall, monitor.exit_code) == ("inconclusive", 2)
-    assert monitor.to_dict()["ended"] == "--requests 10 reached"
+    assert monitor.record().ended == "--requests 10 reached"
 
 
 def test_failed_requests_count_as_errors() -> None:
@@ -114,11 +114,12 @@ def test_failed_requests_count_as_errors() -> None:
 
 
 def test_load_request_options() -> None:
-    for bad in (LoadRequest(until_verified=True), LoadRequest(from_manifest=FOCUSED),
-                LoadRequest(until_verified=True, expected="70/30", tolerance=0.7)):
+    for bad in ({"until_verified": True}, {"from_manifest": FOCUSED},
+                {"until_verified": True, "expected": "70/30", "tolerance": 0.7}):
         with pytest.raises(UsageError):
-            bad.validate()
-    request = LoadRequest(until_verified=True, from_manifest=FOCUSED, tolerance=0.05, requests=500)
+            LoadRequest(options=CanaryOptions.model_validate(bad)).validate()
+    request = LoadRequest(options=CanaryOptions(until_verified=True, from_manifest=FOCUSED, tolerance=0.05,
+                                                requests=500))
     request.validate()
     argv = locust_argv(request, "http://127.0.0.1:1", Path("/tmp/run"))
     assert "--until-verified" in argv and argv[argv.index("--tolerance") + 1] == "0.05"

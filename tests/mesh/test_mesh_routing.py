@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from canary.conventions import GRPC_PREDICT_METHOD
 from canary.errors import UsageError
-from verifier.manifest import (
-    GRPC_PREDICT_PATH,
+from mesh.routing import (
     RequestShape,
     expectations_from_manifest,
     load_virtual_service,
@@ -147,10 +147,10 @@ def test_load_virtual_service_messages(tmp_path: Path) -> None:
 
 def test_match_semantics_follow_istio() -> None:
     service = load_virtual_service([FOCUSED])
-    grpc_canary = RequestShape("grpc", GRPC_PREDICT_PATH, {"user-group": "canary"})
+    grpc_canary = RequestShape("grpc", GRPC_PREDICT_METHOD, {"user-group": "canary"})
     found = route_for(service, grpc_canary)
     assert found is not None and found[1].name == "grpc-canary"
-    other_value = RequestShape("grpc", GRPC_PREDICT_PATH, {"user-group": "canary2"})  # exact, not prefix
+    other_value = RequestShape("grpc", GRPC_PREDICT_METHOD, {"user-group": "canary2"})  # exact, not prefix
     assert route_for(service, other_value)[1].name == "grpc"  # type: ignore[index]
     first_match = service.http[0].match[0]
     assert matches(first_match, grpc_canary)

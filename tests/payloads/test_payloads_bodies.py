@@ -30,7 +30,7 @@ from payloads.synth import SCENES, SIZE, render
 
 REPO = Path(__file__).resolve().parents[2]
 GCP_BODY = (
-    Path(os.environ.get("CANARY_SEED_FIXTURES", "/work/shared/fixtures/seed"))
+    Path(os.environ.get("CANARY_SEED_FIXTURES", REPO.parent / "shared" / "fixtures" / "seed"))
     / "gcp-request-body.json"
 )
 SYNTHETIC = sorted(SCENES)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serving.conftest import GCP_BODY, GRACE_HOPPER, MODEL_NAME, RunningServer
+from tests.serving.conftest import GRACE_HOPPER, MODEL_NAME, RunningServer, gke_body
 
 
 def call(server: RunningServer, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
@@ -45,7 +45,7 @@ def photo() -> np.ndarray:
 
 
 def test_gke_walkthrough_body(server: RunningServer) -> None:
-    status, answer = predict(server, GCP_BODY.read_bytes())
+    status, answer = predict(server, gke_body())
     assert status == 200, answer
     assert set(answer) == {"predictions"}
     assert_probabilities(answer["predictions"])

@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loadtest.records import SCHEMA
+from canary.rundir import SCHEMA
 
 START = dt.datetime(2026, 1, 31, 12, 0, 0, tzinfo=dt.UTC)
 PAYLOADS = ("grace_hopper", "cat", "dog", "ship", "noise")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from canary.errors import UsageError
+from canary.rundir import parse_run_document
+from commands.verify_split import main
 from tests.verifier.synthetic import CELLS, ONLY_50, ONLY_101, drawn_run
-from verifier.cli import main
 from verifier.crosscheck import (
     crosscheck,
     mesh_counts_from_run,
@@ -53,16 +54,17 @@ def test_crosscheck_rule(mesh: dict, unattributed: int, slack: float, status: st
 
 
 def test_mesh_counts_from_run_json() -> None:
-    assert mesh_counts_from_run({"mesh": {"local": True, "delta": {"resnet50": 3, "": 0}}}) == ({"resnet50": 3, "": 0}, "")
+    def counts(mesh: dict | None) -> tuple[dict[str, int] | None, str]:
+        return mesh_counts_from_run(parse_run_document({} if mesh is None else {"mesh": mesh}))
+
+    assert counts({"local": True, "delta": {"resnet50": 3, "": 0}}) == ({"resnet50": 3, "": 0}, "")
     before = {"resnet50": {"requests": 10}, "resnet101": {"requests": 1}}
     after = {"resnet50": {"requests": 17}, "resnet101": {"requests": 4}}
-    doc = {"mesh": {"local": True, "delta": None, "counters_before": before, "counters_after": after}}
-    assert mesh_counts_from_run(doc) == ({"resnet101": 3, "resnet50": 7}, "")
-    plain = {"mesh": {"local": True, "counters_before": {"a": 1}, "counters_after": {"a": 5}}}
-    assert mesh_counts_from_run(plain) == ({"a": 4}, "")
-    assert "--prometheus" in mesh_counts_from_run({"mesh": {"local": False}})[1]
-    assert "--prometheus" in mesh_counts_from_run({})[1]
-    assert "interrupted" in mesh_counts_from_run({"mesh": {"local": True, "counters_after": None}})[1]
+    assert counts({"local": True, "delta": None, "counters_before": before, "counters_after": after}) == (
+        {"resnet101": 3, "resnet50": 7}, "")
+    assert "--prometheus" in counts({"local": False})[1]
+    assert "--prometheus" in counts(None)[1]
+    assert "interrupted" in counts({"local": True, "counters_after": None})[1]
 
 
 def _answer(values: dict[str, float]) -> dict:

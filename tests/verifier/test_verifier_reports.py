@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from canary.cli import main as canary_main
+from commands.cli import main as canary_main
+from commands.verify_split import main
 from tests.verifier.synthetic import CELLS, ONLY_50, ONLY_101, WEIGHT_70, drawn_run, make_run
-from verifier.cli import main
 from verifier.report_svg import nice_ticks
 
 FOCUSED = {cell: (ONLY_101 if cell[1] == "canary" else ONLY_50) for cell in CELLS}

@@ -1,0 +1,149 @@
+"""One run directory read back whole: the one reader every command uses.
+
+:func:`read_run` gives a :class:`Run`: the typed run.json, the calibration's
+subsets, every record (each request once, in time order) and what follows
+from them: the canary header and model name the run used, the subsets that
+answered, the protocol x group cells that had users or records, the paths
+each cell sent, the models' weights, and notes on anything a reader should
+know (an interrupted run, problems the load test reported).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from canary.conventions import ERROR, UNKNOWN, Cell, order_cells, parse_header
+from canary.rundir.document import RunDocument, parse_run_document
+from canary.rundir.layout import CALIBRATION_FILE, RUN_FILE, read_json
+from canary.rundir.records import read_records
+
+__all__ = ["Run", "read_run"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything a reader needs from one run directory."""
+
+    root: Path
+    document: RunDocument
+    calibration: Mapping[str, Any] | None  # calibration.json as read (loadtest.fingerprint's format)
+    records: pd.DataFrame  # canary.rundir.records.SCHEMA, each request once, in time order
+    header: tuple[str, str]  # the canary group's header (name lower-cased, value)
+    model_name: str
+    subsets: tuple[str, ...]  # calibrated subsets (their file order), then any others answering
+    cells: tuple[Cell, ...]  # protocol x group that had users or records
+    paths: Mapping[Cell, tuple[str, ...]]  # request paths seen per cell
+    weights: Mapping[str, str] = field(default_factory=dict)  # subset -> "seeded" / "imagenet"
+    notes: tuple[str, ...] = ()
+
+    @property
+    def run_id(self) -> str:
+        return self.document.run_id or self.root.name
+
+    @property
+    def started_at(self) -> dt.datetime | None:
+        return self.document.started
+
+    @property
+    def ended_at(self) -> dt.datetime | None:
+        return self.document.ended
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end (the last record when the end is not recorded)."""
+        start, end = self.started_at, self.ended_at
+        if end is None and len(self.records):
+            end = pd.Timestamp(self.records["time"].max()).to_pydatetime()
+        if start is None or end is None:
+            return None
+        return max(0.0, (end - start).total_seconds())
+
+
+def _weights(document: RunDocument, calibration: Mapping[str, Any] | None) -> dict[str, str]:
+    """Where the models' weights are recorded ("seeded" / "imagenet"), per subset.
+
+    First found wins: run.json ``models.<subset>``, calibration.json
+    ``meta.models.<subset>`` likewise, then
+    ``meta.model_dirs.<subset>/assets.extra/canary_model.json`` (a calibration
+    made from the SavedModels).
+    """
+    found = {s: w for s, m in document.models.items() if (w := m.weights_kind)}
+    meta = calibration.get("meta") if calibration else None
+    if not isinstance(meta, Mapping):
+        return found
+    models = meta.get("models")
+    for subset, info in (models.items() if isinstance(models, Mapping) else ()):
+        inner = info.get("canary_model") if isinstance(info, Mapping) else None
+        weights = (info.get("weights") or (inner.get("weights") if isinstance(inner, Mapping) else None)
+                   if isinstance(info, Mapping) else None)
+        if isinstance(weights, str):
+            found.setdefault(str(subset), weights)
+    dirs = meta.get("model_dirs")
+    for subset, directory in (dirs.items() if isinstance(dirs, Mapping) else ()):
+        info_file = Path(str(directory)) / "assets.extra" / "canary_model.json"
+        if subset in found or not info_file.is_file():
+            continue
+        try:
+            info = json.loads(info_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, Mapping) and isinstance(info.get("weights"), str):
+            found[str(subset)] = str(info["weights"])
+    return found
+
+
+def read_run(run_dir: Path) -> Run:
+    """Read one run directory; :class:`~canary.errors.UsageError` naming the file when
+    something is missing or unreadable."""
+    root = Path(run_dir)
+    document = parse_run_document(read_json(root / RUN_FILE), where=str(root / RUN_FILE))
+    calibration = read_json(root / CALIBRATION_FILE) if (root / CALIBRATION_FILE).is_file() else None
+    records = read_records(root)
+    options = document.options
+    notes: list[str] = []
+    if "canary_header" not in options.model_fields_set:
+        notes.append("run.json does not record the canary header; assumed 'user-group: canary'")
+    header = parse_header(options.canary_header)
+
+    subsets: list[str] = []
+    for source in ((calibration or {}).get("subsets"), document.calibration.subsets):
+        for name in source or ():
+            if str(name) not in subsets:
+                subsets.append(str(name))
+    answered = sorted(set(records["subset"].astype(str)) - {UNKNOWN, ERROR, ""}) if len(records) else []
+    extra = [s for s in answered if s not in subsets]
+    if extra and subsets:
+        notes.append(f"subset(s) {', '.join(extra)} answered but are not in the calibration")
+    subsets.extend(extra)
+
+    cells: set[Cell] = {(protocol, group) for protocol, groups in document.users.items()
+                        for group, n in groups.items() if n}
+    paths: dict[Cell, tuple[str, ...]] = {}
+    if len(records):
+        for (protocol, group), seen in records.groupby(["protocol", "group"], sort=True)["path"]:
+            cell = (str(protocol), str(group))
+            cells.add(cell)
+            paths[cell] = tuple(sorted({str(p) for p in seen.dropna() if str(p)}))
+    if document.status != "finished":
+        notes.append(f"run.json says the run is {document.status!r}: the verdicts cover the records written so far")
+    notes.extend(f"the load test reported: {problem}" for problem in document.problems)
+    return Run(
+        root=root,
+        document=document,
+        calibration=calibration,
+        records=records,
+        header=header,
+        model_name=options.model_name,
+        subsets=tuple(subsets),
+        cells=order_cells(cells),
+        paths=paths,
+        weights=_weights(document, calibration),
+        notes=tuple(notes),
+    )
