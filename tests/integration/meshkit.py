@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,6 @@ from mesh.api import default_manifests, mesh_apply, mesh_status
 from mesh.local.state import MeshState
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = Path(os.environ.get("CANARY_SEED_FIXTURES", ROOT.parent / "shared" / "fixtures" / "seed"))
 PHOTO = ROOT / "payloads" / "images" / "grace_hopper.jpg"
 
 

@@ -16,7 +16,8 @@ from commands.traffic import send_grpc, send_rest
 from mesh.api import default_manifests, mesh_apply, mesh_status
 from mesh.local import procs
 from payloads import grpc_request_bytes, load_payloads
-from tests.integration.meshkit import SEED, RunningMesh
+from tests.integration.meshkit import RunningMesh
+from tests.seed import gke_body
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,7 @@ def test_walkthrough_curl_steps_work_unchanged(mesh: RunningMesh, minikube_body:
 
 
 def test_gke_request_body_answers_1000_probabilities(mesh: RunningMesh) -> None:
-    body = (SEED / "gcp-request-body.json").read_bytes()
+    body = gke_body()
     out = subprocess.run(
         ["curl", "-s", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@-",
          mesh.url + "/v1/models/image_classifier:predict"],

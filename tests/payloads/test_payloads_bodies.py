@@ -6,7 +6,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +26,10 @@ from payloads import (
 )
 from payloads.gen import INDEX_FILE, build_bodies, main
 from payloads.synth import SCENES, SIZE, render
+from tests.seed import GKE_BODY
 
 REPO = Path(__file__).resolve().parents[2]
-GCP_BODY = (
-    Path(os.environ.get("CANARY_SEED_FIXTURES", REPO.parent / "shared" / "fixtures" / "seed"))
-    / "gcp-request-body.json"
-)
+GCP_BODY = GKE_BODY
 SYNTHETIC = sorted(SCENES)
 
 

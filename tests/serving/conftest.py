@@ -15,21 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.seed import SEED
+
 REPO = Path(__file__).resolve().parents[2]
-# The published walkthroughs' artifacts, in ../shared beside a development checkout (never in a user's clone).
-FIXTURES = Path(os.environ.get("CANARY_SEED_FIXTURES", REPO.parent / "shared" / "fixtures" / "seed"))
-GRACE_HOPPER = FIXTURES / "grace_hopper.jpg" if (FIXTURES / "grace_hopper.jpg").exists() else REPO / "payloads" / "images" / "grace_hopper.jpg"
-GCP_BODY = FIXTURES / "gcp-request-body.json"  # present only beside a checkout with ../shared
-
-
-def gke_body() -> bytes:
-    """The GKE walkthrough's request body: the seed fixture when it is there, else the same bytes
-    built from the bundled photo (tests/payloads checks the two are equal where both exist)."""
-    if GCP_BODY.is_file():
-        return GCP_BODY.read_bytes()
-    from payloads import load_payloads
-
-    return bytes(load_payloads().get("grace_hopper").rest_body["b64"])
+GRACE_HOPPER = SEED / "grace_hopper.jpg" if (SEED / "grace_hopper.jpg").exists() else REPO / "payloads" / "images" / "grace_hopper.jpg"
 MODEL_NAME = "image_classifier"
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serving.conftest import GRACE_HOPPER, MODEL_NAME, RunningServer, gke_body
+from tests.seed import gke_body
+from tests.serving.conftest import GRACE_HOPPER, MODEL_NAME, RunningServer
 
 
 def call(server: RunningServer, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
