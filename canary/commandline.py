@@ -15,15 +15,11 @@ from typing import NoReturn
 from canary.conventions import EXIT_CODES_HELP
 from canary.errors import UsageError
 
-__all__ = ["ArgumentError", "ArgumentParser", "DefaultsHelpFormatter"]
+__all__ = ["ArgumentError", "ArgumentParser"]
 
 
 class ArgumentError(UsageError):
     """A command line that cannot be read (exit code 3, like every usage error)."""
-
-
-class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's and epilog's line breaks (examples stay readable)."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -31,7 +27,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("epilog", EXIT_CODES_HELP)
-        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # examples keep their lines
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:

@@ -31,7 +31,6 @@ __all__ = [
     "Cell",
     "ExitCode",
     "canary_home",
-    "header_text",
     "order_cells",
     "parse_header",
     "parse_payload_size",
@@ -106,11 +105,6 @@ def parse_header(text: str, *, option: str = "--canary-header") -> tuple[str, st
     if not sep or not name or not value or any(c.isspace() for c in name):
         raise UsageError(f"{option} {text!r} must be 'name: value', e.g. '{DEFAULT_HEADER_TEXT}'")
     return name, value
-
-
-def header_text(header: tuple[str, str]) -> str:
-    """``("user-group", "canary")`` → ``'user-group: canary'``."""
-    return f"{header[0]}: {header[1]}"
 
 
 def parse_payload_size(text: str | int | None, *, option: str = "--payload-size") -> int | None:

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from canary.conventions import GRPC_PREDICT_METHOD, MODEL_NAME, canary_home, rest_predict_path
-from canary.errors import CalibrationError, CanaryError, MeshError, MeshNotRunningError, UsageError
+from canary.errors import CalibrationError, CanaryError, MeshError, UsageError
 from canary.files import write_atomic
 from loadtest.fingerprint import (
     DEFAULT_TOLERANCE,
@@ -38,7 +38,7 @@ from loadtest.fingerprint import (
     grpc_probabilities,
     rest_probabilities,
 )
-from mesh.api import model_store, snapshot
+from mesh.api import MeshSnapshot, model_store, snapshot
 from payloads.library import (
     DEFAULT_SIZE,
     FORMATS,
@@ -57,6 +57,7 @@ __all__ = [
     "default_calibration_path",
     "load_calibration",
     "local_mesh_endpoints",
+    "mesh_servers",
     "parse_endpoint",
     "run_calibrate",
     "save_calibration",
@@ -235,12 +236,16 @@ def _ask(
 def local_mesh_endpoints(
     home: Path | None = None, *, host: str | None = None
 ) -> dict[str, dict[str, str]]:
-    """``{subset: {"rest": url, "grpc": target}}``: one pod of each subset of the running local mesh,
-    as the mesh's query answers (the same selector matching that builds the ingress's clusters)."""
+    """``{subset: {"rest": url, "grpc": target}}``: one pod of each subset of the running local mesh
+    (:class:`MeshNotRunningError` when none runs); see :func:`mesh_servers`."""
+    return mesh_servers(snapshot(home=home), host=host)
+
+
+def mesh_servers(mesh: MeshSnapshot, *, host: str | None = None) -> dict[str, dict[str, str]]:
+    """One pod of each subset of ``mesh``, as the mesh's query answers (the same selector
+    matching that builds the ingress's clusters)."""
     try:
-        return snapshot(home=home).view.subset_servers(host)
-    except MeshNotRunningError:
-        raise
+        return mesh.view.subset_servers(host)
     except MeshError as error:
         raise CalibrationError(f"cannot find each subset's own server: {error}") from None
 

@@ -52,14 +52,13 @@ def try_snapshot(home: Path | None = None) -> MeshSnapshot | None:
         return None
 
 
-def subsets_in_order(home: Path | None = None) -> list[str] | None:
-    """The local mesh's DestinationRule subsets, stable first, or None without a mesh (or
-    with more than one DestinationRule: then the subsets must be named)."""
-    found = try_snapshot(home)
-    if found is None:
+def subsets_in_order(mesh: MeshSnapshot | None) -> list[str] | None:
+    """The mesh's DestinationRule subsets, stable first, or None without a mesh (or with more
+    than one DestinationRule: then the subsets must be named)."""
+    if mesh is None:
         return None
     try:
-        return list(found.view.subsets())
+        return list(mesh.view.subsets())
     except CanaryError:
         return None
 

@@ -116,8 +116,8 @@ def option_argv(options: CanaryOptions) -> list[str]:
             continue
         if spec.kwargs.get("action") == "store_true":
             argv += [spec.flag] if value else []
-        elif value is None:
-            argv += [spec.flag, "original" if spec.dest == "payload_size" else ""]
+        elif value is None:  # only the payload size has a meaningful None: the images as they are
+            argv += [spec.flag, "original"]
         else:
             argv += [spec.flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return argv

@@ -26,21 +26,17 @@ from typing import Any
 
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from canary.errors import CalibrationError, CanaryError, MeshNotRunningError, UsageError
+from canary.errors import CalibrationError, CanaryError, UsageError
 from canary.rundir.document import ModelRecord
 from canary.stats import expectations_by_group
-from loadtest.calibration import (
-    calibrate_endpoints,
-    check_payloads,
-    load_calibration,
-    local_mesh_endpoints,
-)
+from loadtest.calibration import calibrate_endpoints, check_payloads, load_calibration, mesh_servers
 from loadtest.fingerprint import Calibration
 from loadtest.master import MasterSide
-from loadtest.meshinfo import ingress_url, model_metadata, same_endpoint, subsets_in_order
+from loadtest.meshinfo import model_metadata, same_endpoint, subsets_in_order, try_snapshot
 from loadtest.options import CanaryOptions, add_arguments, options_from_parsed
 from loadtest.sequential import monitor_for
 from loadtest.worker import WorkerSide
+from mesh.api import MeshSnapshot
 from payloads import PayloadSet, load_payloads
 
 __all__ = ["DRAIN_S", "install", "on_records", "setup_environment"]
@@ -90,24 +86,24 @@ def _select_user_classes(environment: Any, protocol: str) -> None:
     environment.user_classes = classes
 
 
-def _calibrate(options: CanaryOptions, payloads: PayloadSet, host: str | None) -> tuple[Calibration, dict[str, Any]]:
+def _calibrate(options: CanaryOptions, payloads: PayloadSet, host: str | None,
+               mesh: MeshSnapshot | None) -> tuple[Calibration, dict[str, Any]]:
     if options.calibration is not None:
         calibration = load_calibration(options.calibration)
         check_payloads(calibration, payloads)
         return calibration, {"given": str(options.calibration)}
-    try:
-        endpoints = local_mesh_endpoints()
-        ingress = ingress_url()
-    except MeshNotRunningError:
+    if mesh is None:
         raise CalibrationError(
             "no calibration to attribute responses with: give --calibration FILE (made by `canary calibrate`), "
             "or start the local mesh (`canary mesh up`) so the load test calibrates against its pods"
-        ) from None
-    if host and not same_endpoint(host, ingress):
-        raise CalibrationError(
-            f"--host {host} is not the local mesh's ingress ({ingress}), so its models cannot be calibrated from "
-            "the local pods: give --calibration FILE (`canary calibrate --source endpoints --endpoint ...`)"
         )
+    if host and not same_endpoint(host, mesh.ingress_url):
+        raise CalibrationError(
+            f"--host {host} is not the local mesh's ingress ({mesh.ingress_url}), so its models cannot be "
+            "calibrated from the local pods: give --calibration FILE "
+            "(`canary calibrate --source endpoints --endpoint ...`)"
+        )
+    endpoints = mesh_servers(mesh)
     logger.info("canary: calibrating against the local mesh's pods (%s)", ", ".join(sorted(endpoints)))
     calibration = calibrate_endpoints(endpoints, payloads.items, options.protocol)  # type: ignore[arg-type]
     return calibration, {"given": None, "endpoints": endpoints}
@@ -125,12 +121,10 @@ def setup_environment(environment: Any) -> None:
     options = options_from_parsed(environment.parsed_options)
     _select_user_classes(environment, options.protocol)
     is_worker = isinstance(runner, WorkerRunner)
-    if not environment.host and not is_worker:
-        try:
-            environment.host = ingress_url()
-            logger.info("canary: no --host given; using the local mesh's ingress %s", environment.host)
-        except CanaryError:
-            pass
+    mesh = None if is_worker else try_snapshot()  # read once: the host, the subsets, the pods to calibrate
+    if not environment.host and mesh is not None:
+        environment.host = mesh.ingress_url
+        logger.info("canary: no --host given; using the local mesh's ingress %s", environment.host)
     if not environment.stop_timeout:
         environment.stop_timeout = DRAIN_S
     payloads = load_payloads(options.payloads, size=options.payload_size)
@@ -140,10 +134,10 @@ def setup_environment(environment: Any) -> None:
         side.register()
         environment.canary_worker = side
     if isinstance(runner, MasterRunner | LocalRunner):
-        subsets = subsets_in_order()
+        subsets = subsets_in_order(mesh)
         expected = expectations_by_group(options.expected or "", subsets)
         monitor_for(options, subsets)  # --until-verified: a usage error stops here (exit code 3)
-        calibration, origin = _calibrate(options, payloads, environment.host)
+        calibration, origin = _calibrate(options, payloads, environment.host, mesh)
         if expected:
             environment.canary_expected = expected
         master = MasterSide(environment, options, payloads, calibration, origin, on_records, expected)

@@ -169,10 +169,6 @@ class CanaryOptions(Section):
         return parse_header(self.canary_header)
 
     @property
-    def header_text(self) -> str:
-        return self.canary_header
-
-    @property
     def protocols(self) -> tuple[str, ...]:
         """The protocols users are made for."""
         return ("rest", "grpc") if self.protocol == "both" else (self.protocol,)

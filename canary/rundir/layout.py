@@ -26,6 +26,7 @@ import orjson
 
 from canary.errors import UsageError
 from canary.files import write_atomic
+from canary.rundir.document import RunDocument
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -169,10 +170,9 @@ class RunDir:
         self.records.mkdir(parents=True, exist_ok=True)
         return self
 
-    def write_run(self, document: Any) -> None:
+    def write_run(self, document: RunDocument | dict[str, Any]) -> None:
         """Write run.json: a :class:`~canary.rundir.document.RunDocument` or a plain mapping."""
-        dump = getattr(document, "to_json_dict", None)
-        write_json_atomic(self.run_json, dump() if callable(dump) else document)
+        write_json_atomic(self.run_json, document.to_json_dict() if isinstance(document, RunDocument) else document)
 
     def read_run_json(self) -> dict[str, Any]:
         """run.json as plain JSON (see :func:`canary.rundir.read_run` for the typed run)."""

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from canary.conventions import ERROR, UNKNOWN, Cell, order_cells, parse_header
-from canary.rundir.document import RunDocument, parse_run_document
+from canary.rundir.document import ModelRecord, RunDocument, parse_run_document
 from canary.rundir.layout import CALIBRATION_FILE, RUN_FILE, read_json
 from canary.rundir.records import read_records
 
@@ -80,10 +80,13 @@ def _weights(document: RunDocument, calibration: Mapping[str, Any] | None) -> di
         return found
     models = meta.get("models")
     for subset, info in (models.items() if isinstance(models, Mapping) else ()):
-        inner = info.get("canary_model") if isinstance(info, Mapping) else None
-        weights = (info.get("weights") or (inner.get("weights") if isinstance(inner, Mapping) else None)
-                   if isinstance(info, Mapping) else None)
-        if isinstance(weights, str):
+        if not isinstance(info, Mapping):
+            continue
+        try:
+            weights = ModelRecord.model_validate(info).weights_kind  # the same lookup as run.json's models
+        except ValueError:
+            continue
+        if weights:
             found.setdefault(str(subset), weights)
     dirs = meta.get("model_dirs")
     for subset, directory in (dirs.items() if isinstance(dirs, Mapping) else ()):

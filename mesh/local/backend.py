@@ -168,23 +168,23 @@ class LocalMesh:
 
     def status(self) -> MeshStatus:
         state = self.home.load()
+        objects = self._objects(state)  # parsed once for the counters and the view
         envoy_up = procs.is_running(state.envoy_pid, state.envoy_marker)
         counters: dict[str, SubsetCounters] = {}
         if envoy_up:
-            counters = self.counters(state)
+            counters = self._counters(state, objects)
         running = {p.name: procs.is_running(p.pid, p.marker) for p in state.pods}
         return MeshStatus(
             state=state,
             envoy_running=envoy_up,
             pods_running=running,
             counters=counters,
-            view=MeshView(tuple(self._objects(state)), tuple(_pod_endpoints(state.pods, running))),
+            view=MeshView(tuple(objects), tuple(_pod_endpoints(state.pods, running))),
         )
 
-    def counters(self, state: MeshState | None = None) -> dict[str, SubsetCounters]:
+    def _counters(self, state: MeshState, objects: Sequence[MeshObject]) -> dict[str, SubsetCounters]:
         """Envoy's own request counters per DestinationRule subset (as istio_requests_total)."""
-        state = state or self.home.load()
-        resources = self._translate(state, self._objects(state))
+        resources = self._translate(state, objects)
         text = EnvoyAdmin(state.admin_port).stats_prometheus()
         return subset_counters(text, resources.cluster_index)
 
