@@ -1,49 +1,42 @@
-"""How many requests a fixed-sample verification needs.
+"""How many requests a fixed-sample verification needs: per table, and for a whole run.
 
-:func:`plan_requests` picks the smallest number n of attributed responses per
-group such that
+:func:`plan_requests` picks, for one table (a cell or a pool of cells), the
+smallest number n of attributed responses such that both
 
 (a) a mesh that splits exactly as expected is *verified* with probability at
-    least ``policy.power`` — every simultaneous interval must fit inside the
-    ±tolerance band and the mismatch test must not reject. Under that truth
-    "refuted" happens with probability at most ``alpha`` whatever n is.
-
-(b) cannot be asked for a deviation equal to the tolerance: "refuted" needs
-    the observed deviation to exceed the tolerance, and a true deviation of
-    exactly the tolerance does so about half the time at any n. So the plan
-    reports, at the n of (a), the *detectable deviation*: the smallest true
-    deviation that is refuted with probability at least ``policy.power``
-    (about ``tolerance + z_power·σ``). Pass ``detect=δ`` (> tolerance) to
-    raise n until a deviation of δ is also refuted with that probability.
+    least ``policy.power`` (every share's interval inside its band), and
+(b) a split off by ``detect`` on its least favourable share and direction
+    (default: the tolerance + 2 points) is *refuted* with probability at
+    least ``policy.power`` (that share's interval wholly beyond its band).
 
 How power is computed, by the same decision code the verdict uses
 (:func:`canary.stats.split.classify_counts`):
 
 * two subsets: exactly, by enumerating every count of the first subset with
   binomial probability above 1e-16 (``scipy.stats.binom``);
-* three or more: a lower bound — one minus the union of each subset's chance
-  (exact, from its binomial marginal) that its Bonferroni interval leaves the
-  band, minus alpha for the χ² test; refutation power is bounded below by
-  Fréchet's inequality from one subset's marginal and the noncentral χ² power
-  (``scipy.stats.ncx2``), over the least favourable subset and direction;
-* deterministic routes: closed form. With no wrong-subset response possible,
-  verification needs the zero-count bound 1 − (1 − confidence)^(1/n) ≤
-  tolerance, i.e. n ≥ log(1 − confidence)/log(1 − tolerance) (99 at 95% and
-  3%), and a wrong-subset share δ is refuted with probability 1 − (1 − δ)^n
-  (so ``detect`` may be below the tolerance here).
+* three or more: bounds from each share's exact binomial marginal — for (a)
+  one minus the sum of the chances that a share's interval leaves its band,
+  for (b) the largest chance that one share's interval lies beyond its band;
+* deterministic routes: closed form. Verifying needs the zero-count bound
+  1 − ((1 − confidence)/2)^(1/n) ≤ tolerance (122 responses at 95% and ±3
+  points) and a wrong-subset share δ is refuted with probability 1 − (1 − δ)^n.
 
 Exact power is not monotone in n (a discrete test's sawtooth): the planned n
 itself reaches the target, found by bisection and then lowered while the
-target still holds; a few sizes above it may fall short by a few tenths of a
-percent (70/30 ± 3: n = 3621 gives 95.2%, 3623 gives 94.9%).
+target still holds.
 
-The requests to send add room for the unknown and error rates the policy
-allows: ``ceil(n / (1 − max_unknown_rate − max_error_rate))``.
+:func:`plan_run` turns tables into what a user types: the cells a load test
+sends (:func:`cell_weights`: REST/gRPC x default/canary, from the protocol mix
+and the canary share), pooled as the verifier pools them
+(:mod:`canary.stats.pooling`, with its family-wise alpha), and the
+``canary load --requests`` that gives every pool its n, with room for the
+unknown and error rates the policy allows.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -52,65 +45,68 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from canary.conventions import GROUPS, PROTOCOLS
 from canary.errors import UsageError
 from canary.jsonable import jsonable
 
 from .expectations import Expectation
-from .intervals import bonferroni_factor, share_intervals, upper_bound
+from .intervals import bonferroni_factor, share_intervals
 from .policy import SplitPolicy
-from .split import classify_counts
+from .pooling import CellTable, allocate_alpha, pool_cells
+from .split import bands, classify_counts, zero_count_n
 
-__all__ = ["Plan", "plan_requests", "refute_power", "verify_power"]
+__all__ = [
+    "DETECT_MARGIN",
+    "Plan",
+    "PlannedPool",
+    "RunPlan",
+    "cell_weights",
+    "plan_requests",
+    "plan_run",
+    "refute_power",
+    "verify_power",
+]
+
+DETECT_MARGIN = 0.02
+"""The default deviation to plan a refutation for: the tolerance plus this (2 points)."""
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The fixed-sample plan for one group, and what it buys."""
+    """The fixed-sample plan for one table, and what it buys."""
 
     expected: dict[str, float]
     kind: Literal["weighted", "deterministic"]
-    n: int  # attributed responses needed
-    requests: int  # requests to send, leaving room for allowed unknown/error rates
-    verify_power: float  # P(verified) when the split is exactly as expected
-    detectable_deviation: float | None  # smallest deviation refuted with P ≥ power at n
-    detect: float | None  # the deviation asked for, if any
-    detect_power: float | None  # P(refuted) at that deviation
-    false_refute_rate: float  # bound on P(refuted) when the split is exactly right
-    false_verify_rate: float  # bound on P(verified) when a share is outside the band
+    n: int  # attributed responses needed for both claims
+    n_verify: int  # … to verify the expected split with probability ≥ power
+    n_refute: int  # … to refute a deviation of ``detect`` with probability ≥ power
+    verify_power: float  # P(verified) at n when the split is exactly as expected
+    detect: float  # the deviation (weighted) or wrong-subset share (deterministic) planned for
+    detect_power: float  # P(refuted) at n for that deviation
+    alpha: float  # this table's share of the false-refutation budget
+    false_refute_rate: float  # bound on P(refuted) when every share is inside its band
+    false_verify_rate: float  # bound on P(verified) when a share is outside its band
     method: str
     policy: SplitPolicy
 
     def summary(self) -> str:
-        """One paragraph for ``verify-split --plan``."""
+        """Two lines: what verifying and refuting cost at n."""
         pol = self.policy
-        split = ",".join(f"{k}={100 * v:g}%" for k, v in self.expected.items())
-        lines = [
-            f"send {self.requests:,} requests per group ({self.n:,} attributed responses) "
-            f"to judge {split} at ±{100 * pol.tolerance:g} points:",
-            f"  a mesh splitting exactly so is verified with probability "
-            f"{100 * self.verify_power:.1f}% (target {100 * pol.power:g}%)",
-        ]
         what = "a wrong-subset share" if self.kind == "deterministic" else "a deviation"
         unit = "%" if self.kind == "deterministic" else " points"
-        if self.detectable_deviation is not None:
-            lines.append(
-                f"  {what} of {100 * self.detectable_deviation:.2g}{unit} or more is "
-                f"refuted with probability ≥ {100 * pol.power:g}%"
-            )
-        if self.detect is not None and self.detect_power is not None:
-            lines.append(
-                f"  {what} of {100 * self.detect:.3g}{unit} is refuted with probability "
-                f"{100 * self.detect_power:.1f}%"
-            )
         refute = (
             "false refutation: none (one wrong-subset response is proof)"
             if self.kind == "deterministic"
-            else f"false refutation ≤ {100 * self.false_refute_rate:g}%"
+            else f"false refutation ≤ {100 * self.false_refute_rate:.3g}%"
         )
-        lines.append(
-            f"  {refute}, false verification ≤ {100 * self.false_verify_rate:.3g}% ({self.method})"
+        return (
+            f"{self.n:,} attributed responses: verified with probability "
+            f"{100 * self.verify_power:.1f}% when exactly so (needs {self.n_verify:,}); "
+            f"{what} of {100 * self.detect:.3g}{unit} refuted with probability "
+            f"{100 * self.detect_power:.1f}% (needs {self.n_refute:,}); {refute}, "
+            f"false verification ≤ {100 * self.false_verify_rate:.3g}% ({self.method}; "
+            f"target power {100 * pol.power:g}%)"
         )
-        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(jsonable(self))
@@ -124,7 +120,7 @@ def _check_n(n: int) -> int:
 
 @lru_cache(maxsize=1024)
 def _statuses(
-    expected: Expectation, policy: SplitPolicy, n: int, low: int, high: int
+    expected: Expectation, policy: SplitPolicy, alpha: float, n: int, low: int, high: int
 ) -> NDArray[np.str_]:
     """Status of the two-subset tables with n responses whose first positive
     subset got x = low..high (zero-share subsets get nothing)."""
@@ -133,11 +129,11 @@ def _statuses(
     first, second = (expected.subsets.index(s) for s in expected.positive)
     table[:, first] = x
     table[:, second] = n - x
-    return classify_counts(table, expected, policy)
+    return classify_counts(table, expected, policy, alpha=alpha)
 
 
 def _two_subset_rate(
-    expected: Expectation, policy: SplitPolicy, n: int, truth: float, status: str
+    expected: Expectation, policy: SplitPolicy, alpha: float, n: int, truth: float, status: str
 ) -> float:
     """P(status) when the first positive subset's true share is ``truth``, summed
     exactly over every count with probability above 1e-16 (the rest is ignored)."""
@@ -145,45 +141,45 @@ def _two_subset_rate(
     low, high = max(0, low - 1), min(n, high + 1)
     window = max(64, (high - low) // 4)  # round to a grid so looks near each other share a cache
     low, high = max(0, low // window * window), min(n, -(-high // window) * window)
-    hits = _statuses(expected, policy, n, low, high) == status
+    hits = _statuses(expected, policy, alpha, n, low, high) == status
     pmf = stats.binom.pmf(np.arange(low, high + 1), n, truth)
     return float(pmf[hits].sum())
 
 
-def _zero_count_n(policy: SplitPolicy) -> int:
-    n = max(1, math.ceil(math.log1p(-policy.confidence) / math.log1p(-policy.tolerance)))
-    while n > 1 and upper_bound(0, n - 1, policy.confidence) <= policy.tolerance:
-        n -= 1
-    while upper_bound(0, n, policy.confidence) > policy.tolerance:
-        n += 1
-    return n
-
-
-def _band_miss(e: float, n: int, policy: SplitPolicy, k: int, truth: float) -> float:
-    """P(one subset's interval leaves its band) when its true share is ``truth``."""
-    x = np.arange(n + 1)
-    lo, hi = share_intervals(
-        x, n, policy.confidence, simultaneous=bonferroni_factor(k), method=policy.interval
-    )
-    inside = (lo >= max(e - policy.tolerance, 0.0) - 1e-12) & (
-        hi <= min(e + policy.tolerance, 1.0) + 1e-12
-    )
-    return float(stats.binom.pmf(x, n, truth)[~inside].sum())
+def _marginal_rate(
+    n: int, level: float, m: int, band: tuple[float, float], truth: float, outcome: str
+) -> float:
+    """P(one share's interval at ``level``/m is inside (``"inside"``) or wholly beyond
+    (``"beyond"``) its band) when its true share is ``truth``: exact, from its binomial marginal."""
+    low, high = (int(v) for v in stats.binom.ppf([1e-16, 1 - 1e-16], n, truth))
+    x = np.arange(max(0, low - 1), min(n, high + 1) + 1)  # the counts with any probability
+    lo, hi = share_intervals(x, n, level, simultaneous=m)
+    if outcome == "inside":
+        hit = (lo >= band[0] - 1e-12) & (hi <= band[1] + 1e-12)
+    else:
+        hit = (lo > band[1] + 1e-12) | (hi < band[0] - 1e-12)
+    return float(stats.binom.pmf(x, n, truth)[hit].sum())
 
 
 def verify_power(expected: Expectation, policy: SplitPolicy, n: int) -> float:
     """P(verified) with n attributed responses when the true split is ``expected``
     (exact for one or two subsets, a lower bound for three or more)."""
     n = _check_n(n)
-    if upper_bound(0, n, policy.confidence) > policy.tolerance:
-        return 0.0  # even the wrong-subset bound does not fit
     if expected.deterministic:
-        return 1.0
+        return 1.0 if n >= zero_count_n(policy) else 0.0
     pos = expected.positive
     if len(pos) == 2:
-        return _two_subset_rate(expected, policy, n, expected.shares[pos[0]], "verified")
-    miss = sum(_band_miss(expected.shares[s], n, policy, len(pos), expected.shares[s]) for s in pos)
-    return max(0.0, 1.0 - miss - policy.alpha)
+        return _two_subset_rate(expected, policy, policy.alpha, n, expected.shares[pos[0]], "verified")
+    low, high = bands(expected, policy.tolerance)
+    index = {s: i for i, s in enumerate(expected.subsets)}
+    miss = sum(
+        1.0
+        - _marginal_rate(
+            n, policy.confidence, len(pos), (low[index[s]], high[index[s]]), expected.shares[s], "inside"
+        )
+        for s in pos
+    )
+    return max(0.0, 1.0 - miss)
 
 
 def _alternatives(expected: Expectation, deviation: float) -> list[dict[str, float]]:
@@ -196,18 +192,19 @@ def _alternatives(expected: Expectation, deviation: float) -> list[dict[str, flo
             if not 0.0 <= shifted <= 1.0 or e >= 1.0:
                 continue
             scale = (1.0 - shifted) / (1.0 - e)
-            out.append(
-                {t: (shifted if t == s else expected.shares[t] * scale) for t in expected.positive}
-            )
+            out.append({t: (shifted if t == s else expected.shares[t] * scale) for t in expected.positive})
     return out
 
 
-def refute_power(expected: Expectation, policy: SplitPolicy, n: int, deviation: float) -> float:
+def refute_power(
+    expected: Expectation, policy: SplitPolicy, n: int, deviation: float, *, alpha: float | None = None
+) -> float:
     """P(refuted) with n attributed responses when one share is off by ``deviation``
     (the least favourable subset and direction; for a deterministic route, a
     wrong-subset share of ``deviation``). Exact for one or two subsets, a lower
-    bound for three or more."""
+    bound for three or more. ``alpha``: the table's share of the budget."""
     n = _check_n(n)
+    alpha = policy.alpha if alpha is None else alpha
     if not 0.0 < deviation <= 1.0:
         raise UsageError(f"a deviation is a fraction in (0, 1], got {deviation!r}")
     if expected.deterministic:
@@ -217,31 +214,22 @@ def refute_power(expected: Expectation, policy: SplitPolicy, n: int, deviation: 
     if not alternatives:
         return 0.0
     if len(pos) == 2:
-        return min(
-            _two_subset_rate(expected, policy, n, alt[pos[0]], "refuted") for alt in alternatives
+        return min(_two_subset_rate(expected, policy, alpha, n, alt[pos[0]], "refuted") for alt in alternatives)
+    low, high = bands(expected, policy.tolerance)
+    index = {s: i for i, s in enumerate(expected.subsets)}
+    return min(
+        max(
+            _marginal_rate(n, 1.0 - alpha, len(pos), (low[index[s]], high[index[s]]), alt[s], "beyond")
+            for s in pos
         )
-    k = len(pos)
-    critical = stats.chi2.isf(policy.alpha, k - 1)
-    powers = []
-    for alt in alternatives:
-        lam = n * sum((alt[s] - expected.shares[s]) ** 2 / expected.shares[s] for s in pos)
-        chi2_power = float(stats.ncx2.sf(critical, k - 1, lam))
-        best = 0.0
-        for s in pos:  # any one subset's marginal beyond the tolerance suffices
-            e = expected.shares[s]
-            lo = math.ceil(n * (e + policy.tolerance) + 1e-9)
-            hi = math.floor(n * (e - policy.tolerance) - 1e-9)
-            beyond = float(stats.binom.sf(lo - 1, n, alt[s]) + stats.binom.cdf(hi, n, alt[s]))
-            best = max(best, beyond)
-        powers.append(max(0.0, best + chi2_power - 1.0))
-    return min(powers)
+        for alt in alternatives
+    )
 
 
-def _smallest(n_low: int, n_high: int, ok: Any) -> int:
+def _smallest(n_low: int, n_high: int, ok: Callable[[int], bool]) -> int:
     """Smallest n in (n_low, n_high] with ok(n), for an ok that is monotone up to
     the sawtooth of discrete tests: bisect, step up past a dip if needed, then
-    step down while ok still holds, so every size from the answer up to where
-    the bisection ended satisfies ok."""
+    step down while ok still holds."""
     while n_high - n_low > 1:
         mid = (n_low + n_high) // 2
         if ok(mid):
@@ -256,7 +244,7 @@ def _smallest(n_low: int, n_high: int, ok: Any) -> int:
     return n
 
 
-def _bracket(start: int, ok: Any, limit: int = 10_000_000) -> tuple[int, int]:
+def _bracket(start: int, ok: Callable[[int], bool], limit: int = 10_000_000) -> tuple[int, int]:
     low = max(1, start // 2)
     while low > 1 and ok(low):
         low //= 2
@@ -264,91 +252,183 @@ def _bracket(start: int, ok: Any, limit: int = 10_000_000) -> tuple[int, int]:
     while not ok(high):
         low, high = high, high * 2
         if high > limit:
-            raise UsageError("the requested power needs more than 10 million requests per group")
+            raise UsageError("the requested power needs more than 10 million responses per table")
     return low, high
 
 
+def _start(expected: Expectation, gap: float, tail: float, policy: SplitPolicy) -> int:
+    """Normal-approximation starting point for the search."""
+    var = max(expected.shares[s] * (1 - expected.shares[s]) for s in expected.positive)
+    z = stats.norm.isf(tail) + stats.norm.isf(1 - policy.power)
+    return max(2, math.ceil(z * z * var / (gap * gap)))
+
+
 def plan_requests(
-    expected: Expectation, policy: SplitPolicy | None = None, *, detect: float | None = None
+    expected: Expectation,
+    policy: SplitPolicy | None = None,
+    *,
+    detect: float | None = None,
+    alpha: float | None = None,
 ) -> Plan:
-    """The fixed-sample plan for one group (see the module docstring)."""
+    """The fixed-sample plan for one table (see the module docstring). ``alpha`` is the
+    table's share of the run's false-refutation budget (default: all of it)."""
     policy = policy or SplitPolicy()
+    alpha = policy.alpha if alpha is None else alpha
+    detect = policy.tolerance + DETECT_MARGIN if detect is None else detect
     floor = 0.0 if expected.deterministic else policy.tolerance
-    if detect is not None and not floor < detect <= 1.0:
+    if not floor < detect <= 1.0:
         raise UsageError(
             f"detect must be a deviation above {floor:g} (the tolerance, for a weighted "
             f"split), as a fraction, got {detect!r}"
         )
-    pos = expected.positive
     if expected.deterministic:
-        n = _zero_count_n(policy)
+        n_verify = zero_count_n(policy)
+        n_refute = math.ceil(math.log1p(-policy.power) / math.log1p(-detect)) if detect < 1 else 1
         method = "exact zero-count bound"
-        if detect is not None:
-            need = math.ceil(math.log1p(-policy.power) / math.log1p(-detect)) if detect < 1 else 1
-            n = max(n, need)
-        false_verify = 1 - policy.confidence
+        false_verify, false_refute = (1 - policy.confidence) / 2, 0.0
     else:
-        if policy.power >= 1 - policy.alpha:
-            raise UsageError(
-                f"power {policy.power:g} is out of reach: a correct split passes the mismatch "
-                f"test only with probability 1 − alpha = {1 - policy.alpha:g}"
-            )
-        k = len(pos)
+        k = len(expected.positive)
         m = bonferroni_factor(k)
-        z_c = stats.norm.isf((1 - policy.confidence) / (2 * m))
-        z_p = stats.norm.isf(
-            (1 - policy.power - (policy.alpha if k > 2 else 0.0)) / (2 * max(1, k - 1))
-        )
-        var = max(expected.shares[s] * (1 - expected.shares[s]) for s in pos)
-        start = max(2, math.ceil((z_c + z_p) ** 2 * var / policy.tolerance**2))
+        target = detect
 
-        def enough(size: int) -> bool:
+        def verifies(size: int) -> bool:
             return verify_power(expected, policy, size) >= policy.power
 
-        n = _smallest(*_bracket(start, enough), enough)
-        if detect is not None:
-            target = detect
+        def refutes(size: int) -> bool:
+            return refute_power(expected, policy, size, target, alpha=alpha) >= policy.power
 
-            def detects(size: int) -> bool:
-                return refute_power(expected, policy, size, target) >= policy.power
-
-            if not detects(n):
-                n = _smallest(*_bracket(n, detects), detects)
-        method = (
-            "exact binomial enumeration" if k == 2 else "union lower bound over binomial marginals"
-        )
-        false_verify = (1 - policy.confidence) / 2
+        start_v = _start(expected, policy.tolerance, (1 - policy.confidence) / (2 * m), policy)
+        n_verify = _smallest(*_bracket(start_v, verifies), verifies)
+        start_r = _start(expected, detect - policy.tolerance, alpha / (2 * m), policy)
+        n_refute = _smallest(*_bracket(start_r, refutes), refutes)
+        method = "exact binomial enumeration" if k == 2 else "bounds from exact binomial marginals"
+        false_verify, false_refute = (1 - policy.confidence) / 2, alpha
+    n = max(n_verify, n_refute)
     return Plan(
         expected=dict(expected.shares),
         kind="deterministic" if expected.deterministic else "weighted",
         n=n,
-        requests=math.ceil(n / (1 - policy.max_unknown_rate - policy.max_error_rate)),
+        n_verify=n_verify,
+        n_refute=n_refute,
         verify_power=verify_power(expected, policy, n),
-        detectable_deviation=_detectable(expected, policy, n),
         detect=detect,
-        detect_power=refute_power(expected, policy, n, detect) if detect is not None else None,
-        false_refute_rate=0.0 if expected.deterministic else policy.alpha,
+        detect_power=refute_power(expected, policy, n, detect, alpha=alpha),
+        alpha=alpha,
+        false_refute_rate=false_refute,
         false_verify_rate=false_verify,
         method=method,
         policy=policy,
     )
 
 
-def _detectable(expected: Expectation, policy: SplitPolicy, n: int) -> float | None:
-    """Smallest deviation refuted with probability ≥ power at n (to 1e-4), or None."""
-    low = 1e-6 if expected.deterministic else policy.tolerance
-    # the largest deviation possible in some direction: a share moved to 0 or to 1
-    high = (
-        1.0
-        if expected.deterministic
-        else max(max(e, 1 - e) for e in expected.shares.values() if e > 0)
+# --- a whole run ------------------------------------------------------------------------
+
+
+def cell_weights(protocols: Sequence[str], canary_share: float) -> dict[str, float]:
+    """The expected share of a load test's requests in each cell (``rest/default`` …):
+    the protocols split users evenly, ``canary_share`` of them send the canary header.
+    (Exact when every user sends at the same rate, as the load test's users do.)"""
+    chosen = [p for p in PROTOCOLS if p in protocols]
+    if not chosen or len(chosen) != len(set(protocols)):
+        raise UsageError(f"protocols must be some of {', '.join(PROTOCOLS)}, got {list(protocols)!r}")
+    if not 0.0 <= canary_share <= 1.0:
+        raise UsageError(f"the canary share is a fraction in [0, 1], got {canary_share!r}")
+    share = {"default": 1.0 - canary_share, "canary": canary_share}
+    return {
+        f"{p}/{g}": share[g] / len(chosen) for p in chosen for g in GROUPS if share[g] > 0
+    }
+
+
+@dataclass(frozen=True)
+class PlannedPool:
+    """One pool of the run's plan: its cells, their share of requests, its table's plan."""
+
+    name: str
+    cells: tuple[str, ...]
+    route: str | None
+    weight: float  # share of the run's requests that land in this pool
+    plan: Plan
+    requests: int  # run requests that give this pool its n
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(jsonable(self))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to send: ``canary load --requests`` for a mix, and what each pool gets of it."""
+
+    requests: int
+    protocols: tuple[str, ...]
+    canary_share: float
+    weights: dict[str, float]  # cell -> share of requests
+    pools: tuple[PlannedPool, ...]
+    alpha_cell: float
+    alpha_pool: float | None
+    policy: SplitPolicy
+
+    def command(self) -> str:
+        protocol = "both" if set(self.protocols) == set(PROTOCOLS) else self.protocols[0]
+        return f"canary load --requests {self.requests} --protocol {protocol} --canary-share {self.canary_share:g}"
+
+    def cell_responses(self) -> dict[str, int]:
+        """Attributed responses each cell can expect at the planned requests."""
+        room = 1 - self.policy.max_unknown_rate - self.policy.max_error_rate
+        return {cell: math.floor(self.requests * w * room) for cell, w in self.weights.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(jsonable(self))
+        data["command"] = self.command()
+        data["cell_responses"] = self.cell_responses()
+        return data
+
+
+def plan_run(
+    cells: Mapping[str, tuple[Expectation, str | None]],
+    weights: Mapping[str, float],
+    policy: SplitPolicy | None = None,
+    *,
+    protocols: Sequence[str] = PROTOCOLS,
+    canary_share: float = 0.2,
+    detect: float | None = None,
+) -> RunPlan:
+    """The run's plan: ``cells`` maps each cell to (expectation, route); ``weights`` gives each
+    cell's share of requests (:func:`cell_weights`). Cells are pooled as the verifier pools
+    them, each pool planned with its share of the budget, and the run is sized for the
+    pool that needs the most requests."""
+    policy = policy or SplitPolicy()
+    judged = [CellTable(name, {}, exp, route) for name, (exp, route) in cells.items() if weights.get(name, 0) > 0]
+    if not judged:
+        raise UsageError("no cell of this mix has an expectation to plan for")
+    pools = pool_cells(judged)
+    weighted = [p for p in pools if not p[0].expected.deterministic]
+    alpha_cell, alpha_pool = allocate_alpha(
+        policy, sum(len(p) for p in weighted), sum(1 for p in weighted if len(p) > 1)
     )
-    if refute_power(expected, policy, n, high) < policy.power:
-        return None
-    while high - low > 1e-4:
-        mid = (low + high) / 2
-        if refute_power(expected, policy, n, mid) >= policy.power:
-            high = mid
-        else:
-            low = mid
-    return high
+    room = 1 - policy.max_unknown_rate - policy.max_error_rate
+    planned: list[PlannedPool] = []
+    for pool in pools:
+        names = tuple(c.name for c in pool)
+        weight = sum(weights[n] for n in names)
+        table_alpha = alpha_pool if len(pool) > 1 and alpha_pool is not None else alpha_cell
+        plan = plan_requests(pool[0].expected, policy, detect=detect, alpha=table_alpha)
+        planned.append(
+            PlannedPool(
+                name=" + ".join(names),
+                cells=names,
+                route=pool[0].route,
+                weight=weight,
+                plan=plan,
+                requests=math.ceil(plan.n / (weight * room) - 1e-9),
+            )
+        )
+    return RunPlan(
+        requests=max(p.requests for p in planned),
+        protocols=tuple(p for p in PROTOCOLS if p in protocols),
+        canary_share=canary_share,
+        weights=dict(weights),
+        pools=tuple(planned),
+        alpha_cell=alpha_cell,
+        alpha_pool=alpha_pool,
+        policy=policy,
+    )

@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from canary.errors import UsageError
 from canary.jsonable import jsonable
 
-__all__ = ["IntervalMethod", "SplitPolicy"]
-
-IntervalMethod = Literal["exact", "wilson"]
+__all__ = ["SplitPolicy"]
 
 
 @dataclass(frozen=True)
 class SplitPolicy:
-    """What "verified" and "refuted" promise, per header group.
+    """What "verified" and "refuted" promise, for a whole run.
 
     alpha
-        Type-I error of "refuted": when the true split equals the expectation,
-        a group is refuted with probability at most ``alpha``.
+        Type-I error of "refuted": when every true share lies inside its band
+        (the expected split included), the run is refuted with probability at
+        most ``alpha``. The verifier divides it over the run's tables
+        (:mod:`canary.stats.pooling`), so it holds for the run as a whole.
     tolerance
         Half-width of the band ``[expected − tolerance, expected + tolerance]``
         (a fraction: 0.03 is ±3 percentage points) every share must be shown
-        to lie in to be "verified", and the deviation a refutation must exceed.
+        to lie in to be "verified", and beyond which an interval must lie to
+        be "refuted".
     confidence
         Coverage of the reported intervals (simultaneous across subsets). When
         some true share lies outside its band, "verified" happens with
-        probability at most ``1 − confidence`` (fixed-n intervals: at most half
-        of that, since only one side of an interval can be wrong).
+        probability at most ``(1 − confidence)/2`` (only the interval's side
+        facing the band can be wrong).
     max_unknown_rate, max_error_rate
         Data-quality gates on the fraction of all requests that were
         unattributable or failed. The default error gate tolerates one failed
@@ -38,13 +39,9 @@ class SplitPolicy:
     power
         Target probability, used by planning, that a mesh routing exactly as
         expected is verified (and that a clear deviation is refuted).
-    interval
-        ``"exact"`` (Clopper–Pearson, coverage guaranteed for every true share)
-        or ``"wilson"`` (score interval, shorter, coverage only on average).
 
-    Every check applies to one group. With G groups judged together the chance
-    of at least one false "refuted" is up to G·alpha; :meth:`for_groups` gives
-    the Bonferroni-adjusted policy when a family-wise guarantee is wanted.
+    Intervals are exact (Clopper–Pearson): their coverage holds for every true
+    share and n, which the guarantees above need.
     """
 
     alpha: float = 0.01
@@ -53,7 +50,6 @@ class SplitPolicy:
     max_unknown_rate: float = 0.005
     max_error_rate: float = 0.001
     power: float = 0.95
-    interval: IntervalMethod = "exact"
 
     def __post_init__(self) -> None:
         _open_unit("alpha", self.alpha, upper=0.5)
@@ -64,17 +60,6 @@ class SplitPolicy:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 <= value < 1:
                 raise UsageError(f"{name} must be a fraction in [0, 1), e.g. 0.005; got {value!r}")
-        if self.interval not in ("exact", "wilson"):
-            raise UsageError(f"interval must be 'exact' or 'wilson', got {self.interval!r}")
-
-    def for_groups(self, groups: int) -> SplitPolicy:
-        """This policy with alpha and 1 − confidence divided by ``groups``
-        (Bonferroni), so the guarantees hold for all groups at once."""
-        if groups < 1:
-            raise UsageError(f"groups must be at least 1, got {groups}")
-        return replace(
-            self, alpha=self.alpha / groups, confidence=1 - (1 - self.confidence) / groups
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return dict(jsonable(self))

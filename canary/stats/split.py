@@ -1,46 +1,61 @@
-"""Fixed-sample verdict on one header group's split: verified, refuted or inconclusive.
+"""Fixed-sample verdict on one table of responses: verified, refuted or inconclusive.
 
+A table is one protocol x header group, or a pool of them (:mod:`canary.stats.pooling`).
 Decision rules (``policy`` = :class:`~canary.stats.policy.SplitPolicy`; n = attributed
 responses; "wrong" = responses from a subset whose expected share is 0, or that
-the expectation does not name; shares and intervals are over all n)::
+the expectation does not name; shares are over all n; k = subsets with a
+non-zero expected share; m = 1 for k ≤ 2 and k otherwise, the Bonferroni
+factor of :func:`~canary.stats.intervals.bonferroni_factor`)::
 
     gates      unknown / (all requests) > max_unknown_rate  →  refuted ("unknown_rate")
                error   / (all requests) > max_error_rate    →  refuted ("error_rate")
                (point rates: data-quality limits, not statistical tests)
 
+    every route
+      refuted       wrong ≥ 1: a subset that should get nothing answered (proof,
+                    not an estimate: impossible if the expectation held)
+
     deterministic route (one subset expected at 100%)
-      refuted       wrong ≥ 1  (impossible if the route were deterministic)
-      verified      wrong = 0 and U ≤ tolerance, where U is the exact one-sided
-                    Clopper–Pearson upper bound at ``confidence``
-                    (1 − (1 − confidence)^(1/n) for zero events: the exact
-                    rule of three; 0 of 300 → 0.99% at 95%)
-      inconclusive  otherwise (too few requests: n < log(1−conf)/log(1−tol))
+      verified      wrong = 0 and U ≤ tolerance, U the exact one-sided
+                    Clopper–Pearson upper bound on the wrong-subset share at
+                    1 − (1 − confidence)/2 (the upper end of the two-sided
+                    interval): 1 − ((1 − confidence)/2)^(1/n) for zero events,
+                    so 122 requests at 95% and ±3 points
+      inconclusive  otherwise (too few requests)
 
-    weighted split (≥ 2 subsets with non-zero share, k of them)
-      mismatch test Pearson's χ² goodness of fit (``scipy.stats.chisquare``,
-                    k − 1 dof) over the k subsets; when an expected count is
-                    below 5 and k = 2 the exact two-sided binomial test
-                    (``scipy.stats.binomtest``) replaces it; when k ≥ 3 the
-                    χ² p-value is reported but cannot refute
-      intervals     simultaneous two-sided intervals at ``confidence``
-                    (:mod:`canary.stats.intervals`: Clopper–Pearson or Wilson,
-                    Bonferroni over k for k ≥ 3, unadjusted for k = 2)
-      refuted       wrong ≥ 1, or
-                    p < alpha  and  max_i |p̂_i − e_i| > tolerance
-      verified      wrong = 0, U ≤ tolerance, p ≥ alpha, and every interval
-                    inside [e_i − tolerance, e_i + tolerance] (clipped to [0, 1])
-      inconclusive  otherwise, with the reason
+    weighted split (k ≥ 2)
+      refuted       some share's two-sided Clopper–Pearson interval at
+                    1 − alpha/m lies wholly outside its band
+                    [e − tolerance, e + tolerance]: the interval of the largest
+                    deviation lies wholly beyond the tolerance
+      verified      wrong = 0, U ≤ tolerance, and every share's two-sided
+                    Clopper–Pearson interval at 1 − (1 − confidence)/m lies
+                    inside its band
+      inconclusive  otherwise, with the reason and the attributed responses
+                    that would likely decide it
 
-Guarantees. If the mesh splits exactly as expected, P(refuted) ≤ alpha (the
-refutation region is inside the test's rejection region; the gates excepted).
-If some true share is outside its band, P(verified) ≤ (1 − confidence)/2 for
-exact intervals (that share's interval must miss it on one side). Too few
-requests therefore give "inconclusive", never "verified". A significant but
-small mismatch (the split is off, but within tolerance) is "inconclusive".
+Guarantees, at every n, for every true split:
+
+* a true split inside the tolerance (every share within its band, no response
+  from a zero-share subset) is refuted with probability at most ``alpha``:
+  refuting needs an interval that misses its true share, and the m intervals
+  miss together with probability at most alpha (Clopper–Pearson coverage is at
+  least nominal for every p and n; Bonferroni over m);
+* a true split with some share outside its band is verified with probability
+  at most (1 − confidence)/2: verifying needs that share's interval to miss it
+  on the one side facing the band (probability ≤ (1 − confidence)/(2m)), and
+  a wrong-subset share above the tolerance is verified only when none of its
+  responses shows up, which the bound U keeps below (1 − confidence)/2.
+
+Exact enumeration over n = 5…2000 (``tests/canary/test_stats_guarantees.py``)
+checks both. A significant but small mismatch (the exact binomial test for two
+subsets, Pearson's χ² for more) is reported as a sample-ratio-mismatch finding
+(:class:`~canary.stats.verdicts.SampleRatio`) and never changes the status.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,9 +69,9 @@ from canary.errors import UsageError
 from .expectations import ERROR, UNKNOWN, Expectation
 from .intervals import bonferroni_factor, deviation_interval, share_intervals, upper_bounds
 from .policy import SplitPolicy
-from .verdicts import Deviation, GroupVerdict, ShareEstimate, WrongSubset
+from .verdicts import Deviation, GroupVerdict, SampleRatio, ShareEstimate, WrongSubset
 
-__all__ = ["classify_counts", "overall", "verify_group"]
+__all__ = ["classify_counts", "decide_n", "overall", "verify_group", "zero_count_n"]
 
 _NAMES = np.array(["verified", "refuted", "inconclusive"])
 _VERIFIED, _REFUTED, _INCONCLUSIVE = 0, 1, 2
@@ -70,25 +85,36 @@ class _Assessment:
     status: NDArray[np.int8]
     split_status: NDArray[np.int8]
     n_attr: NDArray[np.int64]
-    n_pos: NDArray[np.int64]
     wrong: NDArray[np.int64]
     wrong_ub: NDArray[np.float64]
     unknown_rate: NDArray[np.float64]
     error_rate: NDArray[np.float64]
     gate_unknown: NDArray[np.bool_]
     gate_error: NDArray[np.bool_]
-    chi2: NDArray[np.float64]
-    p_value: NDArray[np.float64]
-    exact_binomial: NDArray[np.bool_]
-    reliable: NDArray[np.bool_]
     observed: NDArray[np.float64]  # (rows, subsets of the expectation)
-    low: NDArray[np.float64]
+    low: NDArray[np.float64]  # verification intervals, at confidence
     high: NDArray[np.float64]
-    inside: NDArray[np.bool_]
+    band_low: NDArray[np.float64]  # (subsets,)
+    band_high: NDArray[np.float64]
+    inside: NDArray[np.bool_]  # (rows, subsets)
     dev: NDArray[np.float64]
     dev_at: NDArray[np.int64]
-    dev_low: NDArray[np.float64]
+    dev_low: NDArray[np.float64]  # refutation interval of the largest deviation, at 1 − alpha
     dev_high: NDArray[np.float64]
+
+
+def wrong_bound_level(policy: SplitPolicy) -> float:
+    """The one-sided level of the wrong-subset bound: the upper end of the two-sided interval."""
+    return 1.0 - (1.0 - policy.confidence) / 2.0
+
+
+def bands(expected: Expectation, tolerance: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Each subset's band ``[e − tolerance, e + tolerance]`` clipped to [0, 1] (``[0, tolerance]``
+    for a zero share), in the order of ``expected.subsets``."""
+    e = np.array([expected.shares[s] for s in expected.subsets])
+    low = np.where(e > 0, np.maximum(e - tolerance, 0.0), 0.0)
+    high = np.minimum(e + tolerance, 1.0)
+    return low, high
 
 
 def _assess(
@@ -98,6 +124,8 @@ def _assess(
     error: NDArray[np.int64],
     expected: Expectation,
     policy: SplitPolicy,
+    alpha: float,
+    gates: bool = True,
 ) -> _Assessment:
     e_all = np.array([expected.shares[s] for s in expected.subsets])
     pos = e_all > 0
@@ -105,88 +133,58 @@ def _assess(
     n_attr = counts.sum(axis=1) + other
     wrong = other + counts[:, ~pos].sum(axis=1)
     total = n_attr + unknown + error
+    some = n_attr > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         unknown_rate = np.where(total > 0, unknown / np.maximum(total, 1), 0.0)
         error_rate = np.where(total > 0, error / np.maximum(total, 1), 0.0)
-        observed = np.where(n_attr[:, None] > 0, counts / np.maximum(n_attr, 1)[:, None], np.nan)
-    gate_unknown = unknown_rate > policy.max_unknown_rate
-    gate_error = error_rate > policy.max_error_rate
-    wrong_ub = upper_bounds(wrong, n_attr, policy.confidence)
+        observed = np.where(some[:, None], counts / np.maximum(n_attr, 1)[:, None], np.nan)
+    gate_unknown = (unknown_rate > policy.max_unknown_rate) & gates
+    gate_error = (error_rate > policy.max_error_rate) & gates
+    wrong_ub = upper_bounds(wrong, n_attr, wrong_bound_level(policy))
     k = int(pos.sum())
-    low, high = share_intervals(
-        counts,
-        n_attr[:, None],
-        policy.confidence,
-        simultaneous=bonferroni_factor(k),
-        method=policy.interval,
-    )
+    m = bonferroni_factor(k)
+    low, high = share_intervals(counts, n_attr[:, None], policy.confidence, simultaneous=m)
+    band_low, band_high = bands(expected, tol)
+    inside = (low >= band_low - _EPS) & (high <= band_high + _EPS) & some[:, None]
     rows = counts.shape[0]
-    chi2 = np.full(rows, np.nan)
-    p_value = np.full(rows, np.nan)
-    exact_binomial = np.zeros(rows, dtype=bool)
-    reliable = np.ones(rows, dtype=bool)
-    inside = np.zeros(rows, dtype=bool)
     dev = np.full(rows, np.nan)
     dev_at = np.zeros(rows, dtype=np.int64)
     dev_low = np.full(rows, np.nan)
     dev_high = np.full(rows, np.nan)
-    x = counts[:, pos]
-    n_pos = x.sum(axis=1)
-
+    wrong_ok = (wrong == 0) & some & (wrong_ub <= tol + _EPS)
     if k == 1:
-        split = np.where(
-            wrong > 0,
-            _REFUTED,
-            np.where((n_attr > 0) & (wrong_ub <= tol + _EPS), _VERIFIED, _INCONCLUSIVE),
-        )
+        verified = wrong_ok
+        refuted = wrong > 0
     else:
         e = e_all[pos]
-        some = n_pos > 0
-        if some.any():
-            f_exp = n_pos[some, None] * e
-            chi2[some], p_value[some] = stats.chisquare(x[some], f_exp, axis=1)
-            reliable[some] = f_exp.min(axis=1) >= 5
-            if k == 2:
-                for row in np.flatnonzero(some & ~reliable):
-                    test = stats.binomtest(int(x[row, 0]), int(n_pos[row]), float(e[0]))
-                    p_value[row] = test.pvalue
-                    exact_binomial[row] = True
-        band_low = np.maximum(e - tol, 0.0)
-        band_high = np.minimum(e + tol, 1.0)
-        lo, hi = low[:, pos], high[:, pos]
-        inside = ((lo >= band_low - _EPS) & (hi <= band_high + _EPS)).all(axis=1) & (n_attr > 0)
+        rlow, rhigh = share_intervals(counts[:, pos], n_attr[:, None], 1.0 - alpha, simultaneous=m)
         gap = np.round(np.abs(observed[:, pos] - e), 12)  # ties go to the first (stable) subset
-        dev = np.where(
-            n_attr > 0, np.nanmax(np.where(n_attr[:, None] > 0, gap, 0.0), axis=1), np.nan
-        )
-        dev_at = np.flatnonzero(pos)[np.argmax(np.where(n_attr[:, None] > 0, gap, 0.0), axis=1)]
-        dev_low, dev_high = deviation_interval(lo, hi, e)
-        testable = some & (reliable | exact_binomial)
-        significant = p_value < policy.alpha  # False where NaN
-        refuted = (wrong > 0) | (testable & significant & (dev > tol))
-        verified = (
-            (wrong == 0) & some & (p_value >= policy.alpha) & inside & (wrong_ub <= tol + _EPS)
-        )
-        split = np.where(refuted, _REFUTED, np.where(verified, _VERIFIED, _INCONCLUSIVE))
+        gap = np.where(some[:, None], gap, 0.0)
+        dev = np.where(some, gap.max(axis=1), np.nan)
+        dev_at = np.flatnonzero(pos)[np.argmax(gap, axis=1)]
+        dev_low, dev_high = deviation_interval(rlow, rhigh, e)
+        dev_low = np.where(some, dev_low, np.nan)
+        dev_high = np.where(some, dev_high, np.nan)
+        beyond = some & (np.nan_to_num(dev_low) > tol + _EPS)
+        refuted = (wrong > 0) | beyond
+        verified = wrong_ok & inside[:, pos].all(axis=1)
+    split = np.where(refuted, _REFUTED, np.where(verified, _VERIFIED, _INCONCLUSIVE))
     status = np.where(gate_unknown | gate_error, _REFUTED, split)
     return _Assessment(
         status=status.astype(np.int8),
         split_status=split.astype(np.int8),
         n_attr=n_attr,
-        n_pos=n_pos,
         wrong=wrong,
         wrong_ub=wrong_ub,
         unknown_rate=unknown_rate,
         error_rate=error_rate,
         gate_unknown=gate_unknown,
         gate_error=gate_error,
-        chi2=chi2,
-        p_value=p_value,
-        exact_binomial=exact_binomial,
-        reliable=reliable,
         observed=observed,
         low=low,
         high=high,
+        band_low=band_low,
+        band_high=band_high,
         inside=inside,
         dev=dev,
         dev_at=dev_at,
@@ -207,6 +205,14 @@ def _int_array(values: ArrayLike, name: str) -> NDArray[np.int64]:
     return array.astype(np.int64)
 
 
+def _alpha(policy: SplitPolicy, alpha: float | None) -> float:
+    if alpha is None:
+        return policy.alpha
+    if not 0 < alpha <= policy.alpha:
+        raise UsageError(f"a table's alpha must be in (0, {policy.alpha:g}], got {alpha!r}")
+    return float(alpha)
+
+
 def classify_counts(
     counts: ArrayLike,
     expected: Expectation,
@@ -215,14 +221,16 @@ def classify_counts(
     other: ArrayLike = 0,
     unknown: ArrayLike = 0,
     error: ArrayLike = 0,
+    alpha: float | None = None,
 ) -> NDArray[np.str_]:
     """Vectorised status of :func:`verify_group` for many tables at once.
 
     ``counts`` has shape ``(rows, len(expected.subsets))`` in the order of
     ``expected.subsets``; ``other`` (responses from subsets the expectation
-    does not name), ``unknown`` and ``error`` broadcast to ``(rows,)``. Returns
-    the status names. Same decision rules as :func:`verify_group`, for
-    simulation and exact power computations.
+    does not name), ``unknown`` and ``error`` broadcast to ``(rows,)``.
+    ``alpha`` (default ``policy.alpha``) is this table's share of the
+    false-refutation budget. Returns the status names. Same decision rules as
+    :func:`verify_group`, for simulation and exact enumeration.
     """
     table = np.atleast_2d(_int_array(counts, "counts"))
     if table.shape[1] != len(expected.subsets):
@@ -234,8 +242,92 @@ def classify_counts(
         np.broadcast_to(_int_array(v, name), (rows,))
         for v, name in ((other, "other"), (unknown, "unknown"), (error, "error"))
     ]
-    result = _assess(table, extra[0], extra[1], extra[2], expected, policy)
+    result = _assess(table, extra[0], extra[1], extra[2], expected, policy, _alpha(policy, alpha))
     return np.asarray(_NAMES[result.status])
+
+
+def zero_count_n(policy: SplitPolicy) -> int:
+    """Fewest responses that, all from the expected subset, verify a deterministic route:
+    the smallest n with 1 − ((1 − confidence)/2)^(1/n) ≤ tolerance."""
+    level = wrong_bound_level(policy)
+    n = max(1, math.ceil(math.log1p(-level) / math.log1p(-policy.tolerance)))
+    while n > 1 and float(upper_bounds(0, n - 1, level)) <= policy.tolerance:
+        n -= 1
+    while float(upper_bounds(0, n, level)) > policy.tolerance:
+        n += 1
+    return n
+
+
+def _decision_power(n: NDArray[np.int64], truth: float, expected: float, policy: SplitPolicy,
+                    alpha: float, m: int, verify: bool) -> NDArray[np.float64]:
+    """P(verified) or P(refuted on this share) at each n when the share is ``truth``: exact.
+
+    A Clopper–Pearson bound at level δ is above p0 exactly when P(X ≥ x | p0) ≤ δ (and below
+    p0 when P(X ≤ x | p0) ≤ δ), so each rule is a range of counts found from binomial tails.
+    """
+    tol = policy.tolerance
+    low_edge, high_edge = max(expected - tol, 0.0), min(expected + tol, 1.0)
+    if verify:
+        delta = (1 - policy.confidence) / (2 * m)
+        # inside: lower bound ≥ e − t (vacuous at 0) and upper bound ≤ e + t (vacuous at 1)
+        x_low = stats.binom.isf(delta, n, low_edge) + 1 if low_edge > 0 else np.zeros_like(n)
+        x_high = stats.binom.ppf(delta, n, high_edge) - 1 if high_edge < 1 else n
+        x_low = np.where(stats.binom.sf(x_low - 1, n, low_edge) <= delta, x_low, x_low + 1) if low_edge > 0 else x_low
+        x_high = np.where(stats.binom.cdf(x_high, n, high_edge) <= delta, x_high, x_high - 1) if high_edge < 1 else x_high
+        ok = x_high >= x_low
+        prob = stats.binom.cdf(x_high, n, truth) - stats.binom.cdf(x_low - 1, n, truth)
+        return np.where(ok, prob, 0.0)
+    delta = alpha / (2 * m)
+    if truth > expected:  # beyond above: lower bound > e + t
+        if high_edge >= 1:
+            return np.zeros(n.shape)
+        x_crit = stats.binom.isf(delta, n, high_edge) + 1
+        x_crit = np.where(stats.binom.sf(x_crit - 1, n, high_edge) < delta, x_crit, x_crit + 1)
+        return np.asarray(stats.binom.sf(x_crit - 1, n, truth), dtype=np.float64)
+    if low_edge <= 0:
+        return np.zeros(n.shape)
+    x_crit = stats.binom.ppf(delta, n, low_edge) - 1
+    x_crit = np.where(stats.binom.cdf(x_crit, n, low_edge) < delta, x_crit, x_crit - 1)
+    return np.asarray(stats.binom.cdf(x_crit, n, truth), dtype=np.float64)
+
+
+def decide_n(
+    observed: float,
+    expected: float,
+    policy: SplitPolicy,
+    *,
+    alpha: float | None = None,
+    subsets: int = 2,
+    seen: int = 0,
+) -> int | None:
+    """Attributed responses that would likely decide a share now seen at ``observed``.
+
+    Takes the observed share as the truth and finds the smallest n above ``seen`` at which
+    the decision it points to (verified when the deviation is inside the tolerance, refuted
+    when beyond) happens with probability ``policy.power``, computed exactly from binomial
+    tails (:func:`_decision_power`). None when the deviation sits on the tolerance, or when
+    no n up to ten million reaches that power.
+    """
+    m = bonferroni_factor(subsets)
+    a = _alpha(policy, alpha)
+    gap = policy.tolerance - abs(observed - expected)
+    if abs(gap) < 1e-9:
+        return None
+    verify = gap > 0
+    truth = min(max(observed, 1e-9), 1 - 1e-9)
+
+    def power(sizes: NDArray[np.int64]) -> NDArray[np.float64]:
+        return _decision_power(sizes, truth, expected, policy, a, m, verify)
+
+    high = max(seen + 1, 2)
+    while power(np.array([high]))[0] < policy.power:
+        high *= 2
+        if high > 10_000_000:
+            return None
+    low = max(seen, high // 2)
+    sizes = np.unique(np.linspace(low + 1, high, num=min(4096, high - low), dtype=np.int64))
+    reached = sizes[power(sizes) >= policy.power]
+    return int(reached[0]) if reached.size else high
 
 
 def _pts(fraction: float) -> str:
@@ -243,86 +335,102 @@ def _pts(fraction: float) -> str:
     return f"{100 * fraction:.3g}"
 
 
-def _p(value: float) -> str:
-    return f"{value:.3g}"
-
-
 def _deterministic_reason(
     a: _Assessment, expected: Expectation, policy: SplitPolicy, wrong_seen: tuple[str, ...]
-) -> str:
+) -> tuple[str, int | None]:
     n, wrong, ub = int(a.n_attr[0]), int(a.wrong[0]), float(a.wrong_ub[0])
-    conf = f"{100 * policy.confidence:g}%"
+    conf = f"{100 * wrong_bound_level(policy):g}%"
     target = expected.positive[0]
+    need = zero_count_n(policy)
     if wrong > 0:
         return (
             f"{wrong} of {n} attributed responses came from {', '.join(wrong_seen)} "
             f"instead of {target}: the route is not deterministic"
-        )
+        ), None
     if n == 0:
-        return "no attributed responses"
+        return "no attributed responses", need
     bound = f"wrong-subset share below {_pts(ub)}% at {conf}"
     if a.split_status[0] == _VERIFIED:
         return (
             f"all {n} attributed responses came from {target}: {bound} "
             f"(tolerance {_pts(policy.tolerance)}%)"
-        )
-    need = int(np.ceil(np.log1p(-policy.confidence) / np.log1p(-policy.tolerance)))
+        ), None
     return (
         f"all {n} attributed responses came from {target}, but that only bounds the "
         f"{bound}, above the {_pts(policy.tolerance)}% tolerance; "
-        f"need at least {need} attributed responses"
-    )
+        f"{need} attributed responses would decide it"
+    ), need
 
 
 def _weighted_reason(
-    a: _Assessment, expected: Expectation, policy: SplitPolicy, wrong_seen: tuple[str, ...]
-) -> str:
+    a: _Assessment,
+    expected: Expectation,
+    policy: SplitPolicy,
+    alpha: float,
+    wrong_seen: tuple[str, ...],
+) -> tuple[str, int | None]:
     n, wrong = int(a.n_attr[0]), int(a.wrong[0])
+    k = len(expected.positive)
     if wrong > 0:
         return (
             f"{wrong} of {n} attributed responses came from {', '.join(wrong_seen)}, "
             f"which should get none"
-        )
+        ), None
     if n == 0:
-        return "no attributed responses"
+        return "no attributed responses", None
     tol = f"±{_pts(policy.tolerance)} points"
     conf = f"{100 * policy.confidence:g}%"
-    name = "exact binomial test" if a.exact_binomial[0] else f"χ²={a.chi2[0]:.3g}"
-    test = f"{name}, p={_p(float(a.p_value[0]))}"
-    alpha = f"α={policy.alpha:g}"
+    at = int(a.dev_at[0])
+    worst = expected.subsets[at]
+    level = f"{100 * (1 - alpha):.4g}%"
     dev = (
-        f"{expected.subsets[int(a.dev_at[0])]} off by {_pts(float(a.dev[0]))} points "
-        f"({conf} interval of the largest deviation {_pts(float(a.dev_low[0]))}–"
-        f"{_pts(float(a.dev_high[0]))})"
+        f"{worst} off by {_pts(float(a.dev[0]))} points ({level} interval of the largest "
+        f"deviation {_pts(float(a.dev_low[0]))}–{_pts(float(a.dev_high[0]))})"
     )
-    significant = bool(a.p_value[0] < policy.alpha)
     if a.split_status[0] == _VERIFIED:
-        return (
-            f"every share within {tol} of the expectation at {conf} (simultaneous) "
-            f"and no significant mismatch ({test} ≥ {alpha}); n={n}"
-        )
+        return f"every share's {conf} interval lies inside its {tol} band; n={n}", None
     if a.split_status[0] == _REFUTED:
-        return f"split differs from expected ({test} < {alpha}) and {dev}, beyond {tol}"
-    if significant and not (a.reliable[0] or a.exact_binomial[0]):
-        return (
-            f"an expected count is below 5, so the χ² approximation ({test}) cannot "
-            f"refute; collect more requests"
-        )
-    if significant:
-        return (
-            f"significant mismatch ({test} < {alpha}) but {dev}, within {tol}: "
-            f"the split is off, though not beyond the tolerance"
-        )
-    if a.dev[0] > policy.tolerance:
-        return (
-            f"{dev}, but the mismatch is not significant ({test} ≥ {alpha}): "
-            f"too few requests, collect more"
-        )
-    widest = float(np.max(np.maximum(a.high[0] - a.observed[0], a.observed[0] - a.low[0])))
-    return (
-        f"no significant mismatch ({test}), but the {conf} intervals (up to "
-        f"±{_pts(widest)} points) do not fit inside {tol}: too few requests to verify"
+        return f"{dev}, wholly beyond {tol}", None
+    pos = [i for i, s in enumerate(expected.subsets) if expected.shares[s] > 0]
+    outside = [expected.subsets[i] for i in pos if not a.inside[0, i]][: 1 if k == 2 else None]
+    need = decide_n(
+        float(a.observed[0, at]), expected.shares[worst], policy, alpha=alpha, subsets=k, seen=n
     )
+    more = (
+        f"about {need:,} attributed responses would likely decide it"
+        if need
+        else "the deviation sits on the tolerance, so no number of requests is likely to decide it"
+    )
+    if not a.wrong_ub[0] <= policy.tolerance + _EPS and not outside:
+        return (
+            f"the shares fit their bands, but {n} responses bound an unexpected subset's share "
+            f"only below {_pts(float(a.wrong_ub[0]))}%; {more}"
+        ), need
+    return (
+        f"the {conf} interval of {', '.join(outside)} reaches outside its {tol} band and {dev} "
+        f"is not wholly beyond it; {more}"
+    ), need
+
+
+def _sample_ratio(
+    row: NDArray[np.int64], expected: Expectation, alpha: float
+) -> SampleRatio | None:
+    """The classic sample-ratio-mismatch test over the positive subsets (a finding only)."""
+    pos = [i for i, s in enumerate(expected.subsets) if expected.shares[s] > 0]
+    if len(pos) < 2:
+        return None
+    x = row[pos]
+    n = int(x.sum())
+    if n == 0:
+        return None
+    e = np.array([expected.shares[expected.subsets[i]] for i in pos])
+    if len(pos) == 2:
+        p = float(stats.binomtest(int(x[0]), n, float(e[0])).pvalue)
+        statistic, test = float(x[0]), "exact binomial"
+    else:
+        statistic, p = (float(v) for v in stats.chisquare(x, n * e))
+        test = "Pearson χ² (approximate)"
+    return SampleRatio(test=test, statistic=statistic, p_value=p, alpha=alpha, mismatch=p < alpha)
 
 
 def verify_group(
@@ -331,14 +439,20 @@ def verify_group(
     policy: SplitPolicy | None = None,
     *,
     group: str = "",
+    alpha: float | None = None,
+    gates: bool = True,
 ) -> GroupVerdict:
-    """Judge one header group's responses against its expected split.
+    """Judge one table of responses against its expected split.
 
     ``counts`` maps subset → responses; the keys ``"unknown"`` and ``"error"``
     are counted apart (never dropped); subsets the expectation does not name
-    count as wrong-subset responses. See the module docstring for the rules.
+    count as wrong-subset responses. ``alpha`` (default ``policy.alpha``) is
+    this table's share of the run's false-refutation budget. ``gates=False``
+    leaves the unknown and error rates to the pool the table belongs to. See
+    the module docstring for the rules.
     """
     policy = policy or SplitPolicy()
+    a_table = _alpha(policy, alpha)
     clean: dict[str, int] = {}
     for key, value in counts.items():
         clean[str(key)] = int(_int_array(np.asarray(value), f"count of {key!r}"))
@@ -353,6 +467,8 @@ def verify_group(
         np.array([error]),
         expected,
         policy,
+        a_table,
+        gates,
     )
     wrong_seen = tuple(s for s in names if expected.shares[s] == 0 and clean.get(s, 0) > 0)
     wrong_seen += tuple(k for k, v in others.items() if v > 0)
@@ -361,28 +477,26 @@ def verify_group(
         failures.append("wrong_subset")
     elif a.split_status[0] == _REFUTED:
         failures.append("split")
-    gates: list[str] = []
+    gate_reasons: list[str] = []
     if a.gate_unknown[0]:
         failures.append("unknown_rate")
-        gates.append(
+        gate_reasons.append(
             f"unattributable responses are {_pts(float(a.unknown_rate[0]))}% of "
             f"requests, above the {_pts(policy.max_unknown_rate)}% allowed"
         )
     if a.gate_error[0]:
         failures.append("error_rate")
-        gates.append(
+        gate_reasons.append(
             f"failed requests are {_pts(float(a.error_rate[0]))}% of requests, "
             f"above the {_pts(policy.max_error_rate)}% allowed"
         )
     deterministic = expected.deterministic
-    split_reason = (_deterministic_reason if deterministic else _weighted_reason)(
-        a, expected, policy, wrong_seen
-    )
-    reason = "; ".join([*gates, split_reason])
+    if deterministic:
+        split_reason, need = _deterministic_reason(a, expected, policy, wrong_seen)
+    else:
+        split_reason, need = _weighted_reason(a, expected, policy, a_table, wrong_seen)
+    reason = "; ".join([*gate_reasons, split_reason])
     e_all = np.array([expected.shares[s] for s in names])
-    band_low = np.where(e_all > 0, np.maximum(e_all - policy.tolerance, 0.0), 0.0)
-    band_high = np.where(e_all > 0, np.minimum(e_all + policy.tolerance, 1.0), policy.tolerance)
-    inside = (a.low[0] >= band_low - _EPS) & (a.high[0] <= band_high + _EPS)
     shares = tuple(
         ShareEstimate(
             subset=s,
@@ -391,9 +505,9 @@ def verify_group(
             ci_low=float(a.low[0, i]),
             ci_high=float(a.high[0, i]),
             expected=float(e_all[i]),
-            band_low=float(band_low[i]),
-            band_high=float(band_high[i]),
-            inside_band=bool(inside[i]) and a.n_attr[0] > 0,
+            band_low=float(a.band_low[i]),
+            band_high=float(a.band_high[i]),
+            inside_band=bool(a.inside[0, i]),
         )
         for i, s in enumerate(names)
     )
@@ -406,39 +520,35 @@ def verify_group(
             size=float(a.dev[0]),
             ci_low=float(a.dev_low[0]),
             ci_high=float(a.dev_high[0]),
-            confidence=policy.confidence,
+            confidence=1.0 - a_table,
         )
-    n_total = int(a.n_attr[0]) + unknown + error
-    has_test = not deterministic and a.n_pos[0] > 0
+    status = _NAMES[a.status[0]].item()
     return GroupVerdict(
         group=group,
-        status=_NAMES[a.status[0]].item(),
+        status=status,
         reason=reason,
         failures=tuple(failures),
         kind="deterministic" if deterministic else "weighted",
-        test="exact-zero-count"
-        if deterministic
-        else ("exact-binomial" if a.exact_binomial[0] else "pearson-chi2"),
+        test="exact-zero-count" if deterministic else "exact-intervals",
         n=int(a.n_attr[0]),
-        n_total=n_total,
+        n_total=int(a.n_attr[0]) + unknown + error,
         counts=clean,
         expected=dict(expected.shares),
         shares=shares,
-        chi2=float(a.chi2[0]) if has_test else None,
-        p_value=float(a.p_value[0]) if has_test else None,
-        dof=len(expected.positive) - 1 if not deterministic else None,
-        test_reliable=bool(a.reliable[0] or a.exact_binomial[0]),
         deviation=deviation,
+        sample_ratio=None if deterministic else _sample_ratio(row[0], expected, a_table),
         wrong=WrongSubset(
             count=int(a.wrong[0]),
             subsets=wrong_seen,
             upper_bound=float(a.wrong_ub[0]),
-            confidence=policy.confidence,
+            confidence=wrong_bound_level(policy),
         ),
         unknown=unknown,
         unknown_rate=float(a.unknown_rate[0]),
         error=error,
         error_rate=float(a.error_rate[0]),
+        alpha=a_table,
+        decide_n=need if status == "inconclusive" else None,
         policy=policy,
     )
 
@@ -447,10 +557,10 @@ _RANK = {"refuted": 3, "continue": 2, "inconclusive": 1, "verified": 0}
 
 
 def overall(verdicts: Iterable[GroupVerdict | str | Any]) -> str:
-    """The run's status from its groups' verdicts (objects with ``.status``, or names).
+    """The run's status from its tables' verdicts (objects with ``.status``, or names).
 
-    refuted if any group is refuted, else inconclusive if any is inconclusive,
-    else verified. No groups at all is inconclusive (nothing was shown).
+    refuted if any is refuted, else inconclusive if any is inconclusive,
+    else verified. No verdict at all is inconclusive (nothing was shown).
     Sequential decisions rank ``"continue"`` between refuted and inconclusive.
     """
     statuses = [v if isinstance(v, str) else str(v.status) for v in verdicts]

@@ -15,7 +15,7 @@ __all__ = [
     "STATUS_CODES",
     "Deviation",
     "GroupVerdict",
-    "RefuteRule",
+    "SampleRatio",
     "SequentialDecision",
     "SequentialShare",
     "SequentialStatus",
@@ -32,7 +32,6 @@ STATUS_CODES: dict[str, int] = {
 }
 """Status → exit code of ``verify-split``."""
 SequentialStatus = Literal["verified", "refuted", "continue", "inconclusive"]
-RefuteRule = Literal["confidence", "estimate"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,8 @@ class ShareEstimate:
 
 @dataclass(frozen=True)
 class Deviation:
-    """The largest |observed − expected| share, where it is, and its interval."""
+    """The largest |observed − expected| share, where it is, and its interval at the
+    refutation level (1 − the table's alpha): refuted when it lies wholly beyond the tolerance."""
 
     subset: str
     signed: float  # observed − expected at ``subset``
@@ -60,6 +60,19 @@ class Deviation:
     ci_low: float
     ci_high: float
     confidence: float
+
+
+@dataclass(frozen=True)
+class SampleRatio:
+    """The classic sample-ratio-mismatch test of the observed counts against the expected
+    shares: a finding shown beside the verdict, never a refutation (a mismatch can be
+    significant and still well inside the tolerance)."""
+
+    test: str  # "exact binomial" (two subsets) or "Pearson χ² (approximate)"
+    statistic: float
+    p_value: float
+    alpha: float
+    mismatch: bool  # p_value < alpha
 
 
 @dataclass(frozen=True)
@@ -81,22 +94,21 @@ class GroupVerdict:
     reason: str
     failures: tuple[str, ...]  # any of "wrong_subset", "split", "unknown_rate", "error_rate"
     kind: Literal["weighted", "deterministic"]
-    test: str  # "pearson-chi2", "exact-binomial" or "exact-zero-count"
+    test: str  # "exact-intervals" or "exact-zero-count"
     n: int  # attributed responses (including wrong-subset ones)
     n_total: int  # all requests: attributed + unknown + error
     counts: Mapping[str, int]
     expected: Mapping[str, float]
     shares: tuple[ShareEstimate, ...]
-    chi2: float | None
-    p_value: float | None
-    dof: int | None
-    test_reliable: bool
     deviation: Deviation | None
+    sample_ratio: SampleRatio | None  # a finding; None for a deterministic route
     wrong: WrongSubset
     unknown: int
     unknown_rate: float
     error: int
     error_rate: float
+    alpha: float  # this table's share of the false-refutation budget
+    decide_n: int | None  # inconclusive: attributed responses that would likely decide it
     policy: SplitPolicy
 
     @property
@@ -117,10 +129,10 @@ class SequentialShare:
     expected: float
     band_low: float
     band_high: float
-    cs_low: float  # verification sequence (prior tight around the expectation)
+    cs_low: float  # verification bounds (one-sided, anytime-valid; prior tight around the expectation)
     cs_high: float
     inside_band: bool
-    wide_low: float  # refutation sequence (broad prior)
+    wide_low: float  # refutation bounds (one-sided at the table's alpha; prior beyond the band)
     wide_high: float
     beyond_band: bool
 
@@ -147,7 +159,7 @@ class SequentialDecision:
     unknown_rate: float
     error: int
     error_rate: float
-    refute_rule: RefuteRule
+    alpha: float  # this test's share of the run's false-refutation budget
     policy: SplitPolicy
 
     def to_dict(self) -> dict[str, Any]:
