@@ -3,7 +3,10 @@
 The master keeps one anytime-valid :class:`verifier.SequentialSplitTest` per
 ``(protocol, group)`` cell and looks after every batch of records; a cell's
 first decision (verified or refuted) is final, so the test's error guarantees
-hold however often it looks. When every cell that has users has decided, the
+hold however often it looks. The run's alpha is divided over the cells with a
+weighted split (Bonferroni), so the false-refutation guarantee holds for the
+run as a whole, as ``verify-split``'s; cells are judged one by one (a pooled
+sequential test is not offered). When every cell that has users has decided, the
 runner is stopped; a cell still undecided when ``--requests`` or ``-t`` ends
 the test is inconclusive. The outcome goes into run.json (``"sequential"``)
 and sets the exit code: 0 all verified, 1 any refuted, 2 any inconclusive —
@@ -88,7 +91,11 @@ class SequentialMonitor:
             raise UsageError("--until-verified: no protocol and group to verify")
         self.policy = policy or SplitPolicy()
         self.source = source
-        self.tests = {cell: SequentialSplitTest(e, self.policy) for cell, e in expectations.items()}
+        # family-wise: the run's alpha divided over the cells that can refute a weighted split
+        weighted = sum(1 for e in expectations.values() if not e.deterministic)
+        self.alpha_per_cell = self.policy.alpha / max(1, weighted)
+        self.tests = {cell: SequentialSplitTest(e, self.policy, alpha=self.alpha_per_cell)
+                      for cell, e in expectations.items()}
         self.counts: dict[Cell, Counter[str]] = {cell: Counter() for cell in expectations}
         self.final: dict[Cell, SequentialDecision] = {}  # each cell's first decision
         self.at_request: dict[Cell, int] = {}  # the run's request count when the cell decided
@@ -167,10 +174,11 @@ class SequentialMonitor:
             ))
         decided = [self.at_request[c] for c in self.tests if c in self.at_request]
         return SequentialRecord(
-            test="anytime-valid sequential (Lindon & Malek 2022 Bayes factor + confidence sequences)",
+            test="anytime-valid sequential (one-sided beta-binomial mixture claims; Lindon & Malek 2022 "
+                 "Bayes factor reported as a sample-ratio finding)",
             expected_from=self.source,
-            policy={"alpha": self.policy.alpha, "tolerance": self.policy.tolerance,
-                    "confidence": self.policy.confidence},
+            policy={"alpha": self.policy.alpha, "alpha_per_cell": self.alpha_per_cell,
+                    "tolerance": self.policy.tolerance, "confidence": self.policy.confidence},
             status=self.overall,
             exit_code=self.exit_code,
             ended=self.ended or None,

@@ -19,6 +19,19 @@ they ever reach 1/δ is at most δ, whenever one stops.
   :func:`excludes_below` / :func:`excludes_above` decide whether it clears an
   edge by evaluating ln M_t at the edge alone, and :func:`cs_bounds` finds
   the endpoints (``scipy.optimize.brentq``) for reports.
+* :func:`log_upper_mixture` — ln M⁺_t(p0), the same mixture with the prior
+  truncated to p' > p0 (Howard et al. 2021, one-sided mixtures)::
+
+      M⁺_t(p0) = ∫_{p0}^1 L(p')/L(p0) dBeta(p'; a, b) / P_Beta(p' > p0)
+               = B(a + s, b + t − s) Ī_{p0}(a + s, b + t − s) / [B(a, b) Ī_{p0}(a, b) p0^s (1 − p0)^(t − s)]
+
+  with Ī the regularised upper incomplete beta function (``scipy.special.betaincc``).
+  For a fixed p0 it is a martingale when the true share is p0 and a
+  supermartingale when it is below p0 (each factor's expectation, p·p'/p0 +
+  (1 − p)(1 − p')/(1 − p0), grows with p when p' > p0), so the chance it ever
+  reaches 1/δ is at most δ for every true share ≤ p0: :func:`clears_above`
+  claims "the share is above p0" at one-sided level δ, and :func:`clears_below`
+  mirrors it. A one-sided claim at δ needs no split of δ between two sides.
 """
 
 from __future__ import annotations
@@ -29,7 +42,17 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, special
 
-__all__ = ["cs_bounds", "excludes_above", "excludes_below", "log_bayes_factor", "log_mixture"]
+__all__ = [
+    "clears_above",
+    "clears_below",
+    "cs_bounds",
+    "excludes_above",
+    "excludes_below",
+    "log_bayes_factor",
+    "log_mixture",
+    "log_upper_mixture",
+    "one_sided_bounds",
+]
 
 
 def log_bayes_factor(
@@ -94,4 +117,67 @@ def cs_bounds(s: int, t: int, a: float, b: float, threshold: float) -> tuple[flo
     tiny = 1e-15
     low = 0.0 if s == 0 or f(tiny) < 0 else optimize.brentq(f, tiny, p_hat)
     high = 1.0 if s == t or f(1 - tiny) < 0 else optimize.brentq(f, p_hat, 1 - tiny)
+    return float(low), float(high)
+
+
+def log_upper_mixture(
+    s: NDArray[Any], t: NDArray[Any], a: float, b: float, p0: float
+) -> NDArray[np.float64]:
+    """ln M⁺_t(p0): the beta-binomial mixture over p' > p0 only (p0 strictly inside (0, 1))."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(
+            special.betaln(a + s, b + t - s)
+            - special.betaln(a, b)
+            + np.log(special.betaincc(a + s, b + t - s, p0))
+            - np.log(special.betaincc(a, b, p0))
+            - s * np.log(p0)
+            - (t - s) * np.log1p(-p0),
+            dtype=np.float64,
+        )
+
+
+def clears_above(
+    s: NDArray[Any], t: NDArray[Any], a: float, b: float, edge: float, threshold: float
+) -> NDArray[np.bool_]:
+    """The share is shown above ``edge`` at one-sided level e^(−threshold): p̂ > edge and
+    ln M⁺_t(edge) ≥ threshold (prior Beta(a, b) truncated above ``edge``). Always for
+    edge ≤ 0, never for edge ≥ 1."""
+    if edge <= 0:
+        return np.ones(np.shape(s), dtype=bool)
+    if edge >= 1:
+        return np.zeros(np.shape(s), dtype=bool)
+    return np.asarray((s > edge * t) & (log_upper_mixture(s, t, a, b, edge) >= threshold))
+
+
+def clears_below(
+    s: NDArray[Any], t: NDArray[Any], a: float, b: float, edge: float, threshold: float
+) -> NDArray[np.bool_]:
+    """The share is shown below ``edge`` (the mirror image of :func:`clears_above`; the prior
+    Beta(a, b) is on the share itself)."""
+    return clears_above(t - s, t, b, a, 1.0 - edge, threshold)
+
+
+def one_sided_bounds(
+    s: int, t: int, lower_prior: tuple[float, float], upper_prior: tuple[float, float], threshold: float
+) -> tuple[float, float]:
+    """For reports: the largest p0 below p̂ that :func:`clears_above` rejects, and the smallest
+    above p̂ that :func:`clears_below` rejects (0 and 1 when none), by root finding."""
+    if t == 0:
+        return 0.0, 1.0
+    p_hat = s / t
+    tiny = 1e-12
+
+    def above(p: float) -> float:
+        return float(log_upper_mixture(np.asarray(s), np.asarray(t), *lower_prior, p)) - threshold
+
+    def below(p: float) -> float:
+        b, a = upper_prior
+        return float(log_upper_mixture(np.asarray(t - s), np.asarray(t), a, b, 1.0 - p)) - threshold
+
+    low = 0.0
+    if s > 0 and p_hat > tiny and above(tiny) >= 0 and above(p_hat - tiny) < 0:
+        low = optimize.brentq(above, tiny, p_hat - tiny)
+    high = 1.0
+    if s < t and p_hat < 1 - tiny and below(1 - tiny) >= 0 and below(p_hat + tiny) < 0:
+        high = optimize.brentq(below, p_hat + tiny, 1 - tiny)
     return float(low), float(high)

@@ -4,58 +4,51 @@ A fixed-sample verdict is only valid at the n fixed in advance: re-checking
 it after every batch and stopping at the first "refuted" inflates the false
 refutation rate far above alpha. :class:`SequentialSplitTest` may be checked
 after every batch, as often as wanted, and stopped at the first decision; its
-guarantees hold at whatever data-dependent time it is stopped.
+guarantees are the fixed-sample verdict's (:mod:`canary.stats.split`), and
+hold at whatever data-dependent time it is stopped.
 
-**Mismatch** — the Dirichlet–multinomial Bayes factor BF_t of Lindon & Malek
-(2022, "Anytime-valid inference for multinomial count data", NeurIPS) against
-the point null "shares = e", prior Dirichlet(c·e) (:mod:`canary.stats.sequences`).
-Under H0 it is a non-negative martingale with BF_0 = 1, so by Ville's
-inequality P(∃t: BF_t ≥ 1/alpha) ≤ alpha; "mismatch" means BF reached 1/alpha
-at some look.
+**One-sided mixture claims** (:mod:`canary.stats.sequences`). "Share i is
+above the edge p0" is claimed when the beta-binomial mixture over shares
+above p0, M⁺_t(p0), reaches 1/δ: for every true share ≤ p0 that process is a
+non-negative supermartingale starting at 1, so by Ville's inequality the
+claim is ever made with probability at most δ, whenever one stops. "Below"
+is the mirror image. The prior only decides how fast a true claim is made:
 
-**Shares** — beta-binomial mixture confidence sequences (Robbins, 1970;
-Howard, Ramdas, McAuliffe & Sekhon, 2021, "Time-uniform, nonparametric,
-nonasymptotic confidence sequences", Ann. Statist. 49(2)): for each subset,
-CS_t = {p : M_t(p) < m/(1 − confidence)} holds the true share at every t at
-once with probability ≥ 1 − (1 − confidence)/m; Bonferroni over the m = k
-subsets makes them simultaneous (m = 1 for two subsets, whose sequences are
-mirror images). Whether CS_t clears a band edge is read off M_t at the edge,
-with no root finding. Any prior gives a valid sequence; the prior only
-decides where it is tight. Two are kept per subset:
+* verification priors: Beta with mean e_i and standard deviation
+  ``verify_prior_sd`` (default tolerance/4), tight where the split should be;
+* refutation priors: Beta with mean e_i ± (tolerance + ``refute_margin``)
+  and standard deviation ``refute_margin`` (default 2 points, the deviation
+  the fixed plan is sized to refute).
 
-* the *verification* sequence, prior centred on e_i with standard deviation
-  ``cs_prior_sd`` (default tolerance/4): tight when the split is as expected;
-* the *refutation* sequence, prior Beta(c·e_i, c·(1 − e_i)) with the Bayes
-  factor's broad concentration c (default 1/(16·tolerance²)).
+**Decision at each look** (k shares expected above 0, m = 1 for k ≤ 2 and k
+otherwise; wrong = responses from subsets expected to get none)::
 
-**Decision at each look** (wrong = responses from subsets expected to get none)::
-
-    refuted   wrong ≥ 1;
-              or mismatch and the deviation is beyond the tolerance —
-                 refute_rule "confidence" (default): some share's refutation
-                 sequence lies wholly outside its band [e_i − tol, e_i + tol];
-                 refute_rule "estimate": max_i |p̂_i − e_i| > tol, as the fixed test;
+    refuted   wrong ≥ 1 (proof);
+              or some share shown above e_i + tol, or below e_i − tol, each
+                 at level alpha/(2m) (``alpha``: this test's share of the
+                 run's budget, default policy.alpha);
               or an unknown/error rate's sequence (prior Beta(1, 1/max), level
                  alpha) lies wholly above its maximum (any error when the maximum is 0)
-    verified  wrong = 0 and its exact zero-count bound 1 − (1 − confidence)^(1/t)
-              ≤ tolerance; no mismatch so far; every verification sequence
-              inside its band; observed unknown and error rates within their maxima
+    verified  wrong = 0 and its exact zero-count bound 1 − ((1 − conf)/2)^(1/t)
+              ≤ tol; every share shown above e_i − tol and below e_i + tol,
+              each at level (1 − confidence)/(2m); observed unknown and error
+              rates within their maxima
     inconclusive  the request cap was reached first;   continue  otherwise
 
-**Guarantees**, under any stopping rule: if the shares equal e, P(refuted on
-the split) ≤ alpha (both rules need the mismatch); with the "confidence" rule,
-if every true share is inside its band, P(refuted on the split) ≤
-1 − confidence as well (the refutation sequence must miss a true share), while
-the "estimate" rule can then refute often — optional stopping waits for p̂ to
-wander past the tolerance (a true 72.5/27.5 split against 70/30 ± 3 is
-refuted about half the time), which is why it is not the default. If some true
-share is outside its band, P(verified) ≤ 1 − confidence (its verification
-sequence must miss it; for the zero-count bound, the first t* responses must
-all avoid a wrong subset of share > tol, probability < (1 − tol)^t* ≤
-1 − confidence). Each rate gate falsely fails with probability ≤ alpha.
-These assume each attributed response's subset is drawn independently with
-fixed shares (Envoy's weighted choice is) and that unknowns and errors do not
-depend on the subset.
+**Guarantees**, under any stopping rule (the fixed-sample verdict's):
+if every true share lies inside its band, "refuted" on the split happens
+with probability at most alpha (it needs a claim about some share that is
+false; 2m claims at alpha/(2m)); if some true share lies outside its band,
+"verified" happens with probability at most (1 − confidence)/(2m) ≤
+(1 − confidence)/2 (it needs the false claim on that share's side), and a
+wrong-subset share above the tolerance goes unseen through the first
+zero-count n responses with probability below (1 − tol)^n ≤ (1 − conf)/2.
+Each rate gate falsely fails with probability ≤ alpha. These assume each
+attributed response's subset is drawn independently with fixed shares
+(Envoy's weighted choice is) and that unknowns and errors do not depend on
+the subset. The Dirichlet-multinomial Bayes factor of Lindon & Malek (2022)
+against "shares = e" is reported beside (``log_bayes_factor``): a
+sample-ratio-mismatch finding, never a decision.
 """
 
 from __future__ import annotations
@@ -72,8 +65,15 @@ from canary.errors import UsageError
 from .expectations import ERROR, UNKNOWN, Expectation
 from .intervals import bonferroni_factor, upper_bounds
 from .policy import SplitPolicy
-from .sequences import cs_bounds, excludes_above, excludes_below, log_bayes_factor
-from .verdicts import RefuteRule, SequentialDecision, SequentialShare
+from .sequences import (
+    clears_above,
+    clears_below,
+    excludes_below,
+    log_bayes_factor,
+    one_sided_bounds,
+)
+from .split import bands, wrong_bound_level
+from .verdicts import SequentialDecision, SequentialShare
 
 __all__ = ["SequentialSplitTest"]
 
@@ -96,10 +96,17 @@ class _Looks:
     dev: NDArray[np.float64]
     inside: NDArray[np.bool_]
     beyond: NDArray[np.bool_]
-    mismatch: NDArray[np.bool_]
     unknown_fail: NDArray[np.bool_]
     error_fail: NDArray[np.bool_]
     rates_ok: NDArray[np.bool_]
+
+
+def _beta(mean: float, sd: float) -> tuple[float, float]:
+    """Beta(a, b) with this mean and standard deviation (sd capped so that a, b > 0)."""
+    mean = min(max(mean, 1e-6), 1 - 1e-6)
+    sd = min(sd, 0.99 * math.sqrt(mean * (1 - mean)))
+    k = mean * (1 - mean) / sd**2 - 1
+    return mean * k, (1 - mean) * k
 
 
 class SequentialSplitTest:
@@ -117,28 +124,31 @@ class SequentialSplitTest:
         policy: SplitPolicy | None = None,
         *,
         max_requests: int | None = None,
-        refute_rule: RefuteRule = "confidence",
+        alpha: float | None = None,
         prior_concentration: float | None = None,
-        cs_prior_sd: float | None = None,
+        verify_prior_sd: float | None = None,
+        refute_margin: float = 0.02,
     ) -> None:
         self.expected = expected
         self.policy = pol = policy or SplitPolicy()
         if max_requests is not None and (int(max_requests) != max_requests or max_requests < 1):
             raise UsageError(f"max_requests must be a positive whole number, got {max_requests}")
-        if refute_rule not in ("confidence", "estimate"):
-            raise UsageError(f"refute_rule must be 'confidence' or 'estimate', got {refute_rule!r}")
+        self.alpha = pol.alpha if alpha is None else float(alpha)
+        if not 0 < self.alpha <= pol.alpha:
+            raise UsageError(f"a test's alpha must be in (0, {pol.alpha:g}], got {alpha!r}")
         self.max_requests = max_requests
-        self.refute_rule: RefuteRule = refute_rule
         self.prior_concentration = float(prior_concentration or 1 / (16 * pol.tolerance**2))
-        self.cs_prior_sd = float(cs_prior_sd or pol.tolerance / 4)
-        if not self.prior_concentration > 0 or not 0 < self.cs_prior_sd < 0.5:
-            raise UsageError("prior_concentration must be > 0 and cs_prior_sd in (0, 0.5)")
+        self.verify_prior_sd = float(verify_prior_sd or pol.tolerance / 4)
+        self.refute_margin = float(refute_margin)
+        if not self.prior_concentration > 0 or not 0 < self.verify_prior_sd < 0.5 or not 0 < self.refute_margin < 0.5:
+            raise UsageError("prior_concentration must be > 0, verify_prior_sd and refute_margin in (0, 0.5)")
         self._e = np.array([expected.shares[s] for s in expected.subsets])
         self._pos = self._e > 0
-        ep = self._e[self._pos]
-        self._tight = np.maximum(1.0, ep * (1 - ep) / self.cs_prior_sd**2 - 1)
-        self._cs_threshold = math.log(bonferroni_factor(len(ep)) / (1 - pol.confidence))
-        self._bf_threshold = math.log(1 / pol.alpha)
+        self._band_low, self._band_high = bands(expected, pol.tolerance)
+        m = bonferroni_factor(int(self._pos.sum()))
+        self._verify_threshold = math.log(2 * m / (1 - pol.confidence))
+        self._refute_threshold = math.log(2 * m / self.alpha)
+        self._bf_threshold = math.log(1 / self.alpha)
         self._counts: dict[str, int] = {}
         self._looks = 0
         self._max_log_bf = -math.inf
@@ -154,10 +164,15 @@ class SequentialSplitTest:
         """The latest decision (None before the first look)."""
         return self._decision
 
-    def _priors(self, j: int, share: float) -> tuple[tuple[float, float], tuple[float, float]]:
-        """(tight, broad) Beta priors of the j-th positive subset."""
-        tight, broad = float(self._tight[j]), self.prior_concentration
-        return (tight * share, tight * (1 - share)), (broad * share, broad * (1 - share))
+    def _priors(self, share: float) -> dict[str, tuple[float, float]]:
+        """The Beta priors of one share's four claims."""
+        tol, margin = self.policy.tolerance, self.refute_margin
+        tight = _beta(share, self.verify_prior_sd)
+        return {
+            "inside_low": tight, "inside_high": tight,
+            "beyond_high": _beta(min(share + tol + margin, 1 - 1e-6), margin),
+            "beyond_low": _beta(max(share - tol - margin, 1e-6), margin),
+        }
 
     # -- the vectorised core -------------------------------------------------
 
@@ -180,7 +195,7 @@ class SequentialSplitTest:
         n_attr = counts.sum(axis=-1) + other
         wrong = other + counts[..., ~pos].sum(axis=-1)
         n_total = n_attr + unknown + error
-        wrong_ub = upper_bounds(wrong, n_attr, pol.confidence)
+        wrong_ub = upper_bounds(wrong, n_attr, wrong_bound_level(pol))
         shape = n_attr.shape
         inside = n_attr > 0
         beyond = np.zeros(shape, dtype=bool)
@@ -188,38 +203,27 @@ class SequentialSplitTest:
             log_bf = np.full(shape, np.nan)
             max_log_bf = log_bf
             dev = np.full(shape, np.nan)
-            mismatch = np.zeros(shape, dtype=bool)
         else:
+            log_bf = self._log_bf(counts[..., pos]) if log_bf is None else log_bf
+            max_log_bf = np.maximum(log_bf, running)
             ep = self._e[pos]
             x = counts[..., pos]
-            log_bf = self._log_bf(x) if log_bf is None else log_bf
-            max_log_bf = np.maximum(log_bf, running)
-            mismatch = max_log_bf >= self._bf_threshold
-            dev = np.where(
-                n_attr > 0, np.abs(x / np.maximum(n_attr, 1)[..., None] - ep).max(axis=-1), np.nan
-            )
-            thr = self._cs_threshold
-            for j, share in enumerate(ep):
-                (a, b), (wa, wb) = self._priors(j, float(share))
-                s = x[..., j]
-                inside &= excludes_below(s, n_attr, a, b, share - tol, thr)
-                inside &= excludes_above(s, n_attr, a, b, share + tol, thr)
-                beyond |= excludes_below(s, n_attr, wa, wb, share + tol, thr)
-                beyond |= excludes_above(s, n_attr, wa, wb, share - tol, thr)
-        if self.refute_rule == "estimate":
-            beyond = dev > tol
+            dev = np.where(n_attr > 0, np.abs(x / np.maximum(n_attr, 1)[..., None] - ep).max(axis=-1), np.nan)
+            vt, rt = self._verify_threshold, self._refute_threshold
+            for j, i in enumerate(np.flatnonzero(pos)):
+                share, s = float(self._e[i]), x[..., j]
+                low, high = float(self._band_low[i]), float(self._band_high[i])
+                priors = self._priors(share)
+                inside &= clears_above(s, n_attr, *priors["inside_low"], low, vt)
+                inside &= clears_below(s, n_attr, *priors["inside_high"], high, vt)
+                if share + tol < 1:
+                    beyond |= clears_above(s, n_attr, *priors["beyond_high"], share + tol, rt)
+                if share - tol > 0:
+                    beyond |= clears_below(s, n_attr, *priors["beyond_low"], share - tol, rt)
         unknown_fail, unknown_ok = self._gate(unknown, n_total, pol.max_unknown_rate)
         error_fail, error_ok = self._gate(error, n_total, pol.max_error_rate)
-        refuted = (wrong > 0) | (mismatch & beyond) | unknown_fail | error_fail
-        verified = (
-            (wrong == 0)
-            & (n_attr > 0)
-            & (wrong_ub <= tol + _EPS)
-            & ~mismatch
-            & inside
-            & unknown_ok
-            & error_ok
-        )
+        refuted = (wrong > 0) | beyond | unknown_fail | error_fail
+        verified = (wrong == 0) & (n_attr > 0) & (wrong_ub <= tol + _EPS) & inside & unknown_ok & error_ok
         capped = (n_total >= self.max_requests) if self.max_requests else np.zeros(shape, bool)
         status = np.where(
             refuted,
@@ -237,7 +241,6 @@ class SequentialSplitTest:
             dev,
             inside,
             beyond,
-            mismatch,
             unknown_fail,
             error_fail,
             unknown_ok & error_ok,
@@ -267,9 +270,9 @@ class SequentialSplitTest:
         The last axis of ``counts`` follows :attr:`subsets`; ``other``,
         ``unknown`` and ``error`` broadcast to the leading shape. With
         ``time_axis`` (an axis of the leading shape along which the looks of
-        one stream follow each other), the "no mismatch so far" condition uses
-        the running maximum of the Bayes factor along it, exactly as repeated
-        :meth:`decide` calls do; without it each row is judged on its own.
+        one stream follow each other), the reported Bayes factor's running
+        maximum follows it, as repeated :meth:`decide` calls do (decisions do
+        not depend on it: each look's claims are anytime-valid on their own).
         Does not touch this object's state. For simulation.
         """
         table = np.asarray(counts)
@@ -350,24 +353,24 @@ class SequentialSplitTest:
         n = int(looks.n_attr)
         status = str(_NAMES[int(looks.status)])
         shares = []
-        j = 0
         for i, name in enumerate(self.subsets):
             share = float(self._e[i])
             observed = int(row[i]) / n if n else math.nan
+            band = (float(self._band_low[i]), float(self._band_high[i]))
             if share >= 1:  # a deterministic route: one minus the wrong-subset bound
                 low, high = 1.0 - float(looks.wrong_ub), 1.0
                 wide_low, wide_high = low, high
-                band = (1.0 - pol.tolerance, 1.0)
             elif share > 0:
-                (a, b), (wa, wb) = self._priors(j, share)
-                j += 1
-                low, high = cs_bounds(int(row[i]), n, a, b, self._cs_threshold)
-                wide_low, wide_high = cs_bounds(int(row[i]), n, wa, wb, self._cs_threshold)
-                band = (max(0.0, share - pol.tolerance), min(1.0, share + pol.tolerance))
+                priors = self._priors(share)
+                low, high = one_sided_bounds(
+                    int(row[i]), n, priors["inside_low"], priors["inside_high"], self._verify_threshold
+                )
+                wide_low, wide_high = one_sided_bounds(
+                    int(row[i]), n, priors["beyond_high"], priors["beyond_low"], self._refute_threshold
+                )
             else:  # a subset that should get nothing: the exact zero-count bound
                 low, high = 0.0, float(looks.wrong_ub)
                 wide_low, wide_high = low, high
-                band = (0.0, pol.tolerance)
             shares.append(
                 SequentialShare(
                     subset=name,
@@ -387,7 +390,7 @@ class SequentialSplitTest:
         failures = []
         if looks.wrong > 0:
             failures.append("wrong_subset")
-        elif looks.mismatch and looks.beyond:
+        elif looks.beyond:
             failures.append("split")
         if looks.unknown_fail:
             failures.append("unknown_rate")
@@ -413,7 +416,7 @@ class SequentialSplitTest:
             unknown_rate=unknown / int(looks.n_total) if looks.n_total else 0.0,
             error=error,
             error_rate=error / int(looks.n_total) if looks.n_total else 0.0,
-            refute_rule=self.refute_rule,
+            alpha=self.alpha,
             policy=pol,
         )
 
@@ -421,64 +424,42 @@ class SequentialSplitTest:
         pol = self.policy
         n = int(looks.n_attr)
         tol = f"±{100 * pol.tolerance:g} points"
-        conf = f"{100 * pol.confidence:g}%"
-        bf = (
-            ""
-            if self.expected.deterministic
-            else (
-                f"Bayes factor {math.exp(min(float(looks.max_log_bf), 700.0)):.3g}, "
-                f"threshold {1 / pol.alpha:g}"
-            )
+        mismatch = (
+            not self.expected.deterministic and float(looks.max_log_bf) >= self._bf_threshold
+        )
+        srm = (
+            f" (a sample-ratio mismatch: Bayes factor {math.exp(min(float(looks.max_log_bf), 700.0)):.3g} "
+            f"≥ {1 / self.alpha:g})"
+            if mismatch
+            else ""
         )
         if status == "refuted":
             parts = []
             if "wrong_subset" in failures:
-                parts.append(
-                    f"{int(looks.wrong)} of {n} responses came from a subset that should get none"
-                )
+                parts.append(f"{int(looks.wrong)} of {n} responses came from a subset that should get none")
             if "split" in failures:
-                how = (
-                    f"a share's {conf} confidence sequence is wholly outside {tol}"
-                    if self.refute_rule == "confidence"
-                    else f"the deviation exceeds {tol}"
-                )
                 parts.append(
-                    f"split differs from expected ({bf}) and {how} "
+                    f"a share is shown beyond {tol} at level {self.alpha:.3g} "
                     f"(largest deviation {100 * float(looks.dev):.2g} points, n={n})"
                 )
             if "unknown_rate" in failures:
                 parts.append(
-                    f"unattributable responses are significantly above "
-                    f"{100 * pol.max_unknown_rate:g}% of requests"
+                    f"unattributable responses are significantly above {100 * pol.max_unknown_rate:g}% of requests"
                 )
             if "error_rate" in failures:
-                parts.append(
-                    f"failed requests are significantly above "
-                    f"{100 * pol.max_error_rate:g}% of requests"
-                )
+                parts.append(f"failed requests are significantly above {100 * pol.max_error_rate:g}% of requests")
             return "; ".join(parts)
+        level = f"{100 * (1 - (1 - pol.confidence) / 2):g}%"
         if status == "verified":
             if self.expected.deterministic:
                 return (
                     f"all {n} attributed responses came from the expected subset: "
-                    f"wrong-subset share below {100 * float(looks.wrong_ub):.3g}% at {conf}"
+                    f"wrong-subset share below {100 * float(looks.wrong_ub):.3g}% at {level}"
                 )
-            return (
-                f"every share's {conf} confidence sequence is inside {tol} and no "
-                f"mismatch ({bf}); n={n}"
-            )
-        waiting = (
-            "the request cap was reached without a decision"
-            if status == "inconclusive"
-            else "not decided yet"
-        )
+            return f"every share is shown inside {tol} (one-sided {level} each, anytime-valid); n={n}{srm}"
+        waiting = "the request cap was reached without a decision" if status == "inconclusive" else "not decided yet"
         if n == 0:
             return f"{waiting}: no attributed responses"
-        if looks.mismatch:
-            return (
-                f"{waiting}: the split differs from expected ({bf}), but not shown to "
-                f"be beyond {tol} (largest deviation {100 * float(looks.dev):.2g} points)"
-            )
         if not looks.rates_ok:
             return f"{waiting}: the unknown or error rate is above its maximum"
-        return f"{waiting}: the confidence sequences do not fit inside {tol} yet (n={n})"
+        return f"{waiting}: the shares are not yet shown inside or beyond {tol} (n={n}){srm}"
