@@ -8,6 +8,7 @@ exit codes every command uses. Pure: the standard library only.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import os
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "parse_header",
     "parse_payload_size",
     "rest_predict_path",
+    "utc_now",
 ]
 
 PROTOCOLS = ("rest", "grpc")
@@ -130,3 +132,9 @@ def order_cells(cells: set[Cell] | frozenset[Cell]) -> tuple[Cell, ...]:
         return p, protocol, g, group
 
     return tuple(sorted(cells, key=key))
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with microseconds (``2026-01-31T12:00:00.123456Z``):
+    the one timestamp format of run.json, the mesh's state and the records."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -24,15 +24,17 @@ from rich.markup import escape
 
 from canary.commandline import ArgumentParser
 from canary.conventions import DEFAULT_HEADER_TEXT, EXIT_CODES_HELP, parse_header
+from canary.rundir.document import DEFAULT_CANARY_SHARE, LOAD_PROTOCOLS, CanaryOptions
 from canary.rundir.layout import REPORTS_DIR
 from canary.stats import SplitPolicy
 from commands.console import Consoles, run_command
 from verifier.crosscheck import DEFAULT_SERVICE
 from verifier.latency import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
-from verifier.report_console import print_plans, print_verification
+from verifier.planning import plan_checks
+from verifier.report_console import print_plan, print_verification
 from verifier.report_files import verify_and_report
 from verifier.report_json import write_summary
-from verifier.verify import VerifyRequest, plan_run
+from verifier.verify import VerifyRequest
 
 __all__ = ["build_parser", "main"]
 
@@ -57,7 +59,8 @@ def build_parser() -> ArgumentParser:
     what.add_argument("--stable", metavar="NAME",
                       help="the stable subset (default: the VirtualService's default route, else resnet50)")
     stats = parser.add_argument_group("statistics")
-    stats.add_argument("--alpha", type=float, default=0.01, help="false-refutation rate per group (default 0.01)")
+    stats.add_argument("--alpha", type=float, default=0.01,
+                       help="false-refutation rate of the whole run, divided over its pools and cells (default 0.01)")
     stats.add_argument("--tolerance", type=float, default=0.03,
                        help="allowed deviation of each share, as a fraction (default 0.03: ±3 points)")
     stats.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
@@ -66,14 +69,16 @@ def build_parser() -> ArgumentParser:
                        help="largest share of unattributable responses (default 0.005)")
     stats.add_argument("--max-error-rate", type=float, default=0.001,
                        help="largest share of failed requests (default 0.001)")
-    stats.add_argument("--interval", choices=("exact", "wilson"), default="exact",
-                       help="Clopper-Pearson (default) or Wilson intervals")
-    stats.add_argument("--bonferroni", action="store_true",
-                       help="divide alpha and 1-confidence by the number of groups judged (default off)")
     plan = parser.add_argument_group("planning")
     plan.add_argument("--plan", action="store_true",
                       help="print the requests needed for alpha and power, then exit; reads no run (default off)")
-    plan.add_argument("--detect", type=float, help="with --plan: also plan to refute this deviation, a fraction above the tolerance (default: none; the plan reports the smallest deviation it refutes)")
+    plan.add_argument("--detect", type=float,
+                      help="with --plan: the deviation to refute with --power, a fraction above the tolerance "
+                           "(default: the tolerance + 0.02)")
+    plan.add_argument("--protocol", choices=LOAD_PROTOCOLS, default=CanaryOptions().protocol,
+                      help=f"with --plan: the load test's protocols (default {CanaryOptions().protocol})")
+    plan.add_argument("--canary-share", type=float, default=DEFAULT_CANARY_SHARE,
+                      help=f"with --plan: the load test's share of canary-header users (default {DEFAULT_CANARY_SHARE:g})")
     plan.add_argument("--canary-header", default=DEFAULT_HEADER_TEXT,
                       help=f"with --plan --from-manifest: the canary group's header (default '{DEFAULT_HEADER_TEXT}')")
     cross = parser.add_argument_group("cross-check")
@@ -102,25 +107,25 @@ def _policy(args: argparse.Namespace) -> SplitPolicy:
     return SplitPolicy(
         alpha=args.alpha, tolerance=args.tolerance, confidence=args.confidence,
         max_unknown_rate=args.max_unknown_rate, max_error_rate=args.max_error_rate,
-        power=args.power, interval=args.interval,
+        power=args.power,
     )
 
 
 def _run(args: argparse.Namespace, io: Consoles) -> int:
     policy = _policy(args)
     if args.plan:
-        rows = plan_run(
+        plan = plan_checks(
             expected=args.expected, manifests=args.manifests, policy=policy, stable=args.stable,
+            protocols=CanaryOptions(protocol=args.protocol).protocols, canary_share=args.canary_share,
             header=parse_header(args.canary_header), detect=args.detect,
         )
-        print_plans(rows, io.out)
+        print_plan(plan, io.out)
         if args.json:
-            write_summary(args.json, {"format": "canary.verify-split.plan/1",
-                                      "plans": [{"applies_to": r.applies_to, **r.plan.to_dict()} for r in rows]})
+            write_summary(args.json, {"format": "canary.verify-split.plan/2", **plan.to_dict()})
         return 0
     request = VerifyRequest(
         run_dir=args.run_dir, reports=args.reports, expected=args.expected,
-        manifests=tuple(args.manifests), stable=args.stable, policy=policy, bonferroni=args.bonferroni,
+        manifests=tuple(args.manifests), stable=args.stable, policy=policy,
         prometheus=args.prometheus, prometheus_service=args.prometheus_service,
         prometheus_timeout=args.prometheus_timeout, crosscheck_slack=args.crosscheck_slack,
         latency_confidence=args.latency_confidence, latency_margin=args.latency_margin,
@@ -133,6 +138,8 @@ def _run(args: argparse.Namespace, io: Consoles) -> int:
         io.warn(warning)
     for path in written.paths:
         io.out.print(f"wrote {escape(str(path))}")
+    if len(written.checks) > 1:
+        io.out.print(f"this run has been checked {len(written.checks)} times; report.html lists every check, newest first")
     return result.exit_code
 
 

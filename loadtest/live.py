@@ -140,7 +140,8 @@ def _rows(
         verdict: str | None = None
         if expectation is not None and total > 0:
             result = verify_group(table, expectation, policy, group=group)
-            p_value, verdict = result.p_value, result.status
+            srm = result.sample_ratio
+            p_value, verdict = (srm.p_value if srm else None), result.status
         subsets = set(table) | set(expectation.subsets if expectation else ()) | {UNKNOWN, ERROR}
         for subset in subsets:
             count = table.get(subset, 0)

@@ -41,8 +41,9 @@ from canary.stats import Expectation
 from loadtest.budget import Ledger
 from loadtest.fingerprint import Calibration
 from loadtest.items import group_of
-from loadtest.meshinfo import mesh_record, try_snapshot
+from loadtest.meshinfo import mesh_record, routing_record, run_mesh, try_snapshot
 from loadtest.options import CanaryOptions, options_from_parsed
+from loadtest.phases import PhaseTracker
 from loadtest.records import RecordSink
 from loadtest.sequential import SequentialMonitor, monitor_for
 from loadtest.worker import MSG
@@ -78,6 +79,7 @@ class MasterSide:
         self.expected = expected
         self.run: RunDir | None = None
         self.sink: RecordSink | None = None
+        self.phases = PhaseTracker(None, None)
         self.ledger: Ledger | None = None
         self.tests = 0
         self.finalized = False
@@ -159,6 +161,8 @@ class MasterSide:
         self._last_rows = (0, time.monotonic())
         self.mesh_before = try_snapshot()
         self.mesh_after = None
+        through = run_mesh(self.environment.host, self.mesh_before)
+        self.phases = PhaseTracker(routing_record(through) if through else None, through)
         self.write_run()
         self.write_progress()
         if not self.local:
@@ -181,6 +185,18 @@ class MasterSide:
         rows = msg.data.get("rows") or []
         if self.sink is None or self.sink.closed:
             logger.error("canary: %d records arrived with no run open; they are dropped", len(rows))
+            return
+        self._accept(self.phases.release(rows))
+
+    def _poll_phases(self, *, everything: bool = False) -> None:
+        """Learn of routing changes, then pass on the rows that can now be given their phase."""
+        for record in self.phases.poll():
+            logger.info("canary: routing changed (mesh version %s): phase %d", record.version, record.phase)
+        if self.sink is not None and not self.sink.closed:
+            self._accept(self.phases.release(everything=everything))
+
+    def _accept(self, rows: list[dict[str, Any]]) -> None:
+        if not rows or self.sink is None:
             return
         accepted = self.sink.add(rows)
         if accepted:
@@ -224,6 +240,7 @@ class MasterSide:
         while True:
             gevent.sleep(self.progress_interval_s)
             try:
+                self._poll_phases()
                 if self.sink is not None and not self.sink.closed:
                     self.sink.flush_due()
                 if self.status == "running":
@@ -276,6 +293,8 @@ class MasterSide:
             return
         self.finalized = True
         self._collect_from_workers()
+        self._poll_phases(everything=True)
+        self.problems.extend(self.phases.problems)
         self.sink.flush()
         self._wait_for_locust_stats()
         self.mesh_after = try_snapshot() if self.mesh_before is not None else None
@@ -438,7 +457,7 @@ class MasterSide:
             expected={group: ExpectedSplit(shares=dict(e.shares), label=e.label())
                       for group, e in sorted(self.expected.items())},
             users=users,
-            mesh=mesh_record(env.host, self.mesh_before, self.mesh_after),
+            mesh=mesh_record(env.host, self.mesh_before, self.mesh_after, self.phases.records),
             versions=versions(),
             requests=RequestsRecord(
                 total=stats.rows,

@@ -7,8 +7,9 @@ the counters' change over the run counts the load test's requests only.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,13 +17,15 @@ from urllib.parse import urlsplit
 import orjson
 
 from canary.errors import CanaryError
-from canary.rundir.document import MeshRecord, ModelRecord
+from canary.rundir.document import MeshRecord, ModelRecord, RoutingRecord
 from mesh.api import MeshSnapshot, snapshot
 
 __all__ = [
     "ingress_url",
     "mesh_record",
     "model_metadata",
+    "routing_record",
+    "run_mesh",
     "same_endpoint",
     "subsets_in_order",
     "try_snapshot",
@@ -63,10 +66,28 @@ def subsets_in_order(mesh: MeshSnapshot | None) -> list[str] | None:
         return None
 
 
-def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapshot | None) -> MeshRecord:
-    """run.json's ``mesh`` section: the manifests applied and the mesh's counters around the run,
-    when the run's host is the local mesh's ingress; ``local: false`` otherwise."""
-    if before is None or not host or not same_endpoint(host, before.ingress_url):
+def routing_record(mesh: MeshSnapshot, phase: int = 0) -> RoutingRecord:
+    """The routing live in ``mesh`` now, as run.json keeps it for ``phase``."""
+    digest = hashlib.sha256(orjson.dumps(list(mesh.routing), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return RoutingRecord.model_validate({
+        "phase": phase, "version": mesh.version, "applied_at": mesh.applied_at, "seen_at": mesh.taken_at or None,
+        "sha256": digest, "objects": list(mesh.routing),
+    })
+
+
+def run_mesh(host: str | None, mesh: MeshSnapshot | None) -> MeshSnapshot | None:
+    """``mesh`` when the run's host is its ingress (the run goes through it), else None."""
+    if mesh is None or not host or not same_endpoint(host, mesh.ingress_url):
+        return None
+    return mesh
+
+
+def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapshot | None,
+                routing: Sequence[RoutingRecord] = ()) -> MeshRecord:
+    """run.json's ``mesh`` section: the manifests applied, the routing of each phase and the
+    mesh's counters around the run, when the run's host is the local mesh's ingress;
+    ``local: false`` otherwise."""
+    if before is None or run_mesh(host, before) is None:
         return MeshRecord(local=False)
     record = MeshRecord.model_validate({
         "local": True,
@@ -75,6 +96,7 @@ def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapsh
         "applied": list(before.applied),
         "counters_before": before.counters,
         "counters_after": after.counters if after else None,
+        "routing": [r.model_dump() for r in (routing or [routing_record(before)])],
     })
     return record.model_copy(update={"delta": record.requests_during_run()})
 

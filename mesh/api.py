@@ -16,13 +16,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from canary.conventions import canary_home
+from canary.conventions import canary_home, utc_now
 from mesh.kube import KubeApplyResult, KubeMesh, connect
 from mesh.local.backend import ApplyResult, LocalMesh, MeshStatus, Progress, no_progress
-from mesh.local.state import MeshHome, MeshState
+from mesh.local.state import ROUTING_KINDS, AppliedVersion, MeshHome, MeshState, routing_documents
 from mesh.query import MeshView, SubsetEndpoint, SubsetServers
 
 __all__ = [
+    "ROUTING_KINDS",
+    "AppliedVersion",
     "MeshSnapshot",
     "MeshView",
     "SubsetEndpoint",
@@ -34,6 +36,7 @@ __all__ = [
     "mesh_status",
     "mesh_up",
     "model_store",
+    "routing_versions",
     "snapshot",
 ]
 
@@ -49,12 +52,17 @@ class MeshSnapshot:
     applied: tuple[dict[str, Any], ...]  # each applied manifest file: path, sha256, objects
     counters: dict[str, dict[str, Any]]  # subset ("" : no subset) -> the mesh's own request counts
     running: bool  # the ingress (Envoy) is up
+    version: int = 0  # the configuration version live now (each apply adds one)
+    applied_at: str | None = None  # when that version was acknowledged by the ingress
+    routing: tuple[dict[str, Any], ...] = ()  # {"source", "document"} of each routing object live now
+    taken_at: str = ""  # when this snapshot was read (ISO 8601 UTC)
 
 
 def snapshot(*, home: Path | None = None) -> MeshSnapshot:
     """The running local mesh now; :class:`~canary.errors.MeshNotRunningError` when none runs."""
     status = mesh_status(home=home)
     state = status.state
+    live = next((h for h in reversed(state.history) if h.applied_at is not None), None)
     return MeshSnapshot(
         backend="local",
         home=str(MeshHome(home).root.parent),
@@ -63,9 +71,21 @@ def snapshot(*, home: Path | None = None) -> MeshSnapshot:
         applied=tuple(asdict(a) for a in state.applied),
         counters={k or "": v.to_dict() for k, v in status.counters.items()},
         running=status.envoy_running,
+        version=live.version if live else state.version,
+        taken_at=utc_now(),
+        applied_at=live.applied_at if live else None,
+        routing=tuple(routing_documents(state.objects)),
     )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def routing_versions(*, home: Path | None = None) -> list[AppliedVersion]:
+    """Every configuration version the local mesh has pushed, oldest first, each with its
+    push start, acknowledgement (None while pending or failed) and routing. Reads the state
+    file only (no Envoy query), so a load test can poll it; a pending version is listed from
+    the moment its push starts. :class:`~canary.errors.MeshNotRunningError` when no mesh runs."""
+    return list(MeshHome(home).load().history)
 
 
 def default_manifests(*parts: str) -> Path:

@@ -42,7 +42,7 @@ from pathlib import Path
 from canary.conventions import GRPC_PREDICT_METHOD, Cell, order_cells, rest_predict_path
 from canary.errors import ManifestError, UsageError
 from canary.stats.expectations import Expectation
-from mesh.manifests import load_manifests
+from mesh.manifests import load_manifests, parse_objects
 from mesh.model import HTTPMatch, HTTPRoute, StringMatch, VirtualService
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "expectations_from_virtual_service",
     "load_virtual_service",
     "matches",
+    "recorded_virtual_service",
     "representative_path",
     "route_for",
 ]
@@ -248,6 +249,22 @@ def load_virtual_service(paths: Sequence[Path]) -> VirtualService:
         raise UsageError(
             f"{names} holds {len(services)} VirtualServices "
             f"({', '.join(str(s.ref) for s in services)}); give the one file under test"
+        )
+    return services[0]
+
+
+def recorded_virtual_service(objects: Sequence[tuple[str, object]], where: str) -> VirtualService:
+    """The one VirtualService among routing objects a run recorded (``(source, document)``
+    pairs), validated by the mesh's parser; ``where`` names the record in messages."""
+    try:
+        parsed = parse_objects(objects)
+    except ManifestError as error:
+        raise UsageError(f"{where}: the recorded routing cannot be read: {error}") from None
+    services = [o for o in parsed if isinstance(o, VirtualService)]
+    if len(services) != 1:
+        raise UsageError(
+            f"{where}: the recorded routing holds {len(services)} VirtualServices, so it does not say "
+            "which split to expect; give --expected or --from-manifest"
         )
     return services[0]
 

@@ -9,9 +9,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .verify import CellResult, PlanRow, Verification
+from canary.stats import GroupVerdict, PoolVerdict, RunPlan
 
-__all__ = ["STYLES", "print_plans", "print_verification"]
+from .report_facts import PHASE_COLUMNS, cell_line, phase_row, verdict_facts
+from .verify import CellResult, Verification
+
+__all__ = ["STYLES", "print_plan", "print_verification"]
 
 STYLES = {
     "verified": "bold green",
@@ -38,18 +41,11 @@ def _badge(status: str) -> str:
     return f"[{STYLES.get(status, 'bold')}]{escape(status.upper())}[/]"
 
 
-def _cell_table(cell: CellResult) -> tuple[Table | str, list[str]]:
-    verdict = cell.verdict
-    title = f"{cell.protocol} · {cell.group} — {_badge(cell.status)}"
-    if verdict is None:
-        counts = ", ".join(f"{k} {v}" for k, v in cell.counts.items()) or "no requests"
-        return f"{title}: no expected split for this group ({escape(counts)})", []
-    expected = cell.expected.label() if cell.expected else ""
-    route = f", route {cell.route}" if cell.route else ""
+def _share_table(verdict: GroupVerdict, title: str) -> Table:
     conf = f"{100 * verdict.policy.confidence:g}%"
     table = Table(
-        "subset", "count", "observed", f"{conf} interval (simultaneous)", "expected", "band", "in band",
-        title=f"{title}  [dim](expected {escape(expected)}{escape(route)})[/]", title_justify="left",
+        "subset", "count", "observed", f"{conf} interval", "expected", "band", "interval inside band",
+        title=title, title_justify="left",
     )
     for share in verdict.shares:
         table.add_row(
@@ -60,18 +56,38 @@ def _cell_table(cell: CellResult) -> tuple[Table | str, list[str]]:
     for name, n in verdict.counts.items():
         if name not in verdict.expected and name not in ("unknown", "error"):
             table.add_row(escape(name), str(n), "", "", "0% (not expected)", "", "")
-    if verdict.p_value is not None and verdict.chi2 is not None:
-        test = f"{verdict.test}: χ² = {verdict.chi2:.3g}, p = {verdict.p_value:.3g} ({verdict.dof} dof)"
-    else:
-        test = verdict.test
-    lines = [
-        f"  {escape(test)}; n = {verdict.n} attributed of {verdict.n_total}; "
-        f"wrong-subset share below {_pct(verdict.wrong.upper_bound, 3)} at {conf} "
-        f"({verdict.wrong.count} wrong); unknown {verdict.unknown} ({_pct(verdict.unknown_rate)}), "
-        f"error {verdict.error} ({_pct(verdict.error_rate)})",
-        f"  {_badge(verdict.status)}: {escape(verdict.reason)}",
-    ]
+    return table
+
+
+def _pool_section(pool: PoolVerdict, cells: Sequence[CellResult]) -> tuple[Table | str, list[str]]:
+    route = f", route {pool.route}" if pool.route else ""
+    how = {"pooled": "pooled", "alone": "one cell", "one by one": "cells judged one by one"}[pool.judged]
+    title = (
+        f"{escape(pool.name)} — {_badge(pool.status)}  "
+        f"[dim]({how}; expected {escape(pool.expected.label())}{escape(route)})[/]"
+    )
+    table = _share_table(pool.verdict, title)
+    lines = [f"  {escape('; '.join(verdict_facts(pool.verdict)))}"]
+    if len(pool.cells) > 1:
+        mine = [c for c in cells if c.pool == pool.name]
+        lines.append(f"  cells: {escape(', '.join(cell_line(c) for c in mine))}")
+        if pool.homogeneity is not None:
+            h = pool.homogeneity
+            lines.append(
+                f"  homogeneity χ² = {h.statistic:.3g} ({h.dof} dof), p = {h.p_value:.3g}: "
+                + ("the cells agree" if h.homogeneous else "the cells differ")
+            )
+    lines.append(f"  {_badge(pool.status)}: {escape(pool.reason)}")
     return table, lines
+
+
+def _unjudged(cells: Sequence[CellResult]) -> list[str]:
+    out = []
+    for cell in cells:
+        if cell.verdict is None:
+            counts = ", ".join(f"{k} {v}" for k, v in cell.counts.items()) or "no requests"
+            out.append(f"{cell.protocol} · {cell.group} — {_badge('not judged')}: no expected split for this group ({escape(counts)})")
+    return out
 
 
 def _confusion(result: Verification) -> Table:
@@ -140,24 +156,64 @@ def print_verification(result: Verification, console: Console) -> None:
     run = result.run
     console.print(
         f"run [bold]{escape(str(run.root))}[/] ({escape(str(run.document.status))}, "
-        f"{len(run.records)} requests); expected from {escape(result.source or 'nowhere')}; "
-        f"stable subset {escape(result.stable or '–')}"
+        f"{len(run.records)} requests); "
+        + (f"expected from {escape(result.source)}; " if result.source else "no expected split; ")
+        + f"stable subset {escape(result.stable or '–')}"
     )
-    parts: list[tuple[Table | str | None, list[str]]] = [_cell_table(cell) for cell in result.cells]
+    parts: list[tuple[Table | str | None, list[str]]] = []
+    if len(result.phases) > 1:
+        phases = Table(*PHASE_COLUMNS, title="routing phases (each judged against its own routing)",
+                       title_justify="left")
+        for phase in result.phases:
+            phases.add_row(*map(escape, phase_row(phase)))
+        notes = [f"  phase {p.phase}: {escape(p.convergence.reason)}" for p in result.phases if p.convergence]
+        parts.append((phases, notes))
+    if result.judgement is not None:
+        parts += [_pool_section(pool, result.cells) for pool in result.judgement.pools]
+    parts += [(None, _unjudged(result.cells))]
     if result.confusion:
         parts.append((_confusion(result), []))
     parts += [_crosscheck(result), _latency(result), _accuracy(result)]
-    for table, lines in parts:
+    for table, section_lines in parts:
         if table is not None:
             console.print(table)
-        for line in lines:
+        for line in section_lines:
             console.print(line)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     code = f" (exit code {result.exit_code})" if result.judged else ""
-    console.print(f"overall: {_badge(result.status)}{code} — {escape(result.reason)}")
+    lines: list[str] = []
+    if result.judgement is not None and result.status != "verified":
+        lines = result.judgement.failing_lines()
+        if result.crosscheck.status == "mismatch":
+            lines.append(f"cross-check: {result.crosscheck.reason}")
+    if not lines:
+        console.print(f"overall: {_badge(result.status)}{code} — {escape(result.reason)}")
+        return
+    console.print(f"overall: {_badge(result.status)}{code}")
+    for line in lines:
+        console.print(f"  - {escape(line)}")
 
 
-def print_plans(rows: Sequence[PlanRow], console: Console) -> None:
-    for row in rows:
-        console.print(f"[bold]{escape(row.applies_to)}[/] — {escape(row.plan.summary())}")
+def print_plan(plan: RunPlan, console: Console) -> None:
+    """``verify-split --plan``: the command first, then each pool and the cells' share."""
+    console.print(f"[bold]{escape(plan.command())}[/]")
+    console.print(
+        f"  verifies the expected split and refutes a deviation beyond it, each with probability "
+        f"≥ {100 * plan.policy.power:g}%, at ±{100 * plan.policy.tolerance:g} points and "
+        f"{100 * plan.policy.confidence:g}% confidence"
+    )
+    for pool in plan.pools:
+        route = f", route {pool.route}" if pool.route else ""
+        console.print(
+            f"[bold]{escape(pool.name)}[/] ({_pct(pool.weight, 1)} of requests; expected "
+            f"{escape(','.join(f'{k}={100 * v:g}%' for k, v in pool.plan.expected.items()))}{escape(route)}): "
+            f"{escape(pool.plan.summary())}; needs --requests {pool.requests:,}"
+        )
+    cells = ", ".join(f"{escape(c)} {n:,}" for c, n in plan.cell_responses().items())
+    console.print(f"  attributed responses per cell at {plan.requests:,} requests: {cells}")
+    console.print(
+        f"  family-wise: each cell refutes at alpha {plan.alpha_cell:.3g}"
+        + (f", each pooled table at {plan.alpha_pool:.3g}" if plan.alpha_pool is not None else "")
+        + f" (alpha {plan.policy.alpha:g} for the run)"
+    )

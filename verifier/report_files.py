@@ -1,7 +1,10 @@
 """Writing a verification's files: the one entry point ``verify-split`` and ``canary report`` call.
 
 :func:`verify_and_report` judges a run (:func:`verifier.verify.verify_run`)
-and writes ``summary.json`` and ``report.html`` into the run directory, plus
+keeps the check in the run directory (``checks/``, every check ever made of
+the run: a later one never replaces an earlier one), and writes
+``summary.json`` and ``report.html`` (which list them all, newest first)
+into the run directory, plus
 the ``--json`` and ``--junit`` files where asked. A run directory that cannot
 be written (read-only copy) gives a warning, not a failure: the verdict
 stands; an explicitly asked ``--json``/``--junit`` file that cannot be
@@ -12,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from canary.errors import UsageError
+from canary.rundir import read_checks, record_check
 
 from .report_html import REPORT_FILE, write_html
-from .report_json import SUMMARY_FILE, summary_document, write_summary
+from .report_json import SUMMARY_FILE, check_record, summary_document, write_summary
 from .report_junit import write_junit
 from .verify import Verification, VerifyRequest, verify_run
 
@@ -29,6 +34,7 @@ class Written:
 
     paths: tuple[Path, ...]
     warnings: tuple[str, ...]
+    checks: tuple[dict[str, Any], ...] = ()  # every check kept in the run directory, newest first
 
 
 def write_reports(
@@ -41,12 +47,20 @@ def write_reports(
     """Write the summary and the page into the run directory, and the asked extra files."""
     paths: list[Path] = []
     warnings: list[str] = []
-    document = summary_document(result)
+    root = result.run.root
+    checks: list[dict[str, Any]] = []
     if into_run_dir:
-        root = result.run.root
+        try:
+            if result.judged:
+                record_check(root, check_record(result))
+            checks = read_checks(root)
+        except OSError as error:
+            warnings.append(f"could not keep this check in {root} ({error.strerror or error})")
+    document = summary_document(result, checks)
+    if into_run_dir:
         try:
             paths.append(write_summary(root / SUMMARY_FILE, document))
-            paths.append(write_html(root / REPORT_FILE, result))
+            paths.append(write_html(root / REPORT_FILE, result, document["checks"]))
         except OSError as error:
             warnings.append(f"could not write the reports into {root} ({error.strerror or error}); use --json FILE")
     for path, write in (
@@ -59,7 +73,7 @@ def write_reports(
             paths.append(write(Path(path)))
         except OSError as error:
             raise UsageError(f"cannot write {path}: {error.strerror or error}; choose a writable path") from None
-    return Written(tuple(paths), tuple(warnings))
+    return Written(tuple(paths), tuple(warnings), tuple(checks))
 
 
 def verify_and_report(

@@ -1,22 +1,25 @@
 """``report.html``: one self-contained page (inline CSS and SVG, no script, no network).
 
-Sections: the overall verdict; the split table of every protocol x group
+Sections: the overall verdict; the split table of every pool of cells
 (counts, observed share with its simultaneous interval, expected share and
-band, the test and the verdict); the group x subset confusion matrices; the
+band, the cells, the homogeneity test and the verdict); the group x subset confusion matrices; the
 cross-check against the mesh's counters; latency per subset x protocol
 (p50/p90/p99, histogram and CDF as inline SVG, canary vs stable); accuracy and
-agreement; notes.
+agreement; notes; every check made of the run, newest first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from canary.files import write_atomic
+from canary.stats import GroupVerdict, PoolVerdict
 
+from .report_facts import PHASE_COLUMNS, cell_line, phase_row, verdict_facts
 from .report_svg import PALETTE, Series, cdf_svg, histogram_svg
 from .verify import CellResult, Verification
 
@@ -66,12 +69,7 @@ def _status(status: str) -> str:
     return f'<span class="badge {_cls(status)}">{escape(status)}</span>'
 
 
-def _cell(cell: CellResult) -> str:
-    title = f"<h3>{escape(cell.protocol)} · {escape(cell.group)} — {_status(cell.status)}</h3>"
-    verdict = cell.verdict
-    if verdict is None:
-        counts = ", ".join(f"{escape(k)} {v}" for k, v in cell.counts.items()) or "no requests"
-        return title + f'<p class="muted">not judged (no expected split for this group): {counts}</p>'
+def _shares(verdict: GroupVerdict) -> str:
     conf = f"{100 * verdict.policy.confidence:g}%"
     rows = [
         (
@@ -82,23 +80,42 @@ def _cell(cell: CellResult) -> str:
     ]
     others = {k: v for k, v in verdict.counts.items() if k not in verdict.expected and k not in ("unknown", "error")}
     rows.extend((escape(k), str(v), "", "", "0% (not expected)", "", "") for k, v in others.items())
-    table = _table(
-        ["subset", "count", "observed", f"{conf} interval (simultaneous)", "expected", "band", "inside"], rows
+    return _table(["subset", "count", "observed", f"{conf} interval", "expected", "band", "interval inside band"], rows)
+
+
+def _pool(pool: PoolVerdict, cells: Sequence[CellResult]) -> str:
+    how = {"pooled": "pooled", "alone": "one cell", "one by one": "cells judged one by one"}[pool.judged]
+    route = f"; route <code>{escape(pool.route)}</code>" if pool.route else ""
+    title = (
+        f"<h3>{escape(pool.name)} — {_status(pool.status)}</h3>"
+        f"<p class='muted'>{how}; expected {escape(pool.expected.label())}{route}</p>"
     )
-    test = (
-        f"{escape(verdict.test)}: χ² = {verdict.chi2:.3g}, p = {verdict.p_value:.3g}, dof {verdict.dof}"
-        if verdict.p_value is not None and verdict.chi2 is not None
-        else escape(verdict.test)
+    facts = "; ".join(escape(f) for f in verdict_facts(pool.verdict))
+    extra = ""
+    if len(pool.cells) > 1:
+        mine = [c for c in cells if c.pool == pool.name]
+        extra = "<p>cells: " + escape("; ".join(cell_line(c) for c in mine)) + "</p>"
+        if pool.homogeneity is not None:
+            h = pool.homogeneity
+            extra += (
+                f"<p>homogeneity χ² = {h.statistic:.3g} ({h.dof} dof), p = {h.p_value:.3g}: "
+                + ("the cells agree" if h.homogeneous else "the cells differ") + "</p>"
+            )
+    return title + _shares(pool.verdict) + f"<p>{facts}</p>" + extra + (
+        f'<p class="{_cls(pool.status)}">{escape(pool.reason)}</p>'
     )
-    facts = (
-        f"<p>{test}; n = {verdict.n} attributed of {verdict.n_total} requests; "
-        f"wrong-subset share below {_pct(verdict.wrong.upper_bound, 3)} at {conf} "
-        f"({verdict.wrong.count} wrong); unknown {verdict.unknown} ({_pct(verdict.unknown_rate)}), "
-        f"error {verdict.error} ({_pct(verdict.error_rate)})"
-        + (f"; route <code>{escape(cell.route)}</code>" if cell.route else "")
-        + "</p>"
-    )
-    return title + table + facts + f'<p class="{_cls(verdict.status)}">{escape(verdict.reason)}</p>'
+
+
+def _split(result: Verification) -> str:
+    parts = [_pool(p, result.cells) for p in result.judgement.pools] if result.judgement else []
+    for cell in result.cells:
+        if cell.verdict is None:
+            counts = ", ".join(f"{escape(k)} {v}" for k, v in cell.counts.items()) or "no requests"
+            parts.append(
+                f"<h3>{escape(cell.name)} — {_status('not judged')}</h3>"
+                f'<p class="muted">no expected split for this group: {counts}</p>'
+            )
+    return "".join(parts) or "<p>no requests</p>"
 
 
 def _confusion(result: Verification) -> str:
@@ -196,8 +213,21 @@ def _accuracy(result: Verification) -> str:
     return "".join(parts)
 
 
-def html_report(result: Verification) -> str:
-    """The page (see the module docstring)."""
+def _checks(checks: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        (
+            escape(str(c.get("generated_at", ""))), _status(str(c.get("status", "unreadable"))),
+            escape(str(c.get("expected_source") or "–")),
+            escape(", ".join(f"{k} {v}" for k, v in (c.get("policy") or {}).items() if k in ("alpha", "tolerance", "confidence"))),
+            escape(str(c.get("reason") or c.get("problem") or "")),
+        )
+        for c in checks
+    ]
+    return _table(["time (UTC)", "verdict", "expected from", "options", "reason"], rows, left=5) if rows else ""
+
+
+def html_report(result: Verification, checks: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The page (see the module docstring); ``checks``: every check made of the run, newest first."""
     run = result.run
     policy = result.policy
     head = (
@@ -206,13 +236,20 @@ def html_report(result: Verification) -> str:
         + (f" (exit code {result.exit_code})" if result.judged else "")
         + f". {escape(result.reason)}</p>"
         f"<p class='muted'>run directory {escape(str(run.root))}; {len(run.records)} requests; "
-        f"expected from {escape(result.source or 'nowhere (no expected split)')}; stable subset "
+        + (f"expected from {escape(result.source)}; " if result.source else "no expected split; ")
+        + "stable subset "
         f"{escape(result.stable or '–')}; α = {policy.alpha:g}, tolerance ±{100 * policy.tolerance:g} points, "
         f"confidence {100 * policy.confidence:g}%, max unknown {_pct(policy.max_unknown_rate, 3)}, "
         f"max error {_pct(policy.max_error_rate, 3)}; generated {escape(result.generated_at)}</p>"
     )
-    sections = [
-        ("Split per protocol and group", "".join(_cell(c) for c in result.cells) or "<p>no requests</p>"),
+    sections = []
+    if len(result.phases) > 1:
+        rows = [tuple(escape(v) for v in phase_row(p)) for p in result.phases]
+        notes = "".join(f"<p>phase {p.phase}: {escape(p.convergence.reason)}</p>" for p in result.phases if p.convergence)
+        sections.append(("Routing phases", _table(list(PHASE_COLUMNS), rows, left=1) + notes))
+    sections += [
+        ("Split per pool of cells", _split(result)),
+        ("Every check of this run, newest first", _checks(checks)),
         ("Header group × subset", _confusion(result)),
         ("Cross-check against the mesh's counters", _crosscheck(result)),
         ("Latency", _latency(result)),
@@ -228,5 +265,5 @@ def html_report(result: Verification) -> str:
     )
 
 
-def write_html(path: Path, result: Verification) -> Path:
-    return write_atomic(path, html_report(result).encode())
+def write_html(path: Path, result: Verification, checks: Sequence[Mapping[str, Any]] = ()) -> Path:
+    return write_atomic(path, html_report(result, checks).encode())

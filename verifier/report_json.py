@@ -13,24 +13,37 @@ Format ``canary.verify-split/1``::
       "expected_source": "--expected 70/30" | "<file> (VirtualService/ns/name)" | ...,
       "stable": "resnet50",
       "subsets": ["resnet50", "resnet101"],
-      "policy": {alpha, tolerance, confidence, max_unknown_rate, max_error_rate, power, interval},
-      "groups": [{"protocol", "group", "status", "route", "counts",
+      "policy": {alpha, tolerance, confidence, max_unknown_rate, max_error_rate, power},
+      "alpha": {"cell": 0.0025, "pool": 0.005 | null},  # the run's alpha divided over its tests
+      "pools": [PoolVerdict.to_dict()],  # name, cells, route, expected, status, reason, judged,
+                                         # pooled, homogeneity, cell_verdicts
+      "phases": [{"phase", "version", "started_at", "applied_at", "source", "requests",
+                  "settling", "convergence": Convergence.to_dict() | null, "note"}],
+      "groups": [{"label", "phase", "protocol", "group", "status", "pool", "reason", "route", "counts",
                   "expected": {"shares", "label"} | null,
-                  "verdict": GroupVerdict.to_dict() | null}],
+                  "verdict": GroupVerdict.to_dict() | null}],  # the cell's own verdict
       "confusion": {"rest": ConfusionMatrix.to_dict(), "grpc": ...},
       "crosscheck": {"status": "agree" | "mismatch" | "unavailable", "source", "reason",
                      "rows": [{"subset", "fingerprint", "mesh", "difference", "low", "high",
                                "agrees"}], "unattributed", "slack", "query"},
       "latency": LatencyReport.to_dict(),
       "accuracy": AccuracyReport.to_dict(),
-      "notes": ["..."]
+      "notes": ["..."],
+      "checks": [check, ...]  # every check made of this run, newest first (this one included)
     }
+
+A check (``checks/<time>-<key>.json`` in the run directory, :mod:`canary.rundir.checks`)::
+
+    {"format": "canary.check/1", "generated_at", "status", "exit_code", "reason",
+     "expected_source", "stable", "policy",
+     "pools": [{"name", "status", "judged", "expected", "n", "reason"}], "key"}
 
 Non-finite numbers are written as null. Files are written atomically.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +54,35 @@ from canary.jsonable import jsonable
 
 from .verify import Verification
 
-__all__ = ["SUMMARY_FILE", "SUMMARY_FORMAT", "summary_document", "write_summary"]
+__all__ = ["SUMMARY_FILE", "SUMMARY_FORMAT", "check_record", "summary_document", "write_summary"]
 
 SUMMARY_FORMAT = "canary.verify-split/1"
 SUMMARY_FILE = "summary.json"
 
 
-def summary_document(result: Verification) -> dict[str, Any]:
-    """The JSON document of ``result`` (see the module docstring)."""
+def check_record(result: Verification) -> dict[str, Any]:
+    """The record of this check, as the run directory keeps it."""
+    pools = result.judgement.pools if result.judgement else ()
+    return {
+        "generated_at": result.generated_at,
+        "status": result.status,
+        "exit_code": result.exit_code if result.judged else None,
+        "reason": result.reason,
+        "expected_source": result.source,
+        "stable": result.stable,
+        "policy": result.policy.to_dict(),
+        "pools": [
+            {"name": p.name, "status": p.status, "judged": p.judged, "expected": p.expected.label(),
+             "n": p.verdict.n, "reason": p.reason}
+            for p in pools
+        ],
+    }
+
+
+def summary_document(result: Verification, checks: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The JSON document of ``result`` (see the module docstring); ``checks``: every check kept."""
     run = result.run
+    judgement = result.judgement
     return {
         "format": SUMMARY_FORMAT,
         "generated_at": result.generated_at,
@@ -71,11 +104,18 @@ def summary_document(result: Verification) -> dict[str, Any]:
         "stable": result.stable,
         "subsets": list(result.subsets),
         "policy": result.policy.to_dict(),
+        "alpha": {"cell": judgement.alpha_cell, "pool": judgement.alpha_pool} if judgement else None,
+        "pools": [p.to_dict() for p in judgement.pools] if judgement else [],
+        "phases": [p.to_dict() for p in result.phases],
         "groups": [
             {
+                "label": cell.name,
+                "phase": cell.phase,
                 "protocol": cell.protocol,
                 "group": cell.group,
                 "status": cell.status,
+                "pool": cell.pool,
+                "reason": cell.reason,
                 "route": cell.route,
                 "counts": dict(cell.counts),
                 "expected": cell.expected.to_dict() if cell.expected else None,
@@ -88,6 +128,7 @@ def summary_document(result: Verification) -> dict[str, Any]:
         "latency": result.latency.to_dict(),
         "accuracy": result.accuracy.to_dict(),
         "notes": list(result.notes),
+        "checks": list(checks) or [check_record(result)],
     }
 
 

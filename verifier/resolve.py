@@ -1,6 +1,6 @@
 """Which outcome each protocol x group should see, and which subset is the stable one. Pure.
 
-Three sources, in this order of precedence:
+Four sources, in this order of precedence:
 
 1. ``--from-manifest FILE``: per cell, from the VirtualService
    (:mod:`mesh.routing`); the stable subset is the first destination of
@@ -9,6 +9,12 @@ Three sources, in this order of precedence:
    group, or per group ``default: 100/0; canary: 0/100`` (a group left out is
    not judged). The same expectation holds for REST and gRPC.
 3. Neither: the expectation the load test was given (run.json ``expected``).
+4. None of those: the routing the run recorded as live on the mesh (run.json
+   ``mesh.routing``, the VirtualService applied when the load test started),
+   evaluated per cell as ``--from-manifest`` would.
+
+Sources 1 and 4 also give each cell its route, so only cells on one route
+are pooled.
 
 ``70/30`` names the stable subset first. The stable subset is, first found:
 ``--stable NAME``; the first subset a named spec writes

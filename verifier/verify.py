@@ -2,15 +2,17 @@
 
 :func:`verify_run` reads one run directory (:mod:`verifier.run`), works out
 the expectation per protocol x group (:mod:`verifier.resolve`), judges each
-with :func:`verifier.verify_group`, cross-checks the fingerprint counts
+with :func:`canary.stats.judge_run` (cells that share an expectation and a
+route are pooled behind a homogeneity test; the false-refutation budget is
+divided over the run's tests), cross-checks the fingerprint counts
 against the mesh's counters (:mod:`verifier.crosscheck`), and adds the
 latency (:mod:`verifier.latency`) and accuracy (:mod:`verifier.accuracy`)
 figures. :func:`write_reports` writes ``summary.json`` and ``report.html``
 into the run directory (and ``--json`` / ``--junit`` files where asked).
 
-Overall status: refuted if any judged cell is refuted or the cross-check
-finds a mismatch; else inconclusive if any judged cell is inconclusive (or
-none was judged); else verified. Exit codes: 0 verified, 1 refuted,
+Overall status: refuted if any pool or cell is refuted or the cross-check
+finds a mismatch; else inconclusive if any pool is inconclusive (or none was
+judged); else verified. Exit codes: 0 verified, 1 refuted,
 2 inconclusive, 3 bad usage or unreadable input (:class:`UsageError`).
 Latency and accuracy are reported and never change the exit code.
 """
@@ -18,37 +20,39 @@ Latency and accuracy are reported and never change the exit code.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from canary.conventions import (
-    DEFAULT_HEADER,
     ERROR,
-    GROUPS,
-    MODEL_NAME,
     PROTOCOLS,
     UNKNOWN,
     Cell,
     order_cells,
+    utc_now,
 )
 from canary.errors import UsageError
+from canary.jsonable import jsonable
 from canary.rundir import REPORTS_DIR, Run, cell_counts, read_run, resolve_run_dir
 from canary.stats import (
     STATUS_CODES,
+    CellTable,
     ConfusionMatrix,
     Expectation,
     GroupVerdict,
-    Plan,
+    RunJudgement,
     SplitPolicy,
     confusion_matrix,
-    overall,
-    parse_expected,
-    parse_group_spec,
-    plan_requests,
-    verify_group,
+    judge_run,
 )
-from mesh.routing import expectations_from_manifest
+from mesh.routing import (
+    expectations_from_manifest,
+    expectations_from_virtual_service,
+    recorded_virtual_service,
+)
 
 from .accuracy import AccuracyReport, accuracy_report
 from .crosscheck import (
@@ -61,6 +65,7 @@ from .crosscheck import (
     unavailable,
 )
 from .latency import DEFAULT_CONFIDENCE, DEFAULT_MARGIN, LatencyReport, latency_report, parse_margin
+from .phases import Convergence, PhaseWindow, convergence, phase_rows, phase_windows
 from .resolve import (
     Resolved,
     choose_stable,
@@ -73,10 +78,9 @@ from .resolve import (
 
 __all__ = [
     "CellResult",
-    "PlanRow",
+    "PhaseResult",
     "Verification",
     "VerifyRequest",
-    "plan_run",
     "verify_run",
 ]
 
@@ -91,7 +95,6 @@ class VerifyRequest:
     manifests: tuple[Path, ...] = ()
     stable: str | None = None
     policy: SplitPolicy = field(default_factory=SplitPolicy)
-    bonferroni: bool = False
     prometheus: str | None = None
     prometheus_service: str = DEFAULT_SERVICE
     prometheus_timeout: float = 10.0
@@ -103,7 +106,8 @@ class VerifyRequest:
 
 @dataclass(frozen=True)
 class CellResult:
-    """One protocol x group: its counts, expectation and verdict (None: not judged)."""
+    """One protocol x group: its counts, expectation, its own verdict (None: not judged), the
+    status shown for it (its pool's, unless it refutes alone) and the pool it was judged in."""
 
     protocol: str
     group: str
@@ -111,14 +115,33 @@ class CellResult:
     expected: Expectation | None
     route: str | None
     verdict: GroupVerdict | None
+    status: str = "not judged"
+    pool: str | None = None
+    reason: str = "no expected split for this group"
+    label: str = ""  # "rest/default", or "phase 1: rest/default" when the routing changed
+    phase: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.protocol}/{self.group}"
+        return self.label or f"{self.protocol}/{self.group}"
 
-    @property
-    def status(self) -> str:
-        return self.verdict.status if self.verdict is not None else "not judged"
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """One routing phase: its routing, what was judged in it, and how fast it took effect."""
+
+    phase: int
+    version: int | None
+    started_at: str | None  # the push's start (None: live before the run)
+    applied_at: str | None
+    source: str | None  # where this phase's expectation came from
+    requests: int  # the phase's requests
+    settling: int  # started before the change was acknowledged: shown, not judged
+    convergence: Convergence | None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(jsonable(self))
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,8 @@ class Verification:
     subsets: tuple[str, ...]
     policy: SplitPolicy
     cells: tuple[CellResult, ...]
+    judgement: RunJudgement | None  # the pools and their verdicts; None when nothing was judged
+    phases: tuple[PhaseResult, ...]  # one per routing phase (one phase 0 when the routing never changed)
     confusion: Mapping[str, ConfusionMatrix]  # per protocol
     crosscheck: CrossCheck
     latency: LatencyReport
@@ -151,7 +176,8 @@ class Verification:
         return self.status in STATUS_CODES
 
 
-def _resolve(request: VerifyRequest, run: Run) -> Resolved | None:
+def _given(request: VerifyRequest, run: Run) -> Resolved | None:
+    """The expectation the user gave (--from-manifest, --expected) or the load test was given."""
     if request.expected and request.manifests:
         raise UsageError(
             "give either --expected or --from-manifest, not both (the manifest already says "
@@ -159,10 +185,7 @@ def _resolve(request: VerifyRequest, run: Run) -> Resolved | None:
         )
     if request.manifests:
         found = expectations_from_manifest(
-            request.manifests,
-            {cell: run.paths.get(cell, ()) for cell in run.cells},
-            header=run.header,
-            model_name=run.model_name,
+            request.manifests, _cell_paths(run), header=run.header, model_name=run.model_name,
             known_subsets=run.subsets,
         )
         return from_manifest(found, run.subsets, stable=request.stable)
@@ -171,12 +194,44 @@ def _resolve(request: VerifyRequest, run: Run) -> Resolved | None:
         return from_spec(request.expected, run.cells, run.subsets, stable=request.stable, recorded=recorded)
     if recorded:
         return from_run(recorded, run.cells, run.subsets, stable=request.stable)
+    return None
+
+
+def _cell_paths(run: Run) -> dict[Cell, tuple[str, ...]]:
+    return {cell: tuple(run.paths.get(cell, ())) for cell in run.cells}
+
+
+def _recorded(request: VerifyRequest, run: Run, window: PhaseWindow) -> Resolved | None:
+    """The expectation of one phase from the routing the run recorded as live in it (None for
+    ``canary report`` when that routing names no subset split)."""
+    assert window.record is not None
+    where = f"{run.root}/run.json (mesh.routing, phase {window.phase})"
+    try:
+        service = recorded_virtual_service([(o.source, o.document) for o in window.record.objects], where)
+        found = expectations_from_virtual_service(
+            service, _cell_paths(run), header=run.header, model_name=run.model_name, known_subsets=run.subsets,
+        )
+    except UsageError:
+        if request.require_expectation:
+            raise
+        return None  # canary report: counts only, as the routing gives no split
+    resolved = from_manifest(found, run.subsets, stable=request.stable)
+    return replace(resolved, source=f"the routing recorded as applied ({found.source}, {found.name})")
+
+
+def _expectations(request: VerifyRequest, run: Run, windows: Sequence[PhaseWindow]) -> dict[int, Resolved | None]:
+    """Each phase's expectation: the one given, for every phase; else each phase's recorded routing."""
+    given = _given(request, run)
+    if given is not None:
+        return {w.phase: given for w in windows}
+    if run.cells and any(w.record is not None for w in windows):
+        return {w.phase: _recorded(request, run, w) if w.record is not None else None for w in windows}
     if request.require_expectation:
         raise UsageError(
             "no expected split: give --expected (e.g. 70/30, stable subset first) or "
-            "--from-manifest manifests/routing/virtualservice-weight-70.yaml"
+            "--from-manifest manifests/routing/virtualservice-weight-70.yaml (the run recorded no routing)"
         )
-    return None
+    return {w.phase: None for w in windows}
 
 
 def _crosscheck(request: VerifyRequest, run: Run, subsets: Sequence[str]) -> CrossCheck:
@@ -216,53 +271,138 @@ def _crosscheck(request: VerifyRequest, run: Run, subsets: Sequence[str]) -> Cro
     )
 
 
-def _overall(cells: Sequence[CellResult], check: CrossCheck, judged_required: bool) -> tuple[str, str]:
-    judged = [c for c in cells if c.verdict is not None]
-    if not judged:
+def _overall(judgement: RunJudgement | None, check: CrossCheck, judged_required: bool) -> tuple[str, str]:
+    if judgement is None:
         if not judged_required:
             return "not judged", "no expected split was given, so no verdict (counts only)"
         return "inconclusive", "no protocol and group could be judged (no requests)"
-    status = overall([c.verdict for c in judged if c.verdict is not None])
-    parts = [f"{c.name} {c.status}: {c.verdict.reason}" for c in judged if c.verdict and c.status != "verified"]
+    status: str = judgement.status
+    parts = judgement.failing_lines()
     if check.status == "mismatch":
         status = "refuted"
         parts.append(f"cross-check: {check.reason}")
     if status == "verified":
+        pools = "; ".join(
+            f"{p.name} {p.judged}" if len(p.cells) > 1 else f"{p.name} alone" for p in judgement.pools
+        )
         tail = "; the mesh's counters agree" if check.status == "agree" else ""
-        return status, f"all {len(judged)} protocol/group(s) verified{tail}"
+        return status, f"every cell verified ({pools}){tail}"
     return status, "; ".join(parts)
+
+
+def _phase_tables(
+    run: Run, windows: Sequence[PhaseWindow], expectations: Mapping[int, Resolved | None]
+) -> tuple[list[CellTable], list[tuple[str, int, Cell, Mapping[str, int], Resolved | None]], dict[int, int]]:
+    """The tables to judge, every cell of every phase (label, phase, cell, counts, expectation),
+    and each phase's settling requests."""
+    multi = len(windows) > 1
+    tables: list[CellTable] = []
+    rows: list[tuple[str, int, Cell, Mapping[str, int], Resolved | None]] = []
+    settling: dict[int, int] = {}
+    for window in windows:
+        judged, settling[window.phase] = phase_rows(run.records, window)
+        counts = cell_counts(judged)
+        resolved = expectations.get(window.phase)
+        if not window.judgeable:
+            resolved = None
+        # one phase: every cell the run had; several: the cells each phase has requests in
+        cells = order_cells(set(counts) if multi else set(run.cells) | set(resolved.cells if resolved else ()))
+        for cell in cells:
+            label = f"phase {window.phase}: {cell[0]}/{cell[1]}" if multi else f"{cell[0]}/{cell[1]}"
+            rows.append((label, window.phase, cell, counts.get(cell, {}), resolved))
+            if resolved is not None and cell in resolved.cells:
+                scope = f"phase {window.phase}" if multi else None
+                tables.append(CellTable(label, counts.get(cell, {}), resolved.cells[cell], resolved.routes.get(cell), scope))
+    return tables, rows, settling
+
+
+def _convergences(
+    run: Run, windows: Sequence[PhaseWindow], expectations: Mapping[int, Resolved | None]
+) -> dict[int, Convergence]:
+    out: dict[int, Convergence] = {}
+    for before, window in itertools.pairwise(windows):
+        old, new = expectations.get(before.phase), expectations.get(window.phase)
+        if old is not None and new is not None and window.started is not None:
+            out[window.phase] = convergence(run.records, window, old.cells, new.cells)
+    return out
+
+
+def _phase_results(
+    run: Run,
+    windows: Sequence[PhaseWindow],
+    expectations: Mapping[int, Resolved | None],
+    settling: Mapping[int, int],
+    converged: Mapping[int, Convergence],
+) -> tuple[PhaseResult, ...]:
+    phases = run.records["phase"] if len(run.records) else None
+    out = []
+    for w in windows:
+        resolved = expectations.get(w.phase)
+        note = ""
+        if w.record is not None and w.record.failed:
+            note = "the push failed: which routing answered is unknown, so nothing was judged"
+        elif w.phase and w.acknowledged is None:
+            note = "the change was not acknowledged before the run ended, so nothing was judged"
+        out.append(PhaseResult(
+            phase=w.phase,
+            version=w.record.version if w.record else None,
+            started_at=w.record.started_at if w.record else None,
+            applied_at=w.record.applied_at if w.record else None,
+            source=resolved.source if resolved else None,
+            requests=int((phases == w.phase).sum()) if phases is not None else 0,
+            settling=settling.get(w.phase, 0),
+            convergence=converged.get(w.phase),
+            note=note,
+        ))
+    return tuple(out)
+
+
+def _source(expectations: Mapping[int, Resolved | None]) -> str | None:
+    sources = list(dict.fromkeys(r.source for r in expectations.values() if r is not None))
+    if not sources:
+        return None
+    if len(expectations) > 1 and sources[0].startswith("the routing recorded"):
+        return f"the routing recorded as applied in each of the {len(expectations)} phases"
+    return sources[0]
 
 
 def verify_run(request: VerifyRequest) -> Verification:
     """Judge one run directory (see the module docstring). Reads files; writes nothing."""
     run = read_run(resolve_run_dir(request.run_dir, request.reports))
-    resolved = _resolve(request, run)
+    windows = phase_windows(run.document.mesh.routing)
+    expectations = _expectations(request, run, windows)
+    known = [r for r in expectations.values() if r is not None]
+    resolved = known[-1] if known else None  # the latest phase's names the stable subset
     notes = list(run.notes)
     stable: str | None
     if resolved is not None:
-        notes.extend(resolved.notes)
-        stable, subsets = resolved.stable, resolved.subsets
+        notes.extend(dict.fromkeys(n for r in known for n in r.notes))
+        stable = resolved.stable
+        subsets = subset_order([s for r in known for s in r.subsets], stable)
     else:  # no expectation (canary report): name a stable subset only where the rules can
         try:
             stable = choose_stable(run.subsets, flag=request.stable) if run.subsets else None
         except UsageError:
             stable = None
         subsets = subset_order(run.subsets, stable)
-    all_counts = cell_counts(run.records)
-    cells = list(order_cells(set(run.cells) | set(resolved.cells if resolved else ())))
-    judged = [c for c in cells if resolved is not None and c in resolved.cells]
-    policy = request.policy.for_groups(len(judged)) if request.bonferroni and judged else request.policy
+    tables, cell_rows, settling = _phase_tables(run, windows, expectations)
+    judgement = judge_run(tables, request.policy) if tables else None
     results: list[CellResult] = []
-    for cell in cells:
-        counts = all_counts.get(cell, {})
-        expected = resolved.cells.get(cell) if resolved else None
-        verdict = (
-            verify_group(counts, expected, policy, group=f"{cell[0]}/{cell[1]}")
-            if expected is not None
-            else None
-        )
-        route = resolved.routes.get(cell) if resolved else None
-        results.append(CellResult(cell[0], cell[1], counts, expected, route, verdict))
+    for label, phase, cell, counts, source in cell_rows:
+        expected = source.cells.get(cell) if source else None
+        route = source.routes.get(cell) if source else None
+        if judgement is None or expected is None:
+            results.append(CellResult(cell[0], cell[1], counts, expected, route, None, label=label, phase=phase))
+            continue
+        pool = judgement.pool_of(label)
+        own = next(v for v in pool.cell_verdicts if v.group == label)
+        results.append(CellResult(
+            cell[0], cell[1], counts, expected, route, own, pool.cell_status(label), pool.name,
+            pool.cell_reason(label), label=label, phase=phase,
+        ))
+    all_counts = cell_counts(run.records)
+    cells = order_cells(set(all_counts) | set(run.cells))
+    phases = _phase_results(run, windows, expectations, settling, _convergences(run, windows, expectations))
     answered = [s for cell in all_counts.values() for s in cell if s not in (UNKNOWN, ERROR)]
     columns = list(dict.fromkeys([*subsets, *answered]))
     confusion: dict[str, ConfusionMatrix] = {}
@@ -281,19 +421,16 @@ def verify_run(request: VerifyRequest) -> Verification:
         confidence=request.latency_confidence, margin=parse_margin(request.latency_margin),
     )
     accuracy = accuracy_report(run.records, subsets=columns, stable=stable, weights=run.weights)
-    status, reason = _overall(results, check, request.require_expectation)
-    if request.bonferroni and judged:
-        notes.append(
-            f"Bonferroni over {len(judged)} protocol/group(s): each judged at alpha={policy.alpha:.3g}, "
-            f"confidence {policy.confidence:.4g}"
-        )
+    status, reason = _overall(judgement, check, request.require_expectation)
     return Verification(
         run=run,
-        source=resolved.source if resolved else None,
+        source=_source(expectations),
         stable=stable,
         subsets=tuple(columns),
-        policy=policy,
+        policy=request.policy,
         cells=tuple(results),
+        judgement=judgement,
+        phases=phases,
         confusion=confusion,
         crosscheck=check,
         latency=latency,
@@ -301,53 +438,5 @@ def verify_run(request: VerifyRequest) -> Verification:
         status=status,
         reason=reason,
         notes=tuple(notes),
-        generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        generated_at=utc_now(),
     )
-
-
-# --- planning ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlanRow:
-    """The plan for one expectation, and the cells it applies to."""
-
-    applies_to: str
-    plan: Plan
-
-
-def _plan_expectation(text: str, stable: str | None) -> Expectation:
-    if "=" in text:
-        return parse_expected(text)
-    count = len([t for t in text.split("/") if t.strip()])
-    first = stable or "resnet50"
-    others = ["resnet101"] if count == 2 and first != "resnet101" else []
-    others = others or [f"canary{i}" for i in range(1, count)]
-    return parse_expected(text, [first, *others][:count])
-
-
-def plan_run(
-    *,
-    expected: str | None,
-    manifests: Sequence[Path] = (),
-    policy: SplitPolicy,
-    stable: str | None = None,
-    header: tuple[str, str] = DEFAULT_HEADER,
-    detect: float | None = None,
-) -> list[PlanRow]:
-    """Requests needed per group for ``expected`` (or each cell of a VirtualService)."""
-    if bool(expected) == bool(manifests):
-        raise UsageError("--plan needs either --expected (e.g. 70/30) or --from-manifest FILE")
-    by_expectation: dict[Expectation, list[str]] = {}
-    if manifests:
-        cells: list[Cell] = [(p, g) for p in PROTOCOLS for g in GROUPS]
-        found = expectations_from_manifest(manifests, cells, header=header, model_name=MODEL_NAME)
-        for cell, item in found.cells.items():
-            by_expectation.setdefault(item.expectation, []).append(f"{cell[0]}/{cell[1]}")
-    else:
-        for group, text in parse_group_spec(str(expected)).items():
-            by_expectation.setdefault(_plan_expectation(text, stable), []).append(group or "every group")
-    return [
-        PlanRow(", ".join(names), plan_requests(expectation, policy, detect=detect))
-        for expectation, names in by_expectation.items()
-    ]

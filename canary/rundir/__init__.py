@@ -4,10 +4,12 @@
 * :mod:`canary.rundir.document` — run.json as typed data (:class:`RunDocument`)
 * :mod:`canary.rundir.records` — the records' schema, chunk writing, :func:`read_records`
 * :mod:`canary.rundir.reader` — :func:`read_run`: a whole run read back as a :class:`Run`
+* :mod:`canary.rundir.checks` — every check made of a run, kept (:func:`record_check`, :func:`read_checks`)
 
 The format is described for users in ``reports/README.md``.
 """
 
+from .checks import CHECKS_DIR, read_checks, record_check
 from .document import (
     RUN_FORMAT,
     CanaryOptions,
@@ -34,6 +36,7 @@ from .records import SCHEMA, cell_counts, read_records, rows_to_table, write_chu
 
 __all__ = [
     "CALIBRATION_FILE",
+    "CHECKS_DIR",
     "LOCUST_LOG",
     "PROGRESS_FILE",
     "RECORDS_DIR",
@@ -49,9 +52,11 @@ __all__ = [
     "default_run_dir",
     "find_newest_run",
     "parse_run_document",
+    "read_checks",
     "read_json",
     "read_records",
     "read_run",
+    "record_check",
     "resolve_run_dir",
     "rows_to_table",
     "utc_now",

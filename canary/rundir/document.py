@@ -42,6 +42,8 @@ __all__ = [
     "PayloadsRecord",
     "RecordsRecord",
     "RequestsRecord",
+    "RoutingObject",
+    "RoutingRecord",
     "RunArguments",
     "RunDocument",
     "SequentialCellRecord",
@@ -253,6 +255,28 @@ class SubsetCounts(Section):
     clusters: list[str] = Field(default_factory=list)
 
 
+class RoutingObject(Section):
+    source: str  # the manifest file it was applied from
+    document: dict[str, Any]  # the object as applied
+
+
+class RoutingRecord(Section):
+    """The routing live in one phase of the run: the mesh's configuration version, when its
+    push started and when the ingress acknowledged it, a hash of its routing objects
+    (Gateway, VirtualService, DestinationRule) and the objects themselves, so each phase
+    can be judged against its own routing later. Phase 0 is the routing live when the load
+    test started; each later phase is one routing change the mesh made during the run."""
+
+    phase: int = 0
+    version: int | None = None
+    started_at: str | None = None  # when the mesh began pushing it (ISO 8601 UTC); None for phase 0
+    applied_at: str | None = None  # when the ingress acknowledged it; None while pending
+    seen_at: str | None = None  # when the load test first read it
+    failed: bool = False  # the push failed: what the ingress routed in this phase is unknown
+    sha256: str = ""
+    objects: list[RoutingObject] = Field(default_factory=list)
+
+
 class MeshRecord(Section):
     """The mesh the run went through, when canary could read it (``local``: the local mesh)."""
 
@@ -263,6 +287,7 @@ class MeshRecord(Section):
     counters_before: dict[str, SubsetCounts] | None = None
     counters_after: dict[str, SubsetCounts] | None = None
     delta: dict[str, int] | None = None  # requests per subset during the run
+    routing: list[RoutingRecord] = Field(default_factory=list)  # one per phase, in order
 
     def requests_during_run(self) -> dict[str, int] | None:
         """Requests per subset over the run: ``delta``, else after − before; None when unknown."""

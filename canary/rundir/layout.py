@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from canary.conventions import utc_now
 from canary.errors import UsageError
 from canary.files import write_atomic
 from canary.rundir.document import RunDocument
@@ -53,11 +54,6 @@ LOCUST_LOG = "locust.log"
 REPORTS_DIR = Path("reports")
 _TRAFFIC_STACK = ("canary", "locust", "grpcio", "tensorflow-serving-api", "protobuf", "gevent",
                   "geventhttpclient", "pyarrow")
-
-
-def utc_now() -> str:
-    """The current time as ISO 8601 UTC with microseconds (``2026-01-31T12:00:00.123456Z``)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def versions() -> dict[str, str | None]:

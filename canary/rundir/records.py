@@ -30,6 +30,8 @@ Columns (one row per request, in the order of :data:`SCHEMA`):
 ``error``          the failure or attribution problem, else null
 ``worker``         the Locust worker (client id; ``local`` without workers)
 ``seq``            the worker's sequence number: ``(worker, seq)`` is unique
+``phase``          the routing phase the request started in (run.json ``mesh.routing``; 0
+                   when the routing never changed, and for runs written before phases)
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("worker", pa.string(), nullable=False),
         pa.field("seq", pa.int64(), nullable=False),
+        pa.field("phase", pa.int32(), nullable=False),
     ],
     metadata={"canary.records": "1"},
 )
@@ -93,7 +96,8 @@ REQUIRED_COLUMNS = (
 """The columns every reader relies on; a chunk without one of them is refused."""
 
 _DEFAULTS: dict[str, Any] = {"header": "", "status": "", "ok": False, "latency_ms": 0.0, "bytes": 0,
-                             "subset": UNKNOWN, "worker": "", "seq": 0, "protocol": "", "group": "default"}
+                             "subset": UNKNOWN, "worker": "", "seq": 0, "protocol": "", "group": "default",
+                             "phase": 0}
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
@@ -166,13 +170,17 @@ def read_records(run_dir: Path | str) -> pd.DataFrame:
         frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     except pa.ArrowException as error:
         raise UsageError(f"the record chunks of {run_dir} do not share one schema: {error}") from None
+    if "phase" not in frame.columns:
+        frame["phase"] = 0  # written before phases: one routing throughout
+    frame["phase"] = frame["phase"].fillna(0).astype("int32")
     frame = frame.drop_duplicates(subset=["worker", "seq"], keep="first")
     return frame.sort_values(["time", "worker", "seq"], kind="stable").reset_index(drop=True)
 
 
 def cell_counts(records: pd.DataFrame) -> dict[Cell, dict[str, int]]:
     """``{(protocol, group): {subset: responses}}``; ``"unknown"`` and ``"error"`` are kept
-    as keys (a failed request counts as ``"error"`` whatever its subset column says)."""
+    as keys (a failed request counts as ``"error"`` whatever its subset column says).
+    Select rows first (``records[records["phase"] == 1]``) to count one phase."""
     if not len(records):
         return {}
     subset = records["subset"].astype(str).where(records["ok"].astype(bool), ERROR)

@@ -24,11 +24,22 @@ from typing import Any
 
 import orjson
 
+from canary.conventions import utc_now
 from canary.errors import MeshError, ProcessExitedError
 from mesh.counters import SubsetCounters, subset_counters
 from mesh.local import procs
 from mesh.local.envoy import EnvoyAdmin, XdsFiles, bootstrap_config, envoy_binary
-from mesh.local.state import AppliedFile, MeshHome, MeshState, PodState, StoredObject, sha256_file
+from mesh.local.state import (
+    AppliedFile,
+    AppliedVersion,
+    MeshHome,
+    MeshState,
+    PodState,
+    StoredObject,
+    routing_digest,
+    routing_documents,
+    sha256_file,
+)
 from mesh.manifests import apply as apply_objects
 from mesh.manifests import load_manifests, manifest_files, parse_objects, validate_set
 from mesh.model import Gateway, MeshObject
@@ -225,9 +236,22 @@ class LocalMesh:
             pods = sorted(keep + started, key=lambda p: (p.namespace, p.name))
             with _deferred_interrupts():
                 state.version += 1
-                resources = self._translate(state, merged, pods)
-                self._push(state, resources)
-                state.objects = [StoredObject(source=o.source, document=dict(o.raw)) for o in merged]
+                stored = [StoredObject(source=o.source, document=dict(o.raw)) for o in merged]
+                routing = routing_documents(stored)
+                entry = AppliedVersion(
+                    state.version, utc_now(), None, [a.path for a in applied], routing, routing_digest(routing)
+                )
+                state.history.append(entry)
+                self.home.save(state)  # the push starts: readers see the pending version
+                try:
+                    resources = self._translate(state, merged, pods)
+                    self._push(state, resources)
+                except BaseException:
+                    entry.failed = True
+                    self.home.save(state)
+                    raise
+                entry.applied_at = utc_now()
+                state.objects = stored
                 state.pods = pods
                 state.applied.extend(applied)
                 self.home.save(state)

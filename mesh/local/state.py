@@ -21,11 +21,15 @@ from canary.errors import MeshError, MeshNotRunningError
 from canary.files import write_atomic
 
 __all__ = [
+    "ROUTING_KINDS",
     "AppliedFile",
+    "AppliedVersion",
     "MeshHome",
     "MeshState",
     "PodState",
     "StoredObject",
+    "routing_digest",
+    "routing_documents",
     "sha256_file",
 ]
 
@@ -65,6 +69,36 @@ class AppliedFile:
     objects: list[str]
 
 
+ROUTING_KINDS = ("Gateway", "VirtualService", "DestinationRule")
+"""The kinds that decide which subset answers a request: what a version records of the routing."""
+
+
+def routing_documents(objects: list[StoredObject]) -> list[dict[str, Any]]:
+    """``{"source", "document"}`` of each routing object among ``objects``, in order."""
+    return [{"source": o.source, "document": o.document} for o in objects if o.document.get("kind") in ROUTING_KINDS]
+
+
+def routing_digest(documents: list[dict[str, Any]]) -> str:
+    """A hash of routing documents: equal exactly when the routing is the same."""
+    return hashlib.sha256(orjson.dumps(documents, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass
+class AppliedVersion:
+    """One configuration version the mesh pushed: when it started and when Envoy acknowledged
+    it (None while the push runs, and for a push that failed), from which files, and the
+    routing objects it made live. Saved when the push starts, so a reader polling the state
+    learns of a change before the first request the new routing may answer."""
+
+    version: int
+    started_at: str  # ISO 8601 UTC, before the first xDS file was written
+    applied_at: str | None  # ISO 8601 UTC, when Envoy had acknowledged every resource
+    files: list[str]
+    routing: list[dict[str, Any]] = field(default_factory=list)
+    routing_sha256: str = ""
+    failed: bool = False
+
+
 @dataclass
 class MeshState:
     ingress_address: str
@@ -78,6 +112,7 @@ class MeshState:
     objects: list[StoredObject] = field(default_factory=list)
     pods: list[PodState] = field(default_factory=list)
     applied: list[AppliedFile] = field(default_factory=list)
+    history: list[AppliedVersion] = field(default_factory=list)
     format: int = STATE_FORMAT
 
     def to_json(self) -> bytes:
@@ -91,6 +126,7 @@ class MeshState:
         data["ingress_ports"] = {int(k): int(v) for k, v in data["ingress_ports"].items()}
         data["objects"] = [StoredObject(**o) for o in data["objects"]]
         data["applied"] = [AppliedFile(**a) for a in data["applied"]]
+        data["history"] = [AppliedVersion(**h) for h in data.get("history", [])]
         pods = []
         for p in data["pods"]:
             p["ports"] = {int(k): int(v) for k, v in p["ports"].items()}

@@ -2,10 +2,9 @@
 
 One mesh for the module (tests/integration/conftest.py). Each load is bounded
 by ``--requests``; the weighted check uses one protocol and the default group
-only (``--canary-share 0``) at ``--tolerance 0.05`` (the fixed plan then needs
-~1,300 attributed responses; 2,000 are sent, so a mesh splitting exactly 70/30
-is verified with probability well above the plan's 95%), which keeps it fast
-on two cores. Deterministic routes (focused routing, weight-100) need only
+only (``--canary-share 0``) at ``--tolerance 0.05`` and plans to refute a
+10-point deviation (``verify-split --plan`` then asks for ~1,700 requests),
+which keeps it fast on two cores. Deterministic routes (focused routing, weight-100) need only
 ~100 responses per protocol x group, so those runs use REST and gRPC with half
 of the users in the canary group.
 """
@@ -13,6 +12,10 @@ of the users in the canary group.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,19 +49,36 @@ def _load(run_dir: Path, *args: str) -> tuple[int, dict[str, Any]]:
     return code, json.loads((run_dir / "run.json").read_text())
 
 
+MIX = ("--protocol", "grpc", "--canary-share", "0")
+
+
 @pytest.fixture(scope="module")
 def weight_70(mesh: RunningMesh, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `canary load` of the size `verify-split --plan` asks for, on weight-70."""
     mesh.apply(*WEIGHT_70)
-    run_dir = tmp_path_factory.mktemp("w70") / "run"
-    code, doc = _load(run_dir, "--protocol", "grpc", "--canary-share", "0", "-u", "8", "--requests", "2000")
-    assert code == 0 and doc["requests"]["total"] == 2000, doc["problems"]
-    return run_dir
+    folder = tmp_path_factory.mktemp("w70")
+    plan_file = folder / "plan.json"
+    assert verify_split(["--plan", "--from-manifest", str(ROUTING / WEIGHT_70[1]), "--tolerance", TOLERANCE,
+                         "--detect", "0.1", *MIX, "--json", str(plan_file)]) == 0
+    requests = json.loads(plan_file.read_text())["requests"]
+    assert 1000 < requests < 2500
+    code, doc = _load(folder / "run", *MIX, "-u", "8", "--requests", str(requests))
+    assert code == 0 and doc["requests"]["total"] == requests, doc["problems"]
+    return folder / "run"
 
 
-def test_weight_70_is_verified_as_70_30(weight_70: Path) -> None:
-    assert verify_split([str(weight_70), "--expected", "70/30", "--tolerance", TOLERANCE]) == 0
+def test_weight_70_is_verified_against_the_routing_it_recorded(weight_70: Path) -> None:
+    doc = json.loads((weight_70 / "run.json").read_text())
+    (phase,) = doc["mesh"]["routing"]
+    kinds = {o["document"]["kind"] for o in phase["objects"]}
+    assert {"VirtualService", "DestinationRule", "Gateway"} <= kinds and phase["version"] >= 1
+    assert phase["applied_at"] <= phase["seen_at"]
+    # no --expected: the VirtualService live when the load started is the expectation
+    assert verify_split([str(weight_70), "--tolerance", TOLERANCE]) == 0
     summary = json.loads((weight_70 / "summary.json").read_text())
-    assert "verified" in json.dumps(summary)
+    assert summary["status"] == "verified" and summary["expected_source"].startswith("the routing recorded")
+    assert verify_split([str(weight_70), "--expected", "70/30", "--tolerance", TOLERANCE]) == 0
+    assert len(json.loads((weight_70 / "summary.json").read_text())["checks"]) == 2
 
 
 def test_weight_70_is_refuted_as_50_50(weight_70: Path) -> None:
@@ -97,3 +117,57 @@ def test_until_verified_refutes_50_50_early(mesh: RunningMesh, tmp_path: Path) -
     assert doc["requests"]["total"] < 3000  # stopped early (in-flight requests still finish)
     print(f"\nsequential: refuted 50/50 after {sequential['requests_to_decide']} requests "
           f"(n={cell['n']}, {cell['looks']} looks); the run sent {doc['requests']['total']}")
+
+
+def _wait_for_requests(run_dir: Path, child: subprocess.Popen[bytes], at_least: int, deadline_s: float) -> None:
+    """Until the running load test's progress.json counts ``at_least`` requests (bounded)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        assert child.poll() is None, "the load test ended before the routing changes"
+        try:
+            if json.loads((run_dir / "progress.json").read_text()).get("requests", 0) >= at_least:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {at_least} requests after {deadline_s} s")
+
+
+def test_routing_changes_during_one_load_are_phases(mesh: RunningMesh, tmp_path: Path) -> None:
+    """weight-100 → weight-70 → focused routing applied while one `canary load` runs: each phase
+    is judged against the routing live in it, and each change's convergence is reported."""
+    mesh.apply(*WEIGHT_100)
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "commands.cli", "load", "--run-dir", str(run_dir), "--protocol", "rest",
+            "--canary-share", "0.5", "-u", "8", "--requests", "2400"]
+    child = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "CANARY_HOME": str(mesh.home)},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_requests(run_dir, child, 500, 120)
+        mesh.apply(*WEIGHT_70)
+        _wait_for_requests(run_dir, child, 1400, 120)
+        mesh.apply(*FOCUSED)
+        output, _ = child.communicate(timeout=180)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, output.decode(errors="replace")[-3000:]
+    doc = json.loads((run_dir / "run.json").read_text())
+    routing = doc["mesh"]["routing"]
+    assert [r["phase"] for r in routing] == [0, 1, 2]
+    assert all(r["applied_at"] and r["started_at"] <= r["applied_at"] for r in routing[1:])
+    records = read_records(run_dir)
+    assert sorted(records["phase"].unique()) == [0, 1, 2]
+    out = tmp_path / "s.json"
+    assert verify_split([str(run_dir), "--tolerance", "0.1", "--json", str(out), "--no-write"]) == 0
+    summary = json.loads(out.read_text())
+    phases = summary["phases"]
+    assert [p["source"].split("(")[1].split(",")[0].rsplit("/", 1)[1] for p in phases] == [
+        "virtualservice-weight-100.yaml", "virtualservice-weight-70.yaml", "virtualservice-focused-routing.yaml"]
+    to_70, to_focused = phases[1]["convergence"], phases[2]["convergence"]
+    assert to_70["first_new_s"] is not None and 0 <= to_70["low_s"] <= to_70["high_s"] < 10
+    assert to_focused["high_s"] is not None and to_focused["high_s"] < 10
+    print(f"\nphases: {[(p['phase'], p['requests'], p['settling']) for p in phases]}; weight-70 took effect "
+          f"within [{to_70['low_s']:.3f}, {to_70['high_s']:.3f}] s (acknowledged after {to_70['acknowledged_s']:.3f} s), "
+          f"focused within [{to_focused['low_s']:.3f}, {to_focused['high_s']:.3f}] s")

@@ -71,7 +71,8 @@ def test_p_value_and_verdict_are_verify_splits() -> None:
     ):
         expected = verify_group(counts, SEVENTY, policy, group="default")
         for row in table(rows, protocol, "default").values():
-            assert row["p_value"] == expected.p_value
+            assert expected.sample_ratio is not None
+            assert row["p_value"] == expected.sample_ratio.p_value
             assert row["verdict"] == expected.status
     rest = table(rows, "rest", "default")
     assert rest["resnet50"]["expected_share"] == pytest.approx(0.7)

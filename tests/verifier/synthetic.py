@@ -53,12 +53,15 @@ def make_run(
     run_extra: Mapping[str, Any] | None = None,
     chunks: int = 2,
 ) -> Path:
-    """Write a run directory holding exactly ``counts`` (subset, "unknown", "error") per cell."""
+    """Write a run directory holding exactly ``counts`` (subset, "unknown", "error") per cell
+    (keys ``(protocol, group)``, or ``(phase, protocol, group)``); request i starts at
+    START + i ms, in the order given."""
     rng = np.random.default_rng(seed)
     latency = latency or {"resnet50": (40.0, 0.25), "resnet101": (40.0, 0.25)}
     columns: dict[str, list[Any]] = {f.name: [] for f in SCHEMA}
     seq = 0
-    for (protocol, group), per_subset in counts.items():
+    for key, per_subset in counts.items():
+        phase, protocol, group = key if len(key) == 3 else (0, *key)  # type: ignore[misc]
         for subset, n in per_subset.items():
             for _ in range(n):
                 payload = PAYLOADS[int(rng.integers(len(PAYLOADS)))]
@@ -90,6 +93,7 @@ def make_run(
                 columns["error"].append(None if ok else "HTTP 503")
                 columns["worker"].append("local")
                 columns["seq"].append(seq)
+                columns["phase"].append(phase)
                 seq += 1
     table = pa.Table.from_pydict(columns, schema=SCHEMA)
     records = root / "records"
@@ -112,7 +116,8 @@ def make_run(
     else:
         mesh_doc = {"local": True, **mesh}
     users: dict[str, dict[str, int]] = {}
-    for protocol, group in counts:
+    for key in counts:
+        protocol, group = key[-2], key[-1]
         users.setdefault(protocol, {})[group] = 5
     end = START + dt.timedelta(seconds=max(1.0, seq * 0.001))
     run = {

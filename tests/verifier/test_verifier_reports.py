@@ -7,18 +7,20 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from commands.cli import main as canary_main
 from commands.verify_split import main
 from tests.verifier.synthetic import CELLS, ONLY_50, ONLY_101, WEIGHT_70, drawn_run, make_run
 from verifier.report_svg import nice_ticks
 
+ROOT = Path(__file__).resolve().parents[2]
 FOCUSED = {cell: (ONLY_101 if cell[1] == "canary" else ONLY_50) for cell in CELLS}
 
 
 @pytest.fixture
 def mixed_run(tmp_path: Path) -> Path:
-    """rest/default verified, rest/canary refuted (wrong subset), grpc/default inconclusive."""
+    """rest/canary refuted (wrong subset); rest/default and grpc/default verified, pooled (one --expected)."""
     counts = {
         ("rest", "default"): {"resnet50": 400},
         ("rest", "canary"): {"resnet101": 390, "resnet50": 10},
@@ -36,7 +38,7 @@ def test_junit_maps_verdicts_to_testcases(mixed_run: Path, tmp_path: Path) -> No
     root = ET.parse(junit).getroot()
     assert root.tag == "testsuites"
     (suite,) = root.findall("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped"), suite.get("errors")) == ("4", "1", "1", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped"), suite.get("errors")) == ("4", "1", "0", "0")
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["status"] == "refuted" and props["exit_code"] == "1" and props["stable"] == "resnet50"
     cases = {c.get("name"): c for c in suite.findall("testcase")}
@@ -46,10 +48,16 @@ def test_junit_maps_verdicts_to_testcases(mixed_run: Path, tmp_path: Path) -> No
     assert failure is not None and failure.get("type") == "refuted"
     assert "came from resnet50" in (failure.get("message") or "")
     assert "expected: resnet50=0%,resnet101=100%" in (failure.text or "")
-    skipped = cases["grpc/default"].find("skipped")
-    assert skipped is not None and (skipped.get("message") or "").startswith("inconclusive:")
+    assert cases["grpc/default"].find("skipped") is None and cases["grpc/default"].find("failure") is None
+    assert "judged in pool: rest/default + grpc/default" in (cases["grpc/default"].find("system-out").text or "")
     assert cases["crosscheck"].find("failure") is None  # Envoy's counters agree
     assert all(c.get("classname") == f"verify-split.{mixed_run.name}" for c in cases.values())
+    # too few responses to verify a header route (40 < 122): inconclusive is "skipped"
+    small = make_run(tmp_path / "small", {("rest", "default"): {"resnet50": 40}})
+    assert main([str(small), "--expected", "100/0", "--junit", str(junit), "--no-write"]) == 2
+    skipped = ET.parse(junit).getroot().find("testsuite/testcase/skipped")
+    assert skipped is not None and (skipped.get("message") or "").startswith("inconclusive:")
+    assert "122 attributed responses would decide it" in (skipped.get("message") or "")
 
 
 def test_summary_and_page_in_the_run_directory(mixed_run: Path) -> None:
@@ -67,7 +75,8 @@ def test_summary_and_page_in_the_run_directory(mixed_run: Path) -> None:
     page = (mixed_run / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http://" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
-    for needle in ("Split per protocol and group", "rest · canary", "refuted", "came from resnet50",
+    for needle in ("Split per pool of cells", "rest/canary", "refuted", "came from resnet50",
+                   "Every check of this run", "interval inside band",
                    "Header group × subset", "Cross-check against the mesh", "Envoy&#x27;s counters",
                    "p50", "p90", "p99", "<svg", "latency histogram", "latency CDF", "polyline",
                    "Accuracy", "seeded", "Wilson"):
@@ -113,3 +122,55 @@ def test_nice_ticks() -> None:
     assert nice_ticks(0, 100) == [0, 20, 40, 60, 80, 100]
     assert nice_ticks(31.2, 58.9, 5) == [35, 40, 45, 50, 55]
     assert nice_ticks(5, 5) == [5]
+
+
+def _recorded_routing(*files: str) -> dict:
+    """run.json's mesh section as the load test writes it on the local mesh: phase 0's routing."""
+    objects = [
+        {"source": str(ROOT / f), "document": doc}
+        for f in files
+        for doc in yaml.safe_load_all((ROOT / f).read_text())
+        if doc
+    ]
+    return {"local": True, "routing": [{"phase": 0, "version": 3, "sha256": "x", "objects": objects}]}
+
+
+def test_judged_against_the_routing_recorded_as_applied(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = drawn_run(tmp_path / "run", {cell: WEIGHT_70 for cell in CELLS}, 1500, seed=5)
+    run_json = root / "run.json"
+    doc = json.loads(run_json.read_text())
+    doc["mesh"] = _recorded_routing("manifests/base/destinationrule.yaml", "manifests/routing/virtualservice-weight-70.yaml")
+    run_json.write_text(json.dumps(doc))
+    assert canary_main(["report", str(root)]) == 0
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["expected_source"].startswith("the routing recorded as applied")
+    assert "nowhere" not in capsys.readouterr().out
+    # the weight-70 VirtualService has a REST route and a gRPC route: two pools, never one
+    assert [p["cells"] for p in summary["pools"]] == [["rest/default", "rest/canary"], ["grpc/default", "grpc/canary"]]
+    assert [p["route"] for p in summary["pools"]] == ["rest", "grpc"]
+    assert main([str(root), "--no-write"]) in (0, 2)  # verify-split needs no --expected either
+    # a base VirtualService (no subsets) says no split: report counts only; verify-split asks for one
+    doc["mesh"] = _recorded_routing("manifests/base/destinationrule.yaml", "manifests/base/virtualservice.yaml")
+    run_json.write_text(json.dumps(doc))
+    assert canary_main(["report", str(root)]) == 0
+    assert json.loads((root / "summary.json").read_text())["status"] == "not judged"
+    assert main([str(root), "--no-write"]) == 3
+    assert "without a subset" in capsys.readouterr().err
+
+
+def test_every_check_is_kept_newest_first(tmp_path: Path) -> None:
+    root = drawn_run(tmp_path / "run", {cell: WEIGHT_70 for cell in CELLS}, 1500, seed=7)
+    assert main([str(root), "--expected", "90/10"]) == 1
+    assert main([str(root), "--expected", "70/30", "--tolerance", "0.05"]) == 0
+    assert main([str(root), "--expected", "70/30", "--tolerance", "0.05"]) == 0  # the same check again
+    summary = json.loads((root / "summary.json").read_text())
+    checks = summary["checks"]
+    assert [c["status"] for c in checks] == ["verified", "refuted"]
+    assert checks[0]["expected_source"] == "--expected 70/30" and checks[0]["policy"]["tolerance"] == 0.05
+    assert checks[1]["expected_source"] == "--expected 90/10" and checks[1]["exit_code"] == 1
+    assert checks[0]["generated_at"] > checks[1]["generated_at"]
+    assert len(list((root / "checks").glob("*.json"))) == 2
+    page = (root / "report.html").read_text()
+    assert page.index("--expected 70/30") < page.index("--expected 90/10")
+    assert canary_main(["report", str(root)]) == 0  # no expectation: not a check, the others stay
+    assert len(json.loads((root / "summary.json").read_text())["checks"]) == 2
