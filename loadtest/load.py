@@ -152,6 +152,8 @@ def run_load(
         except BaseException:
             _stop(child, signal.SIGINT, wait_s=90.0)
             raise
+        finally:
+            _reap_group(child)
     document = parse_run_document(run.read_run_json(), str(run.run_json)) if run.run_json.exists() else None
     if progress is not None and (last := run.read_progress()) is not None:
         progress(last)
@@ -190,6 +192,20 @@ def _stop(child: subprocess.Popen[bytes], sig: int, wait_s: float) -> int:
     except subprocess.TimeoutExpired:
         _signal_group(child, signal.SIGKILL)
         return child.wait(timeout=30)
+
+
+def _reap_group(child: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
+    """Once Locust's master has exited, leave nothing of its group behind: a worker that missed
+    the master's quit would otherwise keep running, and join the next master on the same port.
+    The run directory is written by then, so nothing a straggler holds can still be recorded."""
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    _signal_group(child, signal.SIGKILL)
 
 
 def _signal_group(child: subprocess.Popen[bytes], sig: int) -> None:

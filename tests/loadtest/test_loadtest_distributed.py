@@ -256,6 +256,20 @@ def test_ctrl_c_on_canary_load_keeps_every_record_received(mesh: Mesh, tmp_path:
     # Locust's own statistics: Python raises KeyboardInterrupt in whichever greenlet is running
     assert 0 <= sum(_delta(before, mesh.counts()).values()) - len(records) <= 6
     _check_focused(records)
+    # nothing of Locust is left running (a stray worker would join the next test's master)
+    assert _processes_mentioning(str(run_dir)) == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def test_unattributable_responses_fail_the_run(mesh: Mesh, tmp_path: Path) -> None:
