@@ -40,6 +40,8 @@ test: lint browser
 bench: install
 	$(BIN)/python -m bench.mesh_latency
 	$(BIN)/python -m bench.loadtest_overhead
+	$(BIN)/python -m bench.verdict_guarantees
+	$(BIN)/python -m bench.sequential_vs_fixed
 
 .PHONY: bench-load
 bench-load: install

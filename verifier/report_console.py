@@ -193,6 +193,8 @@ def print_verification(result: Verification, console: Console) -> None:
     console.print(f"overall: {_badge(result.status)}{code}")
     for line in lines:
         console.print(f"  - {escape(line)}")
+    if result.next_run:
+        console.print(f"  a run of this size would likely decide it: [bold]{escape(result.next_run)}[/]")
 
 
 def print_plan(plan: RunPlan, console: Console) -> None:

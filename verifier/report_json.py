@@ -8,6 +8,7 @@ Format ``canary.verify-split/1``::
       "status": "verified" | "refuted" | "inconclusive" | "not judged",
       "exit_code": 0 | 1 | 2 | null (not judged: no expected split, `canary report` only),
       "reason": "...",
+      "next_run": "canary load --requests N ..." | null,  # inconclusive: what would likely decide it
       "run": {"dir", "id", "status", "started_at", "ended_at", "duration_s",
               "requests", "canary_header", "model_name"},
       "expected_source": "--expected 70/30" | "<file> (VirtualService/ns/name)" | ...,
@@ -89,6 +90,7 @@ def summary_document(result: Verification, checks: Sequence[dict[str, Any]] = ()
         "status": result.status,
         "exit_code": result.exit_code if result.judged else None,
         "reason": result.reason,
+        "next_run": result.next_run,
         "run": {
             "dir": str(run.root),
             "id": run.run_id,

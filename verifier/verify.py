@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -162,6 +163,7 @@ class Verification:
     accuracy: AccuracyReport
     status: str  # verified / refuted / inconclusive / "not judged" (no expectation at all)
     reason: str
+    next_run: str | None  # inconclusive: the canary load that would likely decide it
     notes: tuple[str, ...]
     generated_at: str
 
@@ -288,6 +290,24 @@ def _overall(judgement: RunJudgement | None, check: CrossCheck, judged_required:
         tail = "; the mesh's counters agree" if check.status == "agree" else ""
         return status, f"every cell verified ({pools}){tail}"
     return status, "; ".join(parts)
+
+
+def _next_run(judgement: RunJudgement | None, run: Run) -> str | None:
+    """For an inconclusive run: the ``canary load`` of the size that would likely decide every
+    undecided table, scaling each table's likely-deciding n by its share of this run's requests."""
+    if judgement is None or judgement.status != "inconclusive" or not len(run.records):
+        return None
+    total = len(run.records)
+    needed = []
+    for pool in judgement.pools:
+        tables = [pool.pooled] if pool.judged == "pooled" and pool.pooled is not None else list(pool.cell_verdicts)
+        for table in tables:
+            if table.status == "inconclusive" and table.decide_n and table.n_total:
+                needed.append(math.ceil(table.decide_n * total / table.n_total))
+    if not needed:
+        return None
+    options = run.document.options
+    return f"canary load --requests {max(needed)} --protocol {options.protocol} --canary-share {options.canary_share:g}"
 
 
 def _phase_tables(
@@ -422,6 +442,9 @@ def verify_run(request: VerifyRequest) -> Verification:
     )
     accuracy = accuracy_report(run.records, subsets=columns, stable=stable, weights=run.weights)
     status, reason = _overall(judgement, check, request.require_expectation)
+    next_run = _next_run(judgement, run)
+    if next_run is not None:
+        reason += f"; a run of this size would likely decide it: {next_run}"
     return Verification(
         run=run,
         source=_source(expectations),
@@ -437,6 +460,7 @@ def verify_run(request: VerifyRequest) -> Verification:
         accuracy=accuracy,
         status=status,
         reason=reason,
+        next_run=next_run,
         notes=tuple(notes),
         generated_at=utc_now(),
     )

@@ -49,11 +49,12 @@ from canary.conventions import GROUPS, PROTOCOLS
 from canary.errors import UsageError
 from canary.jsonable import jsonable
 
+from .deciding import zero_count_n
 from .expectations import Expectation
 from .intervals import bonferroni_factor, share_intervals
 from .policy import SplitPolicy
 from .pooling import CellTable, allocate_alpha, pool_cells
-from .split import bands, classify_counts, zero_count_n
+from .split import bands, classify_counts
 
 __all__ = [
     "DETECT_MARGIN",

@@ -61,6 +61,20 @@ class SplitPolicy:
             if not isinstance(value, int | float) or not 0 <= value < 1:
                 raise UsageError(f"{name} must be a fraction in [0, 1), e.g. 0.005; got {value!r}")
 
+    @property
+    def wrong_bound_level(self) -> float:
+        """The one-sided level of the wrong-subset bound: the upper end of the two-sided
+        interval at ``confidence`` (97.5% at 95%), so a false verification stays ≤ (1 − confidence)/2."""
+        return 1.0 - (1.0 - self.confidence) / 2.0
+
+    def table_alpha(self, alpha: float | None) -> float:
+        """One table's share of the run's false-refutation budget (default: all of it)."""
+        if alpha is None:
+            return self.alpha
+        if not 0 < alpha <= self.alpha:
+            raise UsageError(f"a table's alpha must be in (0, {self.alpha:g}], got {alpha!r}")
+        return float(alpha)
+
     def to_dict(self) -> dict[str, Any]:
         return dict(jsonable(self))
 

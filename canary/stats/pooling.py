@@ -217,7 +217,8 @@ def _judge_pool(
         only = verify_group(cells[0].counts, expected, policy, group=names[0], alpha=alpha_cell)
         return PoolVerdict(label, names, cells[0].route, expected, only.status, only.reason, "alone", None, None, (only,))
     own = tuple(
-        verify_group(c.counts, expected, policy, group=c.name, alpha=alpha_cell, gates=False) for c in cells
+        verify_group(c.counts, expected, policy, group=c.name, alpha=alpha_cell, gates=False, explain=False)
+        for c in cells
     )
     pooled = verify_group(
         _pooled_counts(cells), expected, policy, group=label, alpha=alpha_pool or policy.alpha
@@ -250,6 +251,12 @@ def _judge_pool(
             f"judged alone: {each}"
         )
     judged: Judged = "pooled" if homogeneous else "one by one"
+    if judged == "one by one" or refuted_alone:  # each cell speaks for itself: say what would decide it
+        own = tuple(
+            verify_group(c.counts, expected, policy, group=c.name, alpha=alpha_cell, gates=False)
+            if v.status == "inconclusive" else v
+            for c, v in zip(cells, own, strict=True)
+        )
     return PoolVerdict(label, names, cells[0].route, expected, status, reason, judged, pooled, test, own)
 
 

@@ -72,7 +72,7 @@ from .sequences import (
     log_bayes_factor,
     one_sided_bounds,
 )
-from .split import bands, wrong_bound_level
+from .split import bands
 from .verdicts import SequentialDecision, SequentialShare
 
 __all__ = ["SequentialSplitTest"]
@@ -133,9 +133,7 @@ class SequentialSplitTest:
         self.policy = pol = policy or SplitPolicy()
         if max_requests is not None and (int(max_requests) != max_requests or max_requests < 1):
             raise UsageError(f"max_requests must be a positive whole number, got {max_requests}")
-        self.alpha = pol.alpha if alpha is None else float(alpha)
-        if not 0 < self.alpha <= pol.alpha:
-            raise UsageError(f"a test's alpha must be in (0, {pol.alpha:g}], got {alpha!r}")
+        self.alpha = pol.table_alpha(alpha)
         self.max_requests = max_requests
         self.prior_concentration = float(prior_concentration or 1 / (16 * pol.tolerance**2))
         self.verify_prior_sd = float(verify_prior_sd or pol.tolerance / 4)
@@ -195,7 +193,7 @@ class SequentialSplitTest:
         n_attr = counts.sum(axis=-1) + other
         wrong = other + counts[..., ~pos].sum(axis=-1)
         n_total = n_attr + unknown + error
-        wrong_ub = upper_bounds(wrong, n_attr, wrong_bound_level(pol))
+        wrong_ub = upper_bounds(wrong, n_attr, pol.wrong_bound_level)
         shape = n_attr.shape
         inside = n_attr > 0
         beyond = np.zeros(shape, dtype=bool)

@@ -55,7 +55,6 @@ subsets, Pearson's χ² for more) is reported as a sample-ratio-mismatch finding
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,12 +65,13 @@ from scipy import stats
 
 from canary.errors import UsageError
 
+from .deciding import decide_n, zero_count_n
 from .expectations import ERROR, UNKNOWN, Expectation
 from .intervals import bonferroni_factor, deviation_interval, share_intervals, upper_bounds
 from .policy import SplitPolicy
 from .verdicts import Deviation, GroupVerdict, SampleRatio, ShareEstimate, WrongSubset
 
-__all__ = ["classify_counts", "decide_n", "overall", "verify_group", "zero_count_n"]
+__all__ = ["bands", "classify_counts", "overall", "verify_group"]
 
 _NAMES = np.array(["verified", "refuted", "inconclusive"])
 _VERIFIED, _REFUTED, _INCONCLUSIVE = 0, 1, 2
@@ -101,11 +101,6 @@ class _Assessment:
     dev_at: NDArray[np.int64]
     dev_low: NDArray[np.float64]  # refutation interval of the largest deviation, at 1 − alpha
     dev_high: NDArray[np.float64]
-
-
-def wrong_bound_level(policy: SplitPolicy) -> float:
-    """The one-sided level of the wrong-subset bound: the upper end of the two-sided interval."""
-    return 1.0 - (1.0 - policy.confidence) / 2.0
 
 
 def bands(expected: Expectation, tolerance: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -140,7 +135,7 @@ def _assess(
         observed = np.where(some[:, None], counts / np.maximum(n_attr, 1)[:, None], np.nan)
     gate_unknown = (unknown_rate > policy.max_unknown_rate) & gates
     gate_error = (error_rate > policy.max_error_rate) & gates
-    wrong_ub = upper_bounds(wrong, n_attr, wrong_bound_level(policy))
+    wrong_ub = upper_bounds(wrong, n_attr, policy.wrong_bound_level)
     k = int(pos.sum())
     m = bonferroni_factor(k)
     low, high = share_intervals(counts, n_attr[:, None], policy.confidence, simultaneous=m)
@@ -205,14 +200,6 @@ def _int_array(values: ArrayLike, name: str) -> NDArray[np.int64]:
     return array.astype(np.int64)
 
 
-def _alpha(policy: SplitPolicy, alpha: float | None) -> float:
-    if alpha is None:
-        return policy.alpha
-    if not 0 < alpha <= policy.alpha:
-        raise UsageError(f"a table's alpha must be in (0, {policy.alpha:g}], got {alpha!r}")
-    return float(alpha)
-
-
 def classify_counts(
     counts: ArrayLike,
     expected: Expectation,
@@ -242,92 +229,8 @@ def classify_counts(
         np.broadcast_to(_int_array(v, name), (rows,))
         for v, name in ((other, "other"), (unknown, "unknown"), (error, "error"))
     ]
-    result = _assess(table, extra[0], extra[1], extra[2], expected, policy, _alpha(policy, alpha))
+    result = _assess(table, extra[0], extra[1], extra[2], expected, policy, policy.table_alpha(alpha))
     return np.asarray(_NAMES[result.status])
-
-
-def zero_count_n(policy: SplitPolicy) -> int:
-    """Fewest responses that, all from the expected subset, verify a deterministic route:
-    the smallest n with 1 − ((1 − confidence)/2)^(1/n) ≤ tolerance."""
-    level = wrong_bound_level(policy)
-    n = max(1, math.ceil(math.log1p(-level) / math.log1p(-policy.tolerance)))
-    while n > 1 and float(upper_bounds(0, n - 1, level)) <= policy.tolerance:
-        n -= 1
-    while float(upper_bounds(0, n, level)) > policy.tolerance:
-        n += 1
-    return n
-
-
-def _decision_power(n: NDArray[np.int64], truth: float, expected: float, policy: SplitPolicy,
-                    alpha: float, m: int, verify: bool) -> NDArray[np.float64]:
-    """P(verified) or P(refuted on this share) at each n when the share is ``truth``: exact.
-
-    A Clopper–Pearson bound at level δ is above p0 exactly when P(X ≥ x | p0) ≤ δ (and below
-    p0 when P(X ≤ x | p0) ≤ δ), so each rule is a range of counts found from binomial tails.
-    """
-    tol = policy.tolerance
-    low_edge, high_edge = max(expected - tol, 0.0), min(expected + tol, 1.0)
-    if verify:
-        delta = (1 - policy.confidence) / (2 * m)
-        # inside: lower bound ≥ e − t (vacuous at 0) and upper bound ≤ e + t (vacuous at 1)
-        x_low = stats.binom.isf(delta, n, low_edge) + 1 if low_edge > 0 else np.zeros_like(n)
-        x_high = stats.binom.ppf(delta, n, high_edge) - 1 if high_edge < 1 else n
-        x_low = np.where(stats.binom.sf(x_low - 1, n, low_edge) <= delta, x_low, x_low + 1) if low_edge > 0 else x_low
-        x_high = np.where(stats.binom.cdf(x_high, n, high_edge) <= delta, x_high, x_high - 1) if high_edge < 1 else x_high
-        ok = x_high >= x_low
-        prob = stats.binom.cdf(x_high, n, truth) - stats.binom.cdf(x_low - 1, n, truth)
-        return np.where(ok, prob, 0.0)
-    delta = alpha / (2 * m)
-    if truth > expected:  # beyond above: lower bound > e + t
-        if high_edge >= 1:
-            return np.zeros(n.shape)
-        x_crit = stats.binom.isf(delta, n, high_edge) + 1
-        x_crit = np.where(stats.binom.sf(x_crit - 1, n, high_edge) < delta, x_crit, x_crit + 1)
-        return np.asarray(stats.binom.sf(x_crit - 1, n, truth), dtype=np.float64)
-    if low_edge <= 0:
-        return np.zeros(n.shape)
-    x_crit = stats.binom.ppf(delta, n, low_edge) - 1
-    x_crit = np.where(stats.binom.cdf(x_crit, n, low_edge) < delta, x_crit, x_crit - 1)
-    return np.asarray(stats.binom.cdf(x_crit, n, truth), dtype=np.float64)
-
-
-def decide_n(
-    observed: float,
-    expected: float,
-    policy: SplitPolicy,
-    *,
-    alpha: float | None = None,
-    subsets: int = 2,
-    seen: int = 0,
-) -> int | None:
-    """Attributed responses that would likely decide a share now seen at ``observed``.
-
-    Takes the observed share as the truth and finds the smallest n above ``seen`` at which
-    the decision it points to (verified when the deviation is inside the tolerance, refuted
-    when beyond) happens with probability ``policy.power``, computed exactly from binomial
-    tails (:func:`_decision_power`). None when the deviation sits on the tolerance, or when
-    no n up to ten million reaches that power.
-    """
-    m = bonferroni_factor(subsets)
-    a = _alpha(policy, alpha)
-    gap = policy.tolerance - abs(observed - expected)
-    if abs(gap) < 1e-9:
-        return None
-    verify = gap > 0
-    truth = min(max(observed, 1e-9), 1 - 1e-9)
-
-    def power(sizes: NDArray[np.int64]) -> NDArray[np.float64]:
-        return _decision_power(sizes, truth, expected, policy, a, m, verify)
-
-    high = max(seen + 1, 2)
-    while power(np.array([high]))[0] < policy.power:
-        high *= 2
-        if high > 10_000_000:
-            return None
-    low = max(seen, high // 2)
-    sizes = np.unique(np.linspace(low + 1, high, num=min(4096, high - low), dtype=np.int64))
-    reached = sizes[power(sizes) >= policy.power]
-    return int(reached[0]) if reached.size else high
 
 
 def _pts(fraction: float) -> str:
@@ -339,7 +242,7 @@ def _deterministic_reason(
     a: _Assessment, expected: Expectation, policy: SplitPolicy, wrong_seen: tuple[str, ...]
 ) -> tuple[str, int | None]:
     n, wrong, ub = int(a.n_attr[0]), int(a.wrong[0]), float(a.wrong_ub[0])
-    conf = f"{100 * wrong_bound_level(policy):g}%"
+    conf = f"{100 * policy.wrong_bound_level:g}%"
     target = expected.positive[0]
     need = zero_count_n(policy)
     if wrong > 0:
@@ -368,6 +271,7 @@ def _weighted_reason(
     policy: SplitPolicy,
     alpha: float,
     wrong_seen: tuple[str, ...],
+    explain: bool,
 ) -> tuple[str, int | None]:
     n, wrong = int(a.n_attr[0]), int(a.wrong[0])
     k = len(expected.positive)
@@ -393,14 +297,17 @@ def _weighted_reason(
         return f"{dev}, wholly beyond {tol}", None
     pos = [i for i, s in enumerate(expected.subsets) if expected.shares[s] > 0]
     outside = [expected.subsets[i] for i in pos if not a.inside[0, i]][: 1 if k == 2 else None]
-    need = decide_n(
-        float(a.observed[0, at]), expected.shares[worst], policy, alpha=alpha, subsets=k, seen=n
+    need = (
+        decide_n(float(a.observed[0, at]), expected.shares[worst], policy, alpha=alpha, subsets=k, seen=n)
+        if explain
+        else None
     )
-    more = (
-        f"about {need:,} attributed responses would likely decide it"
-        if need
-        else "the deviation sits on the tolerance, so no number of requests is likely to decide it"
-    )
+    if not explain:
+        more = "too few responses to decide it alone"
+    elif need:
+        more = f"about {need:,} attributed responses would likely decide it"
+    else:
+        more = "the deviation sits on the tolerance, so no number of requests is likely to decide it"
     if not a.wrong_ub[0] <= policy.tolerance + _EPS and not outside:
         return (
             f"the shares fit their bands, but {n} responses bound an unexpected subset's share "
@@ -441,6 +348,7 @@ def verify_group(
     group: str = "",
     alpha: float | None = None,
     gates: bool = True,
+    explain: bool = True,
 ) -> GroupVerdict:
     """Judge one table of responses against its expected split.
 
@@ -452,7 +360,7 @@ def verify_group(
     the module docstring for the rules.
     """
     policy = policy or SplitPolicy()
-    a_table = _alpha(policy, alpha)
+    a_table = policy.table_alpha(alpha)
     clean: dict[str, int] = {}
     for key, value in counts.items():
         clean[str(key)] = int(_int_array(np.asarray(value), f"count of {key!r}"))
@@ -494,7 +402,7 @@ def verify_group(
     if deterministic:
         split_reason, need = _deterministic_reason(a, expected, policy, wrong_seen)
     else:
-        split_reason, need = _weighted_reason(a, expected, policy, a_table, wrong_seen)
+        split_reason, need = _weighted_reason(a, expected, policy, a_table, wrong_seen, explain)
     reason = "; ".join([*gate_reasons, split_reason])
     e_all = np.array([expected.shares[s] for s in names])
     shares = tuple(
@@ -541,7 +449,7 @@ def verify_group(
             count=int(a.wrong[0]),
             subsets=wrong_seen,
             upper_bound=float(a.wrong_ub[0]),
-            confidence=wrong_bound_level(policy),
+            confidence=policy.wrong_bound_level,
         ),
         unknown=unknown,
         unknown_rate=float(a.unknown_rate[0]),

@@ -29,8 +29,8 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from canary.stats import Expectation, SplitPolicy, classify_counts, parse_expected
+from canary.stats.deciding import zero_count_n
 from canary.stats.pooling import CellTable, RunJudgement, judge_run
-from canary.stats.split import zero_count_n
 
 SUBSETS = ["resnet50", "resnet101"]
 POLICY = SplitPolicy()  # alpha 0.01, tolerance 0.03, confidence 0.95

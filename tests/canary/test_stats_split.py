@@ -31,8 +31,8 @@ from canary.stats import (
     parse_expected,
     verify_group,
 )
+from canary.stats.deciding import decide_n, zero_count_n
 from canary.stats.intervals import deviation_interval, upper_bound, upper_bounds
-from canary.stats.split import decide_n, zero_count_n
 
 SUBSETS = ["resnet50", "resnet101"]
 W = parse_expected("70/30", SUBSETS)

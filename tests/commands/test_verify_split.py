@@ -95,8 +95,15 @@ def test_weight_100_verified_with_zero_canary(tmp_path: Path) -> None:
 
 def test_too_few_requests_is_inconclusive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = drawn_run(tmp_path / "run", {("rest", "default"): WEIGHT_70}, 60, seed=8)
-    assert main([str(root), "--expected", "70/30", "--no-write"]) == 2
-    assert "attributed responses would likely decide it" in capsys.readouterr().out
+    out = tmp_path / "s.json"
+    assert main([str(root), "--expected", "70/30", "--json", str(out), "--no-write"]) == 2
+    text = capsys.readouterr().out
+    assert "attributed responses would likely decide it" in text
+    doc = json.loads(out.read_text())
+    need = doc["groups"][0]["verdict"]["decide_n"]
+    # one cell holds every request: the run to copy is that many requests, in the run's own mix
+    assert doc["next_run"] == f"canary load --requests {need} --protocol both --canary-share 0.2"
+    assert "a run of this size would likely decide it: canary load --requests" in text
 
 
 def test_a_split_inside_the_tolerance_is_not_refuted(tmp_path: Path) -> None:
