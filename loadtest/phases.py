@@ -61,7 +61,10 @@ class PhaseTracker:
         try:
             versions = list(self._poll())
         except (CanaryError, OSError) as error:
-            self.problems.append(f"the mesh's routing versions could not be read: {error}")
+            problem = f"the mesh's routing versions could not be read: {error}"
+            if problem not in self.problems:  # once, however many polls fail
+                self.problems.append(problem)
+            self._polled_at = began  # the rows keep flowing, phased by what was last known
             return []
         opened: list[RoutingRecord] = []
         for version in versions:

@@ -227,7 +227,17 @@ def _expectations(request: VerifyRequest, run: Run, windows: Sequence[PhaseWindo
     if given is not None:
         return {w.phase: given for w in windows}
     if run.cells and any(w.record is not None for w in windows):
-        return {w.phase: _recorded(request, run, w) if w.record is not None else None for w in windows}
+        out: dict[int, Resolved | None] = {}
+        errors: list[UsageError] = []
+        for w in windows:
+            try:
+                out[w.phase] = _recorded(request, run, w) if w.record is not None else None
+            except UsageError as error:  # this phase's routing names no split: not judged
+                errors.append(error)
+                out[w.phase] = None
+        if errors and not any(r is not None for r in out.values()):
+            raise errors[0]
+        return out
     if request.require_expectation:
         raise UsageError(
             "no expected split: give --expected (e.g. 70/30, stable subset first) or "

@@ -108,3 +108,18 @@ def test_a_change_never_acknowledged_is_not_judged(tmp_path: Path) -> None:
     assert main([str(root), "--tolerance", "0.1", "--json", str(out), "--no-write"]) == 0
     phases = json.loads(out.read_text())["phases"]
     assert phases[1]["settling"] == 50 and "not acknowledged" in phases[1]["note"]
+
+
+def test_a_phase_whose_routing_names_no_split_is_not_judged(tmp_path: Path) -> None:
+    """The base VirtualService (no subsets) then weight-70: the second phase is still judged."""
+    counts = {(0, "rest", "default"): {"resnet50": 100, "resnet101": 100},
+              (1, "rest", "default"): {"resnet50": 700, "resnet101": 300}}
+    base = {**_routing(0, "virtualservice-weight-70.yaml", None, None),
+            "objects": _objects(RULE, "manifests/base/virtualservice.yaml")}
+    root = make_run(tmp_path / "run", counts,
+                    mesh={"routing": [base, _routing(1, "virtualservice-weight-70.yaml", 200, 200)]})
+    out = tmp_path / "s.json"
+    assert main([str(root), "--tolerance", "0.1", "--json", str(out), "--no-write"]) == 0
+    doc = json.loads(out.read_text())
+    assert [p["source"] is None for p in doc["phases"]] == [True, False]
+    assert {(g["phase"], g["status"]) for g in doc["groups"]} == {(0, "not judged"), (1, "verified")}
