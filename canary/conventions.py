@@ -36,6 +36,7 @@ __all__ = [
     "parse_header",
     "parse_payload_size",
     "rest_predict_path",
+    "utc_iso",
     "utc_now",
 ]
 
@@ -137,4 +138,9 @@ def order_cells(cells: set[Cell] | frozenset[Cell]) -> tuple[Cell, ...]:
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with microseconds (``2026-01-31T12:00:00.123456Z``):
     the one timestamp format of run.json, the mesh's state and the records."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_iso(dt.datetime.now(dt.UTC).timestamp())
+
+
+def utc_iso(epoch: float) -> str:
+    """Epoch seconds in the format of :func:`utc_now`."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -15,24 +15,19 @@ nothing is held.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from canary.conventions import utc_iso
 from canary.errors import CanaryError
-from canary.rundir.document import RoutingRecord, parse_timestamp
+from canary.rundir.document import RoutingRecord, epoch_seconds
 from mesh.api import AppliedVersion, MeshSnapshot, routing_versions
 
 __all__ = ["PhaseTracker"]
 
 Poll = Callable[[], Sequence[AppliedVersion]]
-
-
-def _epoch(text: str | None) -> float | None:
-    moment = parse_timestamp(text)
-    return moment.timestamp() if moment else None
 
 
 class PhaseTracker:
@@ -77,11 +72,11 @@ class PhaseTracker:
                 continue  # no routing change (pods or Services only), or a push that failed
             record = RoutingRecord.model_validate({
                 "phase": len(self.records), "version": version.version, "started_at": version.started_at,
-                "applied_at": version.applied_at, "seen_at": _iso(began), "sha256": version.routing_sha256,
+                "applied_at": version.applied_at, "seen_at": utc_iso(began), "sha256": version.routing_sha256,
                 "objects": version.routing,
             })
             self.records.append(record)
-            self._starts.append(_epoch(version.started_at) or began)
+            self._starts.append(epoch_seconds(version.started_at) or began)
             opened.append(record)
         self._polled_at = began
         return opened
@@ -117,7 +112,3 @@ class PhaseTracker:
     @property
     def held(self) -> int:
         return len(self._held)
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -34,7 +34,7 @@ import pandas as pd
 
 from canary.conventions import Cell
 from canary.jsonable import jsonable
-from canary.rundir.document import RoutingRecord, parse_timestamp
+from canary.rundir.document import RoutingRecord, epoch_seconds
 from canary.stats import Expectation
 
 __all__ = ["Convergence", "PhaseWindow", "convergence", "phase_rows", "phase_windows", "request_times"]
@@ -75,17 +75,12 @@ class Convergence:
         return dict(jsonable(self))
 
 
-def _epoch(text: str | None) -> float | None:
-    moment = parse_timestamp(text)
-    return moment.timestamp() if moment else None
-
-
 def phase_windows(routing: Sequence[RoutingRecord]) -> list[PhaseWindow]:
     """One window per recorded phase (a single phase 0 when nothing was recorded)."""
     if not routing:
         return [PhaseWindow(0, None, None, None)]
     return [
-        PhaseWindow(r.phase, r, _epoch(r.started_at) if r.phase else None, _epoch(r.applied_at) if r.phase else None)
+        PhaseWindow(r.phase, r, epoch_seconds(r.started_at) if r.phase else None, epoch_seconds(r.applied_at) if r.phase else None)
         for r in routing
     ]
 
@@ -132,8 +127,7 @@ def convergence(
     acknowledged_s = window.acknowledged - window.started if window.acknowledged is not None else None
     times = request_times(records).to_numpy()
     after = times >= window.started
-    mine = records[(records["phase"] == window.phase).to_numpy()] if "phase" in records else records
-    settling = phase_rows(records, window)[1] if len(mine) else 0
+    settling = phase_rows(records, window)[1]
     subset = records[after]
     t = times[after] - window.started
     by_old, by_new = _explained(subset, old), _explained(subset, new)

@@ -12,6 +12,7 @@ from rich.table import Table
 from canary.stats import GroupVerdict, PoolVerdict, RunPlan
 
 from .report_facts import PHASE_COLUMNS, cell_line, phase_row, verdict_facts
+from .report_facts import pct as _pct
 from .verify import CellResult, Verification
 
 __all__ = ["STYLES", "print_plan", "print_verification"]
@@ -25,12 +26,6 @@ STYLES = {
     "unavailable": "yellow",
     "not judged": "yellow",
 }
-
-
-def _pct(value: float | None, digits: int = 2) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{100 * value:.{digits}f}%"
 
 
 def _ms(value: float | None) -> str:

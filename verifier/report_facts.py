@@ -8,7 +8,7 @@ from canary.stats import GroupVerdict
 
 from .verify import CellResult, PhaseResult
 
-__all__ = ["PHASE_COLUMNS", "cell_line", "phase_row", "verdict_facts"]
+__all__ = ["PHASE_COLUMNS", "cell_line", "pct", "phase_row", "verdict_facts"]
 
 PHASE_COLUMNS = ("phase", "mesh version", "push started (UTC)", "acknowledged after", "requests",
                  "settling (not judged)", "new routing took effect", "expected from")
@@ -33,7 +33,8 @@ def phase_row(phase: PhaseResult) -> tuple[str, ...]:
     )
 
 
-def _pct(value: float | None, digits: int = 2) -> str:
+def pct(value: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage (``–`` for none or NaN)."""
     if value is None or not math.isfinite(value):
         return "–"
     return f"{100 * value:.{digits}f}%"
@@ -44,7 +45,7 @@ def cell_line(cell: CellResult) -> str:
     if cell.verdict is None:
         return f"{cell.name}: not judged"
     first = cell.verdict.shares[0]
-    return f"{cell.name}: {cell.verdict.n} responses, {first.subset} {_pct(first.observed, 1)}, {cell.status}"
+    return f"{cell.name}: {cell.verdict.n} responses, {first.subset} {pct(first.observed, 1)}, {cell.status}"
 
 
 def verdict_facts(verdict: GroupVerdict) -> list[str]:
@@ -60,7 +61,7 @@ def verdict_facts(verdict: GroupVerdict) -> list[str]:
         [v for v in verdict.expected.values() if v > 0]
     ):
         facts.append(
-            f"wrong-subset share below {_pct(verdict.wrong.upper_bound, 3)} at "
+            f"wrong-subset share below {pct(verdict.wrong.upper_bound, 3)} at "
             f"{100 * verdict.wrong.confidence:g}% ({verdict.wrong.count} wrong)"
         )
     srm = verdict.sample_ratio
@@ -71,6 +72,6 @@ def verdict_facts(verdict: GroupVerdict) -> list[str]:
         )
     if verdict.unknown or verdict.error:
         facts.append(
-            f"unknown {verdict.unknown} ({_pct(verdict.unknown_rate)}), error {verdict.error} ({_pct(verdict.error_rate)})"
+            f"unknown {verdict.unknown} ({pct(verdict.unknown_rate)}), error {verdict.error} ({pct(verdict.error_rate)})"
         )
     return facts

@@ -20,6 +20,7 @@ from canary.files import write_atomic
 from canary.stats import GroupVerdict, PoolVerdict
 
 from .report_facts import PHASE_COLUMNS, cell_line, phase_row, verdict_facts
+from .report_facts import pct as _pct
 from .report_svg import PALETTE, Series, cdf_svg, histogram_svg
 from .verify import CellResult, Verification
 
@@ -41,12 +42,6 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}
 
 def _cls(status: str) -> str:
     return status.replace(" ", "-")
-
-
-def _pct(value: float | None, digits: int = 2) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{100 * value:.{digits}f}%"
 
 
 def _ms(value: float | None) -> str:

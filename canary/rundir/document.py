@@ -50,6 +50,7 @@ __all__ = [
     "SequentialRecord",
     "SubsetCounts",
     "WorkerTallyRecord",
+    "epoch_seconds",
     "parse_run_document",
     "parse_timestamp",
     "validated",
@@ -413,6 +414,12 @@ def parse_run_document(data: Any, where: str = "run.json") -> RunDocument:
     """A :class:`RunDocument` from parsed JSON; :class:`UsageError` naming the bad field."""
     document: RunDocument = validated(RunDocument, data, where)
     return document
+
+
+def epoch_seconds(text: Any) -> float | None:
+    """An ISO 8601 time as epoch seconds; None when absent or unreadable."""
+    moment = parse_timestamp(text)
+    return moment.timestamp() if moment else None
 
 
 def parse_timestamp(text: Any) -> dt.datetime | None:

@@ -125,15 +125,8 @@ def log_upper_mixture(
 ) -> NDArray[np.float64]:
     """ln M⁺_t(p0): the beta-binomial mixture over p' > p0 only (p0 strictly inside (0, 1))."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(
-            special.betaln(a + s, b + t - s)
-            - special.betaln(a, b)
-            + np.log(special.betaincc(a + s, b + t - s, p0))
-            - np.log(special.betaincc(a, b, p0))
-            - s * np.log(p0)
-            - (t - s) * np.log1p(-p0),
-            dtype=np.float64,
-        )
+        truncation = np.log(special.betaincc(a + s, b + t - s, p0)) - np.log(special.betaincc(a, b, p0))
+        return np.asarray(log_mixture(s, t, a, b, p0) + truncation, dtype=np.float64)
 
 
 def clears_above(
