@@ -24,6 +24,7 @@ __all__ = [
     "ERROR",
     "EXIT_CODES_HELP",
     "GROUPS",
+    "GRPC_MODEL_STATUS_METHOD",
     "GRPC_PREDICT_METHOD",
     "MODEL_NAME",
     "PROTOCOLS",
@@ -60,6 +61,7 @@ DEFAULT_PAYLOAD_SIZE = 224
 """Pixels of the ``instances`` payloads (ResNet's input size)."""
 
 GRPC_PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+GRPC_MODEL_STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
 
 UNKNOWN = "unknown"
 """The subset of a response that matched no calibrated reference."""

@@ -17,6 +17,7 @@ __all__ = [
     "MeshNotRunningError",
     "PayloadError",
     "ProcessExitedError",
+    "RequestFailedError",
     "ServingError",
     "UsageError",
 ]
@@ -82,6 +83,12 @@ class PayloadError(CanaryError):
 
 class CalibrationError(CanaryError):
     """Reference outputs could not be collected, read, or do not tell the subsets apart."""
+
+
+class RequestFailedError(CanaryError):
+    """A request reached a server and failed there: an HTTP error status, a gRPC error (exit code 1)."""
+
+    exit_code = 1
 
 
 class FingerprintError(CanaryError):

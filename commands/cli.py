@@ -9,19 +9,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from rich.markup import escape
 from rich.table import Table
 
 from canary.commandline import ArgumentParser
-from canary.conventions import DEFAULT_PAYLOAD_SIZE, parse_payload_size
+from canary.conventions import DEFAULT_PAYLOAD_SIZE, parse_header, parse_payload_size
 from canary.errors import UsageError
 from canary.rundir.document import SequentialRecord
 from canary.rundir.layout import REPORTS_DIR
 from commands.console import Consoles, run_command
-from mesh.counters import SubsetCounters
+
+if TYPE_CHECKING:
+    from mesh.local.backend import MeshStatus
 
 __all__ = ["build_parser", "main"]
 
@@ -86,17 +90,33 @@ def _mesh_status(args: argparse.Namespace, io: Consoles) -> int:
         pods.add_row(f"{p.namespace}/{p.name}", p.labels.get("version", ""), str(p.pid), ports,
                      "running" if status.pods_running.get(p.name) else "EXITED")
     io.out.print(pods)
-    io.out.print(_counters_table(status.counters))
+    io.out.print(_counters_table(status))
     return 0
 
 
-def _counters_table(counters: dict[str, SubsetCounters]) -> Table:
-    table = Table("subset", "requests", "by port", "by class", title="requests per subset (Envoy's counters)")
-    for subset, c in counters.items():
-        table.add_row(subset or "(no subset)", str(c.requests),
-                      ", ".join(f"{p}: {n}" for p, n in sorted(c.by_port.items())),
-                      ", ".join(f"{k}: {n}" for k, n in sorted(c.by_class.items())))
+def _counters_table(status: MeshStatus) -> Table:
+    """Per subset: Envoy's totals and share, and the same since the last routing change."""
+    since = status.since_change
+    caption = None
+    if since is not None:
+        caption = f"since v{since.version}: after routing version {since.version} was acknowledged at {since.applied_at}"
+    elif status.counters:
+        caption = "the counts since the last routing change are unknown (none were kept when it was applied)"
+    table = Table("subset", "requests", "share", f"since v{since.version}" if since else "since change",
+                  "share since", "by port", "by class", title="requests per subset (Envoy's counters)",
+                  caption=caption)
+    for subset, row in status.subset_counts().items():
+        recent = row["since_change"]
+        table.add_row(subset or "(no subset)", str(row["requests"]), _share_text(row["share"]),
+                      "–" if recent is None else str(recent["requests"]),
+                      "–" if recent is None else _share_text(recent["share"]),
+                      ", ".join(f"{p}: {n}" for p, n in row["by_port"].items()),
+                      ", ".join(f"{k}: {n}" for k, n in row["by_class"].items()))
     return table
+
+
+def _share_text(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.1f}%"
 
 
 def _mesh_down(args: argparse.Namespace, io: Consoles) -> int:
@@ -114,24 +134,50 @@ def _mesh_down(args: argparse.Namespace, io: Consoles) -> int:
 
 
 def _demo(args: argparse.Namespace, io: Consoles) -> int:
-    from commands.demo import run_demo
+    from commands.demo import demo_plan, run_demo
+    from commands.sequence_output import load_bar, print_sequence_end, step_line
 
-    result = run_demo(tiny=args.tiny, port=args.port, rest_requests=args.rest_requests,
-                      grpc_requests=args.grpc_requests, keep=args.keep, progress=io.progress)
-    total = sum(result.delta.values())
-    table = Table("subset", "requests", "share", "configured", title="weight-70: requests per subset, as Envoy counted them")
-    expected = {"resnet50": "70%", "resnet101": "30%"}
-    for subset, n in sorted(result.delta.items()):
-        if not subset and not n:
-            continue  # the plain service cluster: unused once a subset route is applied
-        share = f"{100 * n / total:.1f}%" if total else "-"
-        table.add_row(subset or "(no subset)", str(n), share, expected.get(subset, "0%"))
-    io.out.print(table)
-    io.out.print(f"REST: {result.rest.sent} sent, {result.rest.failures} failed; "
-                 f"gRPC: {result.grpc.sent} sent, {result.grpc.failures} failed")
+    plan = demo_plan(args.tiny)
+    plan = replace(plan, **{k: v for k, v in (("tolerance", args.tolerance), ("users", args.users),
+                                               ("max_requests", args.max_requests)) if v is not None})
+    io.out.print(f"canary demo: {'tiny test models' if args.tiny else 'ResNet50 + ResNet101'}; each step "
+                 f"verified at {plan.describe()}")
+    result = run_demo(tiny=args.tiny, port=args.port, keep=args.keep, plan=plan, weights_dir=args.weights_dir,
+                      progress=io.progress, load_progress=load_bar(io),
+                      step_done=lambda step, total: io.out.print(step_line(step.record, total)))
+    print_sequence_end(io, result, result.plan)
     if result.kept_running:
-        io.out.print(f"the mesh is still running at {result.ingress_url}; stop it with `canary mesh down`")
-    return 0 if result.rest.failures == 0 and result.grpc.failures == 0 else 1
+        io.out.print(f"the mesh is still running at {result.ingress_url}: "
+                     f"locust -f loadtest/locustfile.py --host {result.ingress_url}   (web UI on :8089); "
+                     "stop it with `canary mesh down`")
+    else:
+        io.out.print("the mesh was taken down; `canary demo --keep` leaves it running for "
+                     "`locust -f loadtest/locustfile.py --host http://127.0.0.1:8080` (web UI on :8089)")
+    return result.exit_code
+
+
+# --- rollout ---------------------------------------------------------------------
+
+
+def _rollout(args: argparse.Namespace, io: Consoles) -> int:
+    from commands.rollout import RolloutRequest, parse_steps, run_rollout
+    from commands.sequence_output import load_bar, print_sequence_end, step_line
+    from commands.steps import LoadPlan
+    from verifier.gates import GateLimits, parse_duration_ms
+
+    plan = LoadPlan(users=args.users, tolerance=args.tolerance, max_requests=args.max_requests,
+                    max_seconds=args.max_seconds, canary_share=args.canary_share)
+    limits = GateLimits(max_error_rate=args.max_error_rate, max_latency_shift_ms=parse_duration_ms(args.max_latency_shift),
+                        max_p99_ratio=args.max_p99_ratio)
+    request = RolloutRequest(steps=parse_steps(args.steps), limits=limits, plan=plan,
+                             from_manifest=args.from_manifest, stable=args.stable, canary=args.canary)
+    io.out.print(f"canary rollout: steps {args.steps} (% to the canary); each step verified at {plan.describe()}; "
+                 f"gates: error rate ≤ {100 * limits.max_error_rate:g}%, latency shift ≤ "
+                 f"{limits.max_latency_shift_ms:g} ms, p99 ratio ≤ ×{limits.max_p99_ratio:g}")
+    result = run_rollout(request, progress=io.progress, load_progress=load_bar(io),
+                         step_done=lambda step, total: io.out.print(step_line(step.record, total)))
+    print_sequence_end(io, result, plan)
+    return result.exit_code
 
 
 # --- calibrate -------------------------------------------------------------------
@@ -160,6 +206,18 @@ def _calibrate(args: argparse.Namespace, io: Consoles) -> int:
     return 0
 
 
+# --- predict ---------------------------------------------------------------------
+
+
+def _predict(args: argparse.Namespace, io: Consoles) -> int:
+    from loadtest.predict import result_lines, run_predict
+
+    result = run_predict(args.file, grpc=args.grpc, host=args.host, headers=args.header, top=args.top)
+    for line in result_lines(result):
+        io.out.print(escape(line))
+    return 0
+
+
 # --- load ------------------------------------------------------------------------
 
 
@@ -171,7 +229,7 @@ def _load(args: argparse.Namespace, io: Consoles) -> int:
                           spawn_rate=args.spawn_rate, run_time=args.run_time, processes=args.processes)
     request.validate()
     with RichProgress(request, console=io.err) as bar:
-        result = run_load(request, progress=bar)
+        result = run_load(request, progress=bar, warn=io.warn)
     run = result.run
     table = Table("subset", "requests", title=f"responses by subset ({run.status if run else 'no run.json'})")
     for subset, n in (run.requests.by_subset if run else {}).items():
@@ -181,8 +239,20 @@ def _load(args: argparse.Namespace, io: Consoles) -> int:
         _print_sequential(run.sequential, io)
     for problem in run.problems if run else ():
         io.problem(problem)
+    _print_failures(result.failures, io)
     io.out.print(f"run directory: {result.run_dir}   (Locust's log: {result.log.name}; exit code {result.exit_code})")
     return result.exit_code
+
+
+def _print_failures(failures: Sequence[tuple[str, int]], io: Consoles, shown: int = 5) -> None:
+    """Why requests failed, the most common reasons first (every record keeps its own)."""
+    if not failures:
+        return
+    io.out.print(f"why {sum(n for _, n in failures)} requests failed:")
+    for reason, n in failures[:shown]:
+        io.out.print(f"  {escape(reason)} ×{n}")
+    if rest := failures[shown:]:
+        io.out.print(f"  … {len(rest)} other reasons ×{sum(n for _, n in rest)} (the records' error column)")
 
 
 def _print_sequential(section: SequentialRecord, io: Consoles) -> None:
@@ -277,12 +347,45 @@ def build_parser() -> ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    demo = add("demo", _demo, "bring up the local mesh, split 70/30, send traffic, show the counts")
+    demo = add("demo", _demo, "both walkthroughs on the local mesh, each step verified by the load test and "
+                              "verify-split: stable only, weight-100 with the canary deployed, weight-70, "
+                              "focused routing; writes reports/<time>-demo-<id>/")
     _add_tiny(demo)
     _add_port(demo)
-    demo.add_argument("--rest-requests", type=int, default=240, help="REST requests to send (default 240)")
-    demo.add_argument("--grpc-requests", type=int, default=60, help="gRPC requests to send (default 60)")
+    _add_weights_dir(demo)
     demo.add_argument("--keep", action="store_true", help="leave the mesh running afterwards (default: take it down)")
+    demo.add_argument("--tolerance", type=float,
+                      help="each verdict's tolerance (default 0.05 with --tiny, 0.10 with the ResNets)")
+    demo.add_argument("-u", "--users", type=int, help="Locust users per step (default 8 with --tiny, 6 otherwise)")
+    demo.add_argument("--max-requests", type=int,
+                      help="the most requests a step may take (default 5000 with --tiny, 1500 otherwise)")
+
+    rollout = add("rollout", _rollout, "progressive delivery on the running local mesh: at each step set the "
+                                       "canary's weight, verify the split, gate the canary against the stable "
+                                       "model; roll back to 100/0 on a failed gate (exit 1)")
+    rollout.add_argument("--steps", default="10,30,50,100",
+                         help="the canary's percentage at each step (default 10,30,50,100)")
+    rollout.add_argument("--from-manifest", type=Path, metavar="FILE",
+                         help="the VirtualService under test (default: the one live on the mesh)")
+    rollout.add_argument("--stable", help="the stable subset (default: the first subset of the route the default "
+                                          "group's REST requests take in the VirtualService under test)")
+    rollout.add_argument("--canary", help="the canary subset (default: the DestinationRule's other subset)")
+    rollout.add_argument("--max-error-rate", type=float, default=0.01,
+                         help="fail a step whose failed requests are shown above this fraction (default 0.01)")
+    rollout.add_argument("--max-latency-shift", default="20ms",
+                         help="fail a step where the canary is shown slower than the stable model by more "
+                              "(Hodges-Lehmann shift; default 20ms)")
+    rollout.add_argument("--max-p99-ratio", type=float, default=1.5,
+                         help="fail a step whose canary p99 / stable p99 is shown above this (default 1.5)")
+    rollout.add_argument("--tolerance", type=float, default=0.05,
+                         help="each step's split verified within ± this (default 0.05)")
+    rollout.add_argument("-u", "--users", type=int, default=8, help="Locust users per step (default 8)")
+    rollout.add_argument("--canary-share", type=float, default=0.2,
+                         help="share of users that send the canary header (default 0.2)")
+    rollout.add_argument("--max-requests", type=int, default=6000,
+                         help="the most requests a step may take (default 6000)")
+    rollout.add_argument("--max-seconds", type=int, default=180,
+                         help="the most seconds a step's load may take (default 180)")
 
     mesh = sub.add_parser("mesh", help="the mesh: up, apply, status, down", description="the mesh: up, apply, status, down")
     msub = mesh.add_subparsers(dest="mesh_command", required=True, metavar="MESH_COMMAND")
@@ -324,6 +427,17 @@ def build_parser() -> ArgumentParser:
     calibrate.add_argument("--host", help="the DestinationRule host, when the mesh has several (default: the only one)")
 
     _add_load(add)
+
+    predict = add("predict", _predict, "send one predict request through the ingress, as the walkthroughs' "
+                                       "curl step does; print the top classes and which subset answered")
+    predict.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                         help="a JSON request body, or a JPEG sent as its b64 body (default payloads/request-body.json)")
+    predict.add_argument("--host", help="the ingress URL (default: the running local mesh's)")
+    predict.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                         type=lambda text: parse_header(text, option="--header"),
+                         help="a request header, or gRPC metadata, e.g. 'user-group: canary' (repeatable; default none)")
+    predict.add_argument("--grpc", action="store_true", help="send a gRPC Predict instead of REST (default REST)")
+    predict.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
 
     report = add("report", _report, "write summary.json and report.html (split, latency, accuracy) into a run "
                                      "directory; exits 0 once written, whatever the verdict (verify-split gates)")

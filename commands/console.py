@@ -11,7 +11,6 @@ its code (3 for usage), Ctrl-C exits 130, ``--help`` exits 0.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -54,7 +53,6 @@ def run_command(
     dispatch: Callable[[argparse.Namespace, Consoles], int],
 ) -> int:
     """Parse ``argv`` and run ``dispatch``; returns the exit code (never raises for a user's error)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     io = consoles()
     try:
         args = parser.parse_args(argv)

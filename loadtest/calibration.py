@@ -10,6 +10,8 @@ itself is pure, in :mod:`loadtest.fingerprint`.
   whose answers wander fails here instead of making "unknown" responses later.
 * :func:`local_mesh_endpoints` finds those servers in the local mesh, as
   the mesh's query API answers (:meth:`mesh.query.MeshView.subset_servers`).
+* :func:`mesh_to_calibrate` says whether the local mesh's pods can calibrate a
+  load of a host (the master asks it at start, ``canary load`` before it starts).
 * :func:`calibrate_savedmodels` runs the exported SavedModels in-process.
 * :func:`save_calibration` / :func:`load_calibration` keep one on disk.
 * :func:`run_calibrate` is ``canary calibrate``.
@@ -18,7 +20,6 @@ itself is pure, in :mod:`loadtest.fingerprint`.
 from __future__ import annotations
 
 import http.client
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy.typing as npt
 from canary.conventions import GRPC_PREDICT_METHOD, MODEL_NAME, canary_home, rest_predict_path
 from canary.errors import CalibrationError, CanaryError, MeshError, UsageError
 from canary.files import write_atomic
+from canary.quiet_import import quiet_tensorflow
 from loadtest.fingerprint import (
     DEFAULT_TOLERANCE,
     Calibration,
@@ -38,6 +40,7 @@ from loadtest.fingerprint import (
     grpc_probabilities,
     rest_probabilities,
 )
+from loadtest.meshinfo import same_endpoint
 from mesh.api import MeshSnapshot, model_store, snapshot
 from payloads.library import (
     DEFAULT_SIZE,
@@ -53,14 +56,17 @@ __all__ = [
     "CalibrateResult",
     "calibrate_endpoints",
     "calibrate_savedmodels",
+    "calibrate_serving",
     "check_payloads",
     "default_calibration_path",
     "load_calibration",
     "local_mesh_endpoints",
     "mesh_servers",
+    "mesh_to_calibrate",
     "parse_endpoint",
     "run_calibrate",
     "save_calibration",
+    "subset_answers",
 ]
 
 PROTOCOLS = ("rest", "grpc", "both")
@@ -125,11 +131,7 @@ def calibrate_endpoints(
                 raise CalibrationError(
                     f"subset {subset} has no {proto} endpoint; give one or use --protocol"
                 )
-            ask: _Client = (
-                _RestClient(address, model_name, timeout)
-                if proto == "rest"
-                else _GrpcClient(address, timeout)
-            )
+            ask = _client(proto, address, model_name, timeout)
             try:
                 for payload in items:
                     for fmt in FORMATS:
@@ -166,10 +168,74 @@ def calibrate_endpoints(
     )
 
 
+def calibrate_serving(
+    endpoints: Endpoints,
+    payloads: Iterable[Payload],
+    protocol: Protocol = "rest",
+    **options: Any,
+) -> tuple[Calibration, dict[str, str]]:
+    """:func:`calibrate_endpoints`, leaving out the subsets whose servers fail to answer (a canary
+    serving under another model name, a crashed pod) as long as one subset answers: their
+    requests will fail in the load test and count as errors, which the verdict and the gates
+    judge. Returns the calibration and ``{subset left out: why}``."""
+    items = list(payloads)
+    try:
+        return calibrate_endpoints(endpoints, items, protocol, **options), {}
+    except CalibrationError:
+        if len(endpoints) < 2:
+            raise
+    skipped: dict[str, str] = {}
+    for subset in sorted(endpoints):
+        try:
+            calibrate_endpoints({subset: endpoints[subset]}, items[:1], protocol, **{**options, "repeats": 1})
+        except CalibrationError as error:
+            skipped[subset] = str(error)
+    kept = {s: e for s, e in endpoints.items() if s not in skipped}
+    if not skipped or not kept:  # not one failing subset: the first error stands
+        return calibrate_endpoints(endpoints, items, protocol, **options), {}
+    return calibrate_endpoints(kept, items, protocol, **options), skipped
+
+
+def subset_answers(
+    endpoints: Endpoints,
+    body: bytes,
+    protocol: Literal["rest", "grpc"],
+    *,
+    model_name: str = MODEL_NAME,
+    timeout: float = 60.0,
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Each subset's own answer to one request, asked of its server directly as calibration asks.
+
+    ``body`` is the REST JSON, or for ``grpc`` a serialised ``PredictRequest``;
+    it is sent as it is. Raises :class:`CalibrationError` when a server has no
+    such endpoint, cannot be reached or answers an error.
+    """
+    answers: dict[str, npt.NDArray[np.float32]] = {}
+    for subset in sorted(endpoints):
+        address = endpoints[subset].get(protocol)
+        if not address:
+            raise CalibrationError(f"subset {subset} has no {protocol} endpoint")
+        ask = _client(protocol, address, model_name, timeout)
+        try:
+            answers[subset] = ask.send(body)
+        except (OSError, http.client.HTTPException, CanaryError) as error:
+            raise CalibrationError(
+                f"subset {subset}: {protocol} predict on {address} (model {model_name}) failed: {error}; "
+                "check that its model server is up (`canary mesh status`)"
+            ) from None
+        finally:
+            ask.close()
+    return answers
+
+
 class _Client:
     """One keep-alive connection to one server, for one protocol."""
 
     def predict(self, payload: Payload, fmt: str) -> npt.NDArray[np.float32]:
+        raise NotImplementedError
+
+    def send(self, body: bytes) -> npt.NDArray[np.float32]:
+        """The probabilities answering ``body`` (REST JSON, or a serialised gRPC request)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -185,14 +251,17 @@ class _RestClient(_Client):
         self._path = parts.path.rstrip("/") + rest_predict_path(model_name)
 
     def predict(self, payload: Payload, fmt: str) -> npt.NDArray[np.float32]:
+        return self.send(payload.body(fmt))
+
+    def send(self, body: bytes) -> npt.NDArray[np.float32]:
         self._conn.request(
-            "POST", self._path, body=payload.body(fmt), headers={"Content-Type": "application/json"}
+            "POST", self._path, body=body, headers={"Content-Type": "application/json"}
         )
         response = self._conn.getresponse()
-        body = response.read()
+        answer = response.read()
         if response.status != 200:
-            raise CalibrationError(f"HTTP {response.status}: {body[:300].decode(errors='replace')}")
-        return rest_probabilities(body)
+            raise CalibrationError(f"HTTP {response.status}: {answer[:300].decode(errors='replace')}")
+        return rest_probabilities(answer)
 
     def close(self) -> None:
         self._conn.close()
@@ -208,14 +277,23 @@ class _GrpcClient(_Client):
         self._timeout = timeout
 
     def predict(self, payload: Payload, fmt: str) -> npt.NDArray[np.float32]:
+        return self.send(grpc_request_bytes(payload, fmt))
+
+    def send(self, body: bytes) -> npt.NDArray[np.float32]:
         try:
-            message = self._call(grpc_request_bytes(payload, fmt), timeout=self._timeout)
+            message = self._call(body, timeout=self._timeout)
         except self._grpc.RpcError as error:
             raise CalibrationError(f"gRPC {error.code().name}: {error.details()}") from None
         return grpc_probabilities(message).copy()
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _client(protocol: str, address: str, model_name: str, timeout: float) -> _Client:
+    if protocol == "rest":
+        return _RestClient(address, model_name, timeout)
+    return _GrpcClient(address, timeout)
 
 
 def _ask(
@@ -241,13 +319,35 @@ def local_mesh_endpoints(
     return mesh_servers(snapshot(home=home), host=host)
 
 
-def mesh_servers(mesh: MeshSnapshot, *, host: str | None = None) -> dict[str, dict[str, str]]:
+def mesh_servers(
+    mesh: MeshSnapshot, *, host: str | None = None, allow_missing: bool = False
+) -> dict[str, dict[str, str]]:
     """One pod of each subset of ``mesh``, as the mesh's query answers (the same selector
-    matching that builds the ingress's clusters)."""
+    matching that builds the ingress's clusters). With ``allow_missing`` a subset without a
+    ready pod (a canary not deployed yet) is left out: it cannot answer, and an answer no
+    calibrated subset explains counts as unknown."""
     try:
-        return mesh.view.subset_servers(host)
+        return mesh.view.subset_servers(host, allow_missing=allow_missing)
     except MeshError as error:
         raise CalibrationError(f"cannot find each subset's own server: {error}") from None
+
+
+def mesh_to_calibrate(host: str | None, mesh: MeshSnapshot | None) -> MeshSnapshot:
+    """The local mesh whose pods calibrate a load test of ``host`` (its ingress; None: the
+    ingress is meant). Without ``--calibration FILE`` that is the only source, so
+    :class:`CalibrationError` says what to give when no mesh runs or ``host`` is another."""
+    if mesh is None:
+        raise CalibrationError(
+            "no calibration to attribute responses with: give --calibration FILE (made by `canary calibrate`), "
+            "or start the local mesh (`canary mesh up`) so the load test calibrates against its pods"
+        )
+    if host and not same_endpoint(host, mesh.ingress_url):
+        raise CalibrationError(
+            f"--host {host} is not the local mesh's ingress ({mesh.ingress_url}), so its models cannot be "
+            "calibrated from the local pods: give --calibration FILE "
+            "(`canary calibrate --source endpoints --endpoint ...`)"
+        )
+    return mesh
 
 
 def parse_endpoint(text: str) -> tuple[str, dict[str, str]]:
@@ -279,8 +379,8 @@ def calibrate_savedmodels(
     """
     items = list(payloads)
     resolved = {subset: _version_dir(Path(path)) for subset, path in sorted(model_dirs.items())}
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with quiet_tensorflow():
+        import tensorflow as tf
 
     outputs: Outputs = {}
     for subset, path in resolved.items():

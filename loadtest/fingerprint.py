@@ -296,9 +296,9 @@ def build_calibration(
     subsets = sorted(
         {s for formats in references.values() for refs in formats.values() for s in refs}
     )
-    if len(subsets) < 2:
+    if not subsets:  # one subset is enough: before a canary is deployed, anything else is unknown
         raise CalibrationError(
-            f"calibration needs the outputs of at least two subsets, got {', '.join(subsets) or 'none'}; "
+            "calibration needs the outputs of at least one subset, got none; "
             "check that every subset has a ready pod (`canary mesh status`)"
         )
     excluded: dict[tuple[str, str], str] = {}
@@ -307,6 +307,8 @@ def build_calibration(
             missing = [s for s in subsets if s not in refs]
             if missing:
                 excluded[(pid, fmt)] = f"{pid} ({fmt}): no reference from {', '.join(missing)}"
+                continue
+            if len(refs) < 2:
                 continue
             a, b, distance = _closest_pair(refs)
             if distance <= 2 * tolerance:

@@ -4,6 +4,10 @@ Locust runs as ``python -m locust -f loadtest/locustfile.py --headless ...``
 with the canary options, its output going to ``<run dir>/locust.log``; the
 progress bar follows ``<run dir>/progress.json``, and Locust's exit code is
 passed through. Without ``host`` the running local mesh's ingress is used.
+Before the run directory is made, :mod:`loadtest.preflight` checks the target
+(something listens, it serves ``--model-name``, it can be calibrated) and
+whether every protocol x group gets a user. After the run, the result says why
+requests failed, most common reason first, from the run's records.
 The wait is bounded: Locust is stopped if its progress stalls for
 ``stall_s`` or the run overshoots its run time by ``grace_s``.
 """
@@ -27,14 +31,30 @@ from canary.conventions import CANARY_HOME_ENV
 from canary.errors import CanaryError, UsageError
 from canary.rundir.document import RunDocument, parse_run_document
 from canary.rundir.layout import RunDir, default_run_dir
-from loadtest.meshinfo import ingress_url
+from canary.rundir.records import failure_counts, read_records
+from loadtest.meshinfo import try_snapshot
 from loadtest.options import CanaryOptions, option_argv
+from loadtest.preflight import PREFLIGHT_TIMEOUT_S, check_target, group_warning
+from mesh.api import MeshSnapshot, snapshot
 
-__all__ = ["LOCUSTFILE", "LoadRequest", "LoadResult", "RichProgress", "locust_argv", "parse_run_time", "run_load"]
+__all__ = [
+    "LOCUSTFILE",
+    "STARTING",
+    "LoadRequest",
+    "LoadResult",
+    "RichProgress",
+    "locust_argv",
+    "parse_run_time",
+    "preflight",
+    "run_load",
+]
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_RUN_TIME = "60s"
 ProgressCallback = Callable[[dict[str, Any]], None]
+WarnCallback = Callable[[str], None]
+STARTING: dict[str, Any] = {"state": "starting"}
+"""What :func:`run_load` hands its progress callback once Locust is started, before Locust's own progress."""
 
 
 def parse_run_time(text: str) -> int:
@@ -88,15 +108,26 @@ class LoadResult:
     run_dir: Path
     log: Path
     run: RunDocument | None  # run.json, when Locust got far enough to write it
+    failures: tuple[tuple[str, int], ...] = ()  # why requests failed, most common first (reason, count)
 
 
-def _resolve_host(request: LoadRequest) -> str:
+def _target(request: LoadRequest) -> tuple[str, MeshSnapshot | None]:
+    """The host to load, and the running local mesh (None when none runs)."""
     if request.host:
-        return request.host
+        return request.host, try_snapshot(request.home)
     try:
-        return ingress_url(request.home)
+        mesh = snapshot(home=request.home)
     except CanaryError as error:
         raise UsageError(f"{error}; or give --host http://HOST:PORT (the ingress to load)") from None
+    return mesh.ingress_url, mesh
+
+
+def preflight(request: LoadRequest, host: str, mesh: MeshSnapshot | None,
+              timeout: float = PREFLIGHT_TIMEOUT_S) -> list[str]:
+    """Raise when a load of ``host`` cannot work (see :mod:`loadtest.preflight`); return warnings."""
+    options = request.options
+    groups = group_warning(request.users, options, request.processes)
+    return [*([groups] if groups else []), *check_target(host, options, mesh, timeout=timeout)]
 
 
 def locust_argv(request: LoadRequest, host: str, run_dir: Path) -> list[str]:
@@ -123,16 +154,23 @@ def run_load(
     request: LoadRequest,
     *,
     progress: ProgressCallback | None = None,
+    warn: WarnCallback | None = None,
     poll_s: float = 0.25,
     stall_s: float = 180.0,
     grace_s: float = 300.0,
+    preflight_timeout_s: float = PREFLIGHT_TIMEOUT_S,
 ) -> LoadResult:
-    """Run the load test headless and return its exit code and run directory."""
+    """Check the target, run the load test headless, and return its exit code, run directory and
+    why requests failed. ``warn`` gets the preflight's warnings before Locust starts; ``progress``
+    gets :data:`STARTING` once it has, then Locust's progress."""
     request.validate()
-    host = _resolve_host(request)
+    host, mesh = _target(request)
     run = RunDir(request.options.run_dir or default_run_dir())
     if run.run_json.exists():
         raise UsageError(f"{run.root} already holds a run; give a new --run-dir or leave it out")
+    for warning in preflight(request, host, mesh, preflight_timeout_s):
+        if warn is not None:
+            warn(warning)
     run.root.mkdir(parents=True, exist_ok=True)
     log = run.locust_log
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -145,6 +183,8 @@ def run_load(
         # terminal would deliver it, and nothing is left behind if they do not stop.
         child = subprocess.Popen(locust_argv(request, host, run.root), stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        if progress is not None:
+            progress(STARTING)
         try:
             code = _follow(child, run, progress, poll_s, stall_s, deadline)
         except KeyboardInterrupt:
@@ -157,7 +197,17 @@ def run_load(
     document = parse_run_document(run.read_run_json(), str(run.run_json)) if run.run_json.exists() else None
     if progress is not None and (last := run.read_progress()) is not None:
         progress(last)
-    return LoadResult(exit_code=code, run_dir=run.root, log=log, run=document)
+    return LoadResult(exit_code=code, run_dir=run.root, log=log, run=document, failures=_failures(run, document))
+
+
+def _failures(run: RunDir, document: RunDocument | None) -> tuple[tuple[str, int], ...]:
+    """Why the run's requests failed (nothing when run.json counts no failure, or no record is readable)."""
+    if document is not None and not document.requests.by_outcome.get("failed"):
+        return ()
+    try:
+        return tuple(failure_counts(read_records(run.root)))
+    except UsageError:  # no records/ (Locust stopped before the first test) or a damaged chunk
+        return ()
 
 
 def _follow(child: subprocess.Popen[bytes], run: RunDir, progress: ProgressCallback | None,
@@ -214,9 +264,12 @@ def _signal_group(child: subprocess.Popen[bytes], sig: int) -> None:
 
 
 class RichProgress:
-    """A rich progress bar for :func:`run_load`: requests out of ``--requests``, or seconds of ``-t``."""
+    """A rich progress bar for :func:`run_load`: requests out of ``--requests``, or seconds of ``-t``.
 
-    def __init__(self, request: LoadRequest, console: Any = None) -> None:
+    It shows from the first update (:data:`STARTING`, once Locust is started), so a preflight
+    refusal is the only line on the terminal."""
+
+    def __init__(self, request: LoadRequest, console: Any = None, *, transient: bool = False) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -228,17 +281,23 @@ class RichProgress:
         self._by_requests = bool(request.options.requests)
         total = request.options.requests or parse_run_time(request.effective_run_time or DEFAULT_RUN_TIME)
         self._progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=transient)
         self._task = self._progress.add_task("starting Locust (calibrating)", total=total)
+        self._shown = False
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._progress.stop()
+        if self._shown:
+            self._progress.stop()
 
     def __call__(self, state: dict[str, Any]) -> None:
+        if not self._shown:
+            self._progress.start()
+            self._shown = True
+        if "requests" not in state:  # STARTING: Locust calibrates before its first progress
+            return
         requests = int(state.get("requests") or 0)
         subsets = ", ".join(f"{k} {v}" for k, v in sorted((state.get("by_subset") or {}).items()))
         text = f"{requests} requests ({state.get('failed', 0)} failed, {state.get('unknown', 0)} unknown) {subsets}"

@@ -21,7 +21,6 @@ from canary.rundir.document import MeshRecord, ModelRecord, RoutingRecord
 from mesh.api import MeshSnapshot, snapshot
 
 __all__ = [
-    "ingress_url",
     "mesh_record",
     "model_metadata",
     "routing_record",
@@ -40,11 +39,6 @@ def same_endpoint(a: str, b: str) -> bool:
     host_a, host_b = pa.hostname or "", pb.hostname or ""
     same_host = host_a == host_b or (host_a in _LOOPBACK and host_b in _LOOPBACK)
     return same_host and (pa.port or 80) == (pb.port or 80)
-
-
-def ingress_url(home: Path | None = None) -> str:
-    """The running local mesh's ingress URL (raises :class:`MeshNotRunningError` when none runs)."""
-    return snapshot(home=home).ingress_url
 
 
 def try_snapshot(home: Path | None = None) -> MeshSnapshot | None:

@@ -26,13 +26,19 @@ from typing import Any
 
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from canary.errors import CalibrationError, CanaryError, UsageError
+from canary.errors import CanaryError, UsageError
 from canary.rundir.document import ModelRecord
 from canary.stats import expectations_by_group
-from loadtest.calibration import calibrate_endpoints, check_payloads, load_calibration, mesh_servers
+from loadtest.calibration import (
+    calibrate_serving,
+    check_payloads,
+    load_calibration,
+    mesh_servers,
+    mesh_to_calibrate,
+)
 from loadtest.fingerprint import Calibration
 from loadtest.master import MasterSide
-from loadtest.meshinfo import model_metadata, same_endpoint, subsets_in_order, try_snapshot
+from loadtest.meshinfo import model_metadata, subsets_in_order, try_snapshot
 from loadtest.options import CanaryOptions, add_arguments, options_from_parsed
 from loadtest.sequential import monitor_for
 from loadtest.worker import WorkerSide
@@ -92,21 +98,20 @@ def _calibrate(options: CanaryOptions, payloads: PayloadSet, host: str | None,
         calibration = load_calibration(options.calibration)
         check_payloads(calibration, payloads)
         return calibration, {"given": str(options.calibration)}
-    if mesh is None:
-        raise CalibrationError(
-            "no calibration to attribute responses with: give --calibration FILE (made by `canary calibrate`), "
-            "or start the local mesh (`canary mesh up`) so the load test calibrates against its pods"
-        )
-    if host and not same_endpoint(host, mesh.ingress_url):
-        raise CalibrationError(
-            f"--host {host} is not the local mesh's ingress ({mesh.ingress_url}), so its models cannot be "
-            "calibrated from the local pods: give --calibration FILE "
-            "(`canary calibrate --source endpoints --endpoint ...`)"
-        )
-    endpoints = mesh_servers(mesh)
+    mesh = mesh_to_calibrate(host, mesh)
+    endpoints = mesh_servers(mesh, allow_missing=True)
+    missing = sorted(set(mesh.view.subsets()) - set(endpoints))
+    if missing:
+        logger.warning("canary: subset(s) %s have no ready pod, so they are not calibrated: an answer from "
+                       "them would count as unknown", ", ".join(missing))
     logger.info("canary: calibrating against the local mesh's pods (%s)", ", ".join(sorted(endpoints)))
-    calibration = calibrate_endpoints(endpoints, payloads.items, options.protocol)  # type: ignore[arg-type]
-    return calibration, {"given": None, "endpoints": endpoints}
+    calibration, skipped = calibrate_serving(endpoints, payloads.items, options.protocol)  # type: ignore[arg-type]
+    for subset, why in skipped.items():
+        logger.warning("canary: subset %s left out of the calibration (its requests will fail): %s", subset, why)
+    origin: dict[str, Any] = {"given": None, "endpoints": endpoints}
+    if skipped:
+        origin["skipped"] = skipped
+    return calibration, origin
 
 
 def _models(origin: dict[str, Any], options: CanaryOptions) -> dict[str, ModelRecord]:

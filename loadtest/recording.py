@@ -3,18 +3,22 @@
 The users put a :class:`RequestMeta` in the request's context; the plugin's
 ``request`` listener calls :func:`make_row` with the event's arguments. A
 failed request is subset ``error``; a response that matches no calibrated
-reference is ``unknown`` with its own top-5 kept for diagnosis. This never
+reference is ``unknown`` with its own top-5 kept for diagnosis. A failure's
+``error`` says why as the server put it (``404 Not Found: <TF Serving's
+message>``, ``UNAVAILABLE: <details>``), else names the exception. This never
 raises: whatever goes wrong is written into the record's ``error``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from canary.conventions import ERROR, UNKNOWN
 from canary.errors import CanaryError
 from loadtest.fingerprint import Fingerprinter
+from payloads.responses import rest_error_text
 from payloads.wire import response_model_version
 
 __all__ = ["META_KEY", "RequestMeta", "make_row"]
@@ -88,6 +92,7 @@ def make_row(
         protocol = "grpc" if request_type.lower() == "grpc" else "rest"
         group, header, user = "default", "", None
         payload_id, fmt, path, versioned, label = None, None, name, None, None
+    status = _status(protocol, response, exception)
     row: dict[str, Any] = {
         "time": float(start_time),
         "protocol": protocol,
@@ -98,7 +103,7 @@ def make_row(
         "format": fmt,
         "path": path,
         "versioned": versioned,
-        "status": _status(protocol, response, exception),
+        "status": status,
         "ok": ok,
         "latency_ms": float(response_time or 0.0),
         "bytes": int(response_length or 0),
@@ -108,7 +113,7 @@ def make_row(
         "top5": None,
         "label": label,
         "model_version": None,
-        "error": None if ok else _describe(exception),
+        "error": None if ok else _describe(status, response, exception),
         "worker": worker,
         "seq": seq,
     }
@@ -148,13 +153,22 @@ def make_row(
     return row
 
 
-def _describe(exception: BaseException | None) -> str:
+def _describe(status: str, response: Any, exception: BaseException | None) -> str:
+    """Why a request failed: ``404 Not Found: <the server's message>`` for an HTTP error status,
+    ``NOT_FOUND: <details>`` for a gRPC error, else the exception (a refused connection, a timeout)."""
     if exception is None:
         return ""
     details = getattr(exception, "details", None)
     if callable(details):
         try:
-            return f"{type(exception).__name__}: {details()}"[:500]
+            return f"{status}: {details()}"[:500]
         except Exception:
             pass
+    if status.isdigit() and int(status) >= 400:
+        try:
+            phrase = HTTPStatus(int(status)).phrase
+        except ValueError:
+            phrase = "HTTP error"
+        message = rest_error_text(_content(response))
+        return f"{status} {phrase}: {message}" if message else f"{status} {phrase}"
     return f"{type(exception).__name__}: {exception}"[:500]

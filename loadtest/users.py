@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gevent
 from locust import FastHttpUser, User, constant, task
+from locust.dispatch import UsersDispatcher
+from locust.runners import WorkerNode
 
 from canary.conventions import GRPC_PREDICT_METHOD
 from loadtest.items import PredictItem, grpc_target
 from loadtest.recording import META_KEY, RequestMeta
 from loadtest.worker import Enrollment, WorkerSide, worker_side
 
-__all__ = ["GrpcUser", "RestUser", "init_grpc_for_gevent"]
+__all__ = ["GrpcUser", "RestUser", "init_grpc_for_gevent", "users_per_protocol"]
 
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 256 << 20)]
 _IDLE_S = 0.1
@@ -176,3 +179,19 @@ class GrpcUser(_CanaryMixin, User):
             start_time=start_time,
             url=self._url,
         )
+
+
+def users_per_protocol(users: int, protocols: Sequence[str], processes: int | None = None) -> dict[str, int]:
+    """How many users of each protocol ``-u users`` starts, as Locust's own dispatcher spreads them
+    over the user classes: by weight, in class-name order, so ``-u 1`` with both protocols starts
+    one gRPC user and no REST user. The totals are the same over any number of ``processes``."""
+    classes = [c for c in (GrpcUser, RestUser) if c.protocol in protocols]
+    protocol_of = {c.__name__: c.protocol for c in classes}
+    dispatcher = UsersDispatcher([WorkerNode(f"worker-{i}") for i in range(max(1, processes or 1))], classes)
+    dispatcher.new_dispatch(users, spawn_rate=max(1, users))  # one step: no wait between steps
+    *_, spread = dispatcher  # the users on each worker once the dispatch is done
+    out = dict.fromkeys(protocols, 0)
+    for per_class in spread.values():
+        for name, n in per_class.items():
+            out[protocol_of[name]] += n
+    return out

@@ -108,13 +108,15 @@ def mesh_up(
     home: Path | None = None,
     progress: Progress = no_progress,
 ) -> MeshState:
-    """Export the models if needed, start the mesh with ``manifests`` and wait until it is ready."""
+    """Export the models if needed, start the mesh with ``manifests`` and wait until it is ready.
+    A mesh already running on ``home`` (or a taken ``port``) is refused before any export."""
     from serving.export import ensure_models
 
+    mesh = LocalMesh(MeshHome(home), progress)
+    mesh.check_can_start(port)
     store = model_store(tiny, home)
     progress(f"model store {store} ({'tiny test models' if tiny else 'ResNet50 + ResNet101'})")
     ensure_models(store, tiny=tiny, weights_dir=weights_dir)
-    mesh = LocalMesh(MeshHome(home), progress)
     return mesh.up(list(manifests) or [default_manifests("base")], store=store, tiny=tiny, port=port)
 
 

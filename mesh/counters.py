@@ -14,7 +14,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.translate import ClusterKey
 
-__all__ = ["SubsetCounters", "parse_cluster_counters", "subset_counters"]
+__all__ = [
+    "SinceChange",
+    "SubsetCounters",
+    "counter_marks",
+    "counts_since",
+    "parse_cluster_counters",
+    "shares",
+    "subset_counters",
+]
 
 
 @dataclass
@@ -72,3 +80,40 @@ def subset_counters(text: str, cluster_index: Mapping[str, ClusterKey]) -> dict[
             if name != "total":
                 entry.by_class[name] = entry.by_class.get(name, 0) + value
     return dict(sorted(result.items()))
+
+
+def counter_marks(counters: Mapping[str, SubsetCounters]) -> dict[str, dict[str, int]]:
+    """``{subset: {"total": n, "2xx": n, ...}}``: the counts at one moment, as a version keeps them."""
+    return {subset: {"total": c.requests, **c.by_class} for subset, c in counters.items()}
+
+
+def counts_since(
+    now: Mapping[str, SubsetCounters], marks: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """What each subset counted after ``marks`` were taken, in the marks' form.
+
+    Envoy's counters only grow, except that a cluster removed and made anew
+    starts again from zero: a count below its mark is then all new."""
+    since: dict[str, dict[str, int]] = {}
+    for subset, counts in counter_marks(now).items():
+        mark = marks.get(subset, {})
+        since[subset] = {k: n - mark.get(k, 0) if n >= mark.get(k, 0) else n for k, n in counts.items()}
+    return since
+
+
+def shares(counts: Mapping[str, int]) -> dict[str, float | None]:
+    """Each count's fraction of their sum (None for all when the sum is zero)."""
+    total = sum(counts.values())
+    return {key: (n / total if total else None) for key, n in counts.items()}
+
+
+@dataclass(frozen=True)
+class SinceChange:
+    """Envoy's counts per subset since the last routing change was acknowledged."""
+
+    version: int
+    applied_at: str
+    counts: dict[str, dict[str, int]]  # subset -> {"total": n, "2xx": n, ...}
+
+    def requests(self, subset: str) -> int:
+        return self.counts.get(subset, {}).get("total", 0)

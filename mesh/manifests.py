@@ -48,6 +48,7 @@ __all__ = [
     "load_manifests",
     "manifest_files",
     "parse_objects",
+    "read_documents",
     "validate_set",
 ]
 
@@ -263,6 +264,12 @@ def _read_yaml(path: Path) -> list[object]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ManifestError(str(path), "", "", f"invalid YAML: {where}{problem}") from error
+
+
+def read_documents(path: Path) -> list[object]:
+    """Every YAML document of a manifest file, read as :func:`load_manifests` reads it (strict:
+    no duplicate keys, bounded aliases); :class:`ManifestError` naming the file otherwise."""
+    return _read_yaml(Path(path))
 
 
 # --- documents → objects ---------------------------------------------------------------

@@ -118,12 +118,13 @@ class MeshView:
         service = self._index.services.get(self.destination_rule(host).host)
         return service.ports if service else ()
 
-    def subset_servers(self, host: str | None = None) -> SubsetServers:
+    def subset_servers(self, host: str | None = None, *, allow_missing: bool = False) -> SubsetServers:
         """For each subset, its first ready pod's REST URL and gRPC target.
 
         The REST port is the Service's first HTTP port, the gRPC port its
         first gRPC port. Raises :class:`MeshError` naming the subset when one
-        has no ready pod on either.
+        has no ready pod on either; with ``allow_missing``, such subsets are left
+        out and only a mesh where no subset has a pod raises.
         """
         rule = self.destination_rule(host)
         ports = self.service_ports(host)
@@ -138,11 +139,15 @@ class MeshView:
                 members = self.endpoints(subset, port, host) if port is not None else ()
                 if members:
                     found[kind] = members[0].target
+            if not found and allow_missing:
+                continue
             if not found:
                 raise MeshError(
                     f"subset {subset} of {rule.host} has no ready pod serving the Service's ports "
                     f"({', '.join(str(p.port) for p in ports)}); check `canary mesh status`"
                 )
             servers[subset] = found
+        if not servers:
+            raise MeshError(f"no subset of {rule.host} has a ready pod; check `canary mesh status`")
         return servers
 

@@ -225,11 +225,34 @@ def expectations_from_virtual_service(
             route=_route_label(index, route),
             paths=paths,
         )
-    default_cells = [c for c in out if c[1] == "default"] or list(out)
-    stable = out[default_cells[0]].expectation.positive[0]
+    stable = _stable(service, out, header, model_name, known_subsets)
     return ManifestExpectations(
         source=service.source, name=str(service.ref), cells=out, stable=stable
     )
+
+
+def _stable(
+    service: VirtualService,
+    cells: Mapping[Cell, CellExpectation],
+    header: tuple[str, str],
+    model_name: str,
+    known_subsets: Sequence[str],
+) -> str:
+    """The first destination of the route the default group takes: its cell's, or, when the
+    default group sent nothing, the route its request would take, so the stable subset does not
+    become the canary's because only the canary group had traffic."""
+    for cell, found in cells.items():
+        if cell[1] == "default":
+            return found.expectation.positive[0]
+    for protocol in dict.fromkeys(cell[0] for cell in cells):
+        path = representative_path(protocol, model_name)
+        routed = route_for(service, _request(protocol, "default", path, header))
+        if routed is not None:
+            try:
+                return _expectation(service, *routed, known_subsets).positive[0]
+            except UsageError:  # a route without subsets: no stable subset there
+                continue
+    return next(iter(cells.values())).expectation.positive[0]
 
 
 def load_virtual_service(paths: Sequence[Path]) -> VirtualService:

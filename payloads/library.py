@@ -17,6 +17,7 @@ Two request formats, as in the two walkthroughs:
 from __future__ import annotations
 
 import base64
+import binascii
 import csv
 import hashlib
 import io
@@ -40,9 +41,12 @@ __all__ = [
     "IMAGES_DIR",
     "LABELS_FILE",
     "MODEL_NAME",
+    "REQUEST_BODY",
     "Payload",
     "PayloadSet",
     "grpc_request_bytes",
+    "grpc_request_from_body",
+    "load_payload",
     "load_payloads",
     "read_labels",
 ]
@@ -50,10 +54,13 @@ __all__ = [
 PACKAGE_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = PACKAGE_DIR / "images"
 LABELS_FILE = PACKAGE_DIR / "labels.csv"
+REQUEST_BODY = PACKAGE_DIR / "request-body.json"
+"""The GKE walkthrough's ``request-body.json``: the photo's ``b64`` body, byte for byte."""
 FORMATS = ("instances", "b64")
 DEFAULT_SIZE = DEFAULT_PAYLOAD_SIZE
 _SIGNATURES = {"instances": "serving_default", "b64": "serving_preprocess"}
 _INPUTS = {"instances": "input_image", "b64": "bytes_inputs"}
+_INPUT_OF_SIGNATURE = {_SIGNATURES[fmt]: _INPUTS[fmt] for fmt in FORMATS}
 _SUFFIXES = (".jpg", ".jpeg")
 _DIGEST_VERSION = 1  # bump when the bodies built from the same images change
 
@@ -173,6 +180,18 @@ def load_payloads(
     return PayloadSet(items=items, images_dir=folder, size=size, digest=digest)
 
 
+def load_payload(
+    image: Path, *, label: int | None = None, size: int | None = DEFAULT_SIZE
+) -> Payload:
+    """One JPEG as a :class:`Payload` (id: its file stem), as :func:`load_payloads` makes each."""
+    path = Path(image)
+    if not path.is_file():
+        raise PayloadError(f"payload image {path} does not exist")
+    if size is not None and not 1 <= size <= 4096:
+        raise PayloadError(f"payload size must be between 1 and 4096 pixels, got {size}")
+    return _payload(path, label, size)
+
+
 def grpc_request_bytes(
     payload: Payload, fmt: str, model_name: str = MODEL_NAME, *, version: int | None = None
 ) -> bytes:
@@ -192,6 +211,67 @@ def grpc_request_bytes(
     return encode_predict_request(
         model_name, {_INPUTS[fmt]: tensor}, signature_name=_SIGNATURES[fmt], version=version
     )
+
+
+def grpc_request_from_body(
+    body: bytes | str, model_name: str = MODEL_NAME, *, version: int | None = None
+) -> bytes:
+    """The serialised ``PredictRequest`` asking what a REST body of either format asks.
+
+    ``{"signature_name": "serving_preprocess", "instances": [{"b64": ...}, ...]}``
+    becomes ``bytes_inputs`` (string ``[n]``, the decoded JPEGs);
+    ``{"instances": [<H x W x 3 numbers>, ...]}`` (``serving_default``) becomes
+    ``input_image`` (float32 ``[n, H, W, 3]``). For a payload's own bodies it
+    is :func:`grpc_request_bytes`. Raises :class:`PayloadError` for any other body.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise PayloadError(f"the request body is not JSON ({error})") from None
+    instances = doc.get("instances") if isinstance(doc, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise PayloadError(
+            'the request body must be a JSON object with a non-empty "instances" list '
+            "(TF Serving's row format, as both walkthroughs send)"
+        )
+    signature = doc.get("signature_name", _SIGNATURES["instances"])
+    alias = _INPUT_OF_SIGNATURE.get(signature) if isinstance(signature, str) else None
+    if alias is None:
+        raise PayloadError(
+            f"signature_name {signature!r} is not one the models serve "
+            f"({', '.join(_INPUT_OF_SIGNATURE)})"
+        )
+    if alias == _INPUTS["b64"]:
+        tensor = Tensor.string_list([_b64_instance(item) for item in instances])
+    else:
+        tensor = Tensor.floats(_image_instances(instances))
+    return encode_predict_request(
+        model_name, {alias: tensor}, signature_name=signature, version=version
+    )
+
+
+def _b64_instance(item: object) -> bytes:
+    if not (isinstance(item, dict) and list(item) == ["b64"] and isinstance(item["b64"], str)):
+        raise PayloadError(
+            f'each instance of the {_SIGNATURES["b64"]} signature must be {{"b64": "<JPEG, base64>"}}'
+        )
+    try:
+        return base64.b64decode("".join(item["b64"].split()), validate=True)  # line breaks allowed
+    except binascii.Error as error:
+        raise PayloadError(f"an instance's b64 is not base64 ({error})") from None
+
+
+def _image_instances(instances: list[object]) -> npt.NDArray[np.float32]:
+    try:
+        pixels = np.asarray(instances, dtype=np.float32)
+    except (TypeError, ValueError):
+        pixels = np.empty(0, dtype=np.float32)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or not pixels.size:
+        raise PayloadError(
+            f"each instance of the {_SIGNATURES['instances']} signature must be an H x W x 3 image "
+            "(nested lists of numbers), all of one size"
+        )
+    return pixels
 
 
 def _image_files(folder: Path) -> list[Path]:

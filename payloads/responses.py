@@ -21,7 +21,7 @@ import orjson
 from canary.errors import FingerprintError
 from payloads.wire import WireError, decode_predict_output
 
-__all__ = ["OUTPUT", "grpc_probabilities", "rest_probabilities"]
+__all__ = ["OUTPUT", "grpc_probabilities", "rest_error_text", "rest_probabilities"]
 
 OUTPUT = "probabilities"
 
@@ -73,6 +73,23 @@ def grpc_probabilities(message: bytes | memoryview, output: str = OUTPUT) -> Vec
         raise FingerprintError(
             f"the gRPC response is not a PredictResponse with {output!r}: {error}"
         ) from None
+
+
+def rest_error_text(body: bytes | str | None, limit: int = 300) -> str:
+    """Why a REST request failed, as the server put it: TF Serving's ``{"error": ...}``
+    message, else the body's text (Envoy's ``no healthy upstream``, ``fault filter abort``),
+    on one line and at most ``limit`` characters; empty for an empty body."""
+    if not body:
+        return ""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and "error" in doc:
+        text = str(doc["error"])
+    else:
+        text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    return _preview(" ".join(text.split()), limit)
 
 
 def _preview(body: bytes | str, limit: int = 200) -> str:

@@ -15,6 +15,7 @@ tensorflow/core/framework/tensor.proto, tensor_shape.proto)::
 
     PredictRequest  { ModelSpec model_spec = 1; map<string, TensorProto> inputs = 2; }
     PredictResponse { map<string, TensorProto> outputs = 1; ModelSpec model_spec = 2; }
+    GetModelStatusRequest { ModelSpec model_spec = 1; }
     ModelSpec       { string name = 1; Int64Value version = 2; string signature_name = 3; }
     TensorProto     { DataType dtype = 1; TensorShapeProto tensor_shape = 2;
                       bytes tensor_content = 4; repeated float float_val = 5 [packed];
@@ -40,6 +41,7 @@ __all__ = [
     "Tensor",
     "WireError",
     "decode_predict_output",
+    "encode_model_status_request",
     "encode_predict_request",
     "response_model_version",
 ]
@@ -125,6 +127,11 @@ def encode_predict_request(
         entry = _len_field(1, alias.encode()) + _len_field(2, _tensor(tensor))
         out += _len_field(2, entry)
     return out
+
+
+def encode_model_status_request(model_name: str) -> bytes:
+    """A serialised ``tensorflow.serving.GetModelStatusRequest`` for every version of ``model_name``."""
+    return _len_field(1, _len_field(1, model_name.encode()))
 
 
 # ---------------------------------------------------------------- decoding

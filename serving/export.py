@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from canary.errors import CanaryError, ExportError
+from canary.quiet_import import quiet_tensorflow
 from serving.models import ARCHITECTURES, check_perturbation, find_imagenet_weights
 
 __all__ = [
@@ -221,9 +222,9 @@ def _build_and_save(plan: _Plan, directory: Path) -> None:
         f", near-twin perturbed by {plan.perturb:g}" if plan.perturb is not None else "",
         "" if plan.arch == "TinyResNet" else "; a full-size export takes a minute or two",
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_tensorflow():
+        import tensorflow as tf
     import keras
-    import tensorflow as tf
 
     from serving.models import build_model
     from serving.signatures import build_serving_module

@@ -13,7 +13,11 @@ witnesses agree when, for every subset,
 
     fingerprint_i − s_i  ≤  mesh_i  ≤  fingerprint_i + U + s_i
 
-and over all subsets ``Σ mesh ≤ Σ fingerprint + U + Σ s``. The slack is 0
+and over all subsets ``Σ fingerprint − Σ s ≤ Σ mesh ≤ Σ fingerprint + U + Σ s``.
+Requests routed to the Service without a subset (a VirtualService that names
+no subset, as the base routing does: the mesh counts them under ``""``, "no
+subset") were served by some subset's pods, so they may stand for any
+subset's fingerprints: each subset's lower bound drops by that count. The slack is 0
 for Envoy's counters (exact integers; the requests a fingerprint names were
 served by that subset, so the mesh must have counted them) and 5% by default
 for Prometheus (``increase()`` extrapolates across scrapes and the last
@@ -128,11 +132,14 @@ def crosscheck(
     if not 0 <= slack < 1 or unattributed < 0:
         raise UsageError(f"cross-check slack must be in [0, 1), got {slack!r}")
     names = list(dict.fromkeys([*subsets, *fingerprint, *(k for k, v in mesh.items() if v)]))
+    no_subset = float(mesh.get("", 0.0))  # served by the Service's pods, whichever subset they are
     rows: list[CrossCheckRow] = []
     for name in names:
         fp, seen = int(fingerprint.get(name, 0)), float(mesh.get(name, 0.0))
         room = slack * max(fp, seen)
-        low, high = fp - room, fp + unattributed + room
+        low, high = fp - room - no_subset, fp + unattributed + room
+        if name == "":
+            low, high = 0.0, seen
         rows.append(
             CrossCheckRow(
                 subset=name,
@@ -147,8 +154,9 @@ def crosscheck(
     fp_total = sum(r.fingerprint for r in rows)
     mesh_total = sum(r.mesh for r in rows)
     total_high = fp_total + unattributed + slack * sum(max(r.fingerprint, r.mesh) for r in rows)
+    total_low = fp_total - slack * sum(max(r.fingerprint, r.mesh) for r in rows)
     bad = [r for r in rows if not r.agrees]
-    total_ok = mesh_total <= total_high + 1e-9
+    total_ok = total_low - 1e-9 <= mesh_total <= total_high + 1e-9
     what = "Envoy's counters" if source == "envoy" else "Prometheus (istio_requests_total)"
     allowance = f"{unattributed} unattributed request(s)" + (
         f" and {100 * slack:g}% slack" if slack else ""
@@ -168,7 +176,7 @@ def crosscheck(
         if not total_ok:
             parts.append(
                 f"in all: mesh {_n(mesh_total)} vs fingerprints {fp_total}, "
-                f"more than {allowance} explain"
+                f"{'more' if mesh_total > total_high else 'fewer'} than {allowance} explain"
             )
         reason = (
             f"{what} disagree with the fingerprints: {'; '.join(parts)}; the mesh routed "

@@ -147,8 +147,10 @@ def _accuracy(result: Verification) -> tuple[Table | None, list[str]]:
 
 
 def print_verification(result: Verification, console: Console) -> None:
-    """Every table, then the overall verdict."""
+    """Where the run was found, every table, then the overall verdict."""
     run = result.run
+    if result.newest_under is not None:
+        console.print(f"judging the newest run under {escape(str(result.newest_under))}: {escape(str(run.root))}")
     console.print(
         f"run [bold]{escape(str(run.root))}[/] ({escape(str(run.document.status))}, "
         f"{len(run.records)} requests); "

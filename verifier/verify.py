@@ -14,7 +14,11 @@ Overall status: refuted if any pool or cell is refuted or the cross-check
 finds a mismatch; else inconclusive if any pool is inconclusive (or none was
 judged); else verified. Exit codes: 0 verified, 1 refuted,
 2 inconclusive, 3 bad usage or unreadable input (:class:`UsageError`).
-Latency and accuracy are reported and never change the exit code.
+Latency and accuracy are reported and never change the exit code. The
+protocol x group cells the run asked for (its protocols, the groups its canary
+share gives users, any group an ``--expected`` names) that sent no request are
+listed in a note (``silent``); whichever group sent requests, the stable subset
+is the expectation's first, or the VirtualService's default route.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from canary.stats import (
     SplitPolicy,
     confusion_matrix,
     judge_run,
+    parse_group_spec,
 )
 from mesh.routing import (
     expectations_from_manifest,
@@ -166,6 +171,8 @@ class Verification:
     next_run: str | None  # inconclusive: the canary load that would likely decide it
     notes: tuple[str, ...]
     generated_at: str
+    silent: tuple[Cell, ...] = ()  # cells the run asked for that sent no request (see the notes)
+    newest_under: Path | None = None  # the run was picked as the newest under this folder (absolute)
 
     @property
     def exit_code(self) -> int:
@@ -281,6 +288,35 @@ def _crosscheck(request: VerifyRequest, run: Run, subsets: Sequence[str]) -> Cro
         fingerprint, {k: float(v) for k, v in envoy.items()}, unattributed=unattributed,
         source="envoy", slack=request.crosscheck_slack or 0.0, subsets=subsets,
     )
+
+
+def _silent_cells(request: VerifyRequest, run: Run) -> tuple[Cell, ...]:
+    """The protocol x group cells the run asked for that sent no request: its protocols times the
+    groups its canary share gives users (the canary group when above 0, the default group when
+    below 1) and any group an ``--expected`` names on its own."""
+    options = run.document.options
+    groups = set(options.groups)
+    for text in (request.expected, options.expected):
+        if text:
+            groups.update(g for g in parse_group_spec(text) if g is not None)
+    sent = set(cell_counts(run.records))
+    return order_cells({(p, g) for p in options.protocols for g in groups} - sent)
+
+
+def _silent_note(silent: Sequence[Cell], run: Run) -> str:
+    """One note naming the silent cells, and whether each got no user or sent nothing."""
+    options, users = run.document.options, run.document.users
+    without = [c for c in silent if not users.get(c[0], {}).get(c[1])]
+    idle = [c for c in silent if c not in without]
+    why = [f"{_cell_names(without)} got no user (-u too small for --protocol {options.protocol} and "
+           f"--canary-share {options.canary_share:g})"] if without else []
+    why += [f"{_cell_names(idle)} had users but sent no request"] if idle else []
+    return f"no traffic from {_cell_names(silent)}, so nothing was judged for {'it' if len(silent) == 1 else 'them'}: " + (
+        "; ".join(why))
+
+
+def _cell_names(cells: Sequence[Cell]) -> str:
+    return ", ".join(f"{protocol}/{group}" for protocol, group in cells)
 
 
 def _overall(judgement: RunJudgement | None, check: CrossCheck, judged_required: bool) -> tuple[str, str]:
@@ -399,6 +435,7 @@ def _source(expectations: Mapping[int, Resolved | None]) -> str | None:
 def verify_run(request: VerifyRequest) -> Verification:
     """Judge one run directory (see the module docstring). Reads files; writes nothing."""
     run = read_run(resolve_run_dir(request.run_dir, request.reports))
+    newest_under = Path(request.reports).resolve() if request.run_dir is None else None
     windows = phase_windows(run.document.mesh.routing)
     expectations = _expectations(request, run, windows)
     known = [r for r in expectations.values() if r is not None]
@@ -452,6 +489,9 @@ def verify_run(request: VerifyRequest) -> Verification:
     )
     accuracy = accuracy_report(run.records, subsets=columns, stable=stable, weights=run.weights)
     status, reason = _overall(judgement, check, request.require_expectation)
+    silent = _silent_cells(request, run)
+    if silent:
+        notes.append(_silent_note(silent, run))
     next_run = _next_run(judgement, run)
     if next_run is not None:
         reason += f"; a run of this size would likely decide it: {next_run}"
@@ -473,4 +513,6 @@ def verify_run(request: VerifyRequest) -> Verification:
         next_run=next_run,
         notes=tuple(notes),
         generated_at=utc_now(),
+        silent=silent,
+        newest_under=newest_under,
     )

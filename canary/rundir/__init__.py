@@ -32,7 +32,7 @@ from .layout import (
     write_json_atomic,
 )
 from .reader import Run, read_run
-from .records import SCHEMA, cell_counts, read_records, rows_to_table, write_chunk
+from .records import SCHEMA, cell_counts, failure_counts, read_records, rows_to_table, write_chunk
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -50,6 +50,7 @@ __all__ = [
     "RunDocument",
     "cell_counts",
     "default_run_dir",
+    "failure_counts",
     "find_newest_run",
     "parse_run_document",
     "read_checks",

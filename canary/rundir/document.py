@@ -23,6 +23,7 @@ from canary.conventions import (
     DEFAULT_HEADER_TEXT,
     DEFAULT_MODEL_VERSION,
     DEFAULT_PAYLOAD_SIZE,
+    GROUPS,
     MODEL_NAME,
     parse_header,
 )
@@ -175,6 +176,11 @@ class CanaryOptions(Section):
     def protocols(self) -> tuple[str, ...]:
         """The protocols users are made for."""
         return ("rest", "grpc") if self.protocol == "both" else (self.protocol,)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The header groups the canary share asks users for: default below 1, canary above 0."""
+        return tuple(g for g in GROUPS if (self.canary_share > 0 if g == "canary" else self.canary_share < 1))
 
 
 class RunArguments(Section):
@@ -344,6 +350,7 @@ class SequentialCellRecord(Section):
     counts: dict[str, int] = Field(default_factory=dict)
     decided_at_request: int | None = None
     reason: str = ""
+    pool: str = ""  # the cells pooled with this one ("rest/default, rest/canary"), if any
 
 
 class SequentialRecord(Section):

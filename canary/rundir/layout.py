@@ -100,19 +100,16 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def find_newest_run(reports: Path = REPORTS_DIR) -> Path:
-    """The lexicographically last folder of ``reports`` that holds a ``run.json``."""
+    """The lexicographically last folder of ``reports`` that holds a ``run.json``; the
+    :class:`UsageError` when there is none names the folder searched and how to make a run."""
     reports = Path(reports)
+    make = (f"`canary load` writes each run into {REPORTS_DIR}/ of the directory it runs in: run it "
+            f"(or run this where you ran it), or give the run directory, e.g. {REPORTS_DIR}/<run>")
     if not reports.is_dir():
-        raise UsageError(
-            f"no {reports}/ folder here, so no run to read; run `canary load` first, "
-            "or give the run directory, e.g. verify-split reports/<run> --expected 70/30"
-        )
+        raise UsageError(f"no run directory to read: {reports.resolve()} does not exist; {make}")
     runs = sorted(p for p in reports.iterdir() if p.is_dir() and (p / RUN_FILE).is_file())
     if not runs:
-        raise UsageError(
-            f"no run directory (a folder with {RUN_FILE}) under {reports}/; run `canary load` "
-            "first, or give the run directory explicitly"
-        )
+        raise UsageError(f"no run directory (a folder with {RUN_FILE}) under {reports.resolve()}; {make}")
     return runs[-1]
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "SCHEMA",
     "cell_counts",
+    "failure_counts",
     "next_part_number",
     "read_records",
     "rows_to_table",
@@ -190,3 +191,15 @@ def cell_counts(records: pd.DataFrame) -> dict[Cell, dict[str, int]]:
     for (protocol, group, name), n in table.groupby(["protocol", "group", "subset"], sort=True).size().items():
         out.setdefault((str(protocol), str(group)), {})[str(name)] = int(n)
     return out
+
+
+def failure_counts(records: pd.DataFrame) -> list[tuple[str, int]]:
+    """Why requests failed, most common first: ``[("404 Not Found: Could not find any versions of
+    model image_classifer", 120), ("UNAVAILABLE: ...", 3)]``. Each failed request counts under its
+    record's ``error`` on one line (its ``status`` when the error is empty)."""
+    if not len(records):
+        return []
+    failed = records[~records["ok"].astype(bool)]
+    reasons = failed["error"].fillna("").astype(str).map(lambda text: " ".join(text.split()))
+    reasons = reasons.where(reasons != "", failed["status"].astype(str).replace("", "(no status)"))
+    return sorted(((str(r), int(n)) for r, n in reasons.value_counts().items()), key=lambda rn: (-rn[1], rn[0]))

@@ -16,7 +16,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -24,9 +24,16 @@ from typing import Any
 
 import orjson
 
-from canary.conventions import utc_now
+from canary.conventions import CANARY_HOME_ENV, utc_now
 from canary.errors import MeshError, ProcessExitedError
-from mesh.counters import SubsetCounters, subset_counters
+from mesh.counters import (
+    SinceChange,
+    SubsetCounters,
+    counter_marks,
+    counts_since,
+    shares,
+    subset_counters,
+)
 from mesh.local import procs
 from mesh.local.envoy import EnvoyAdmin, XdsFiles, bootstrap_config, envoy_binary
 from mesh.local.state import (
@@ -36,6 +43,7 @@ from mesh.local.state import (
     MeshState,
     PodState,
     StoredObject,
+    last_routing_change,
     routing_digest,
     routing_documents,
     sha256_file,
@@ -45,7 +53,7 @@ from mesh.manifests import load_manifests, manifest_files, parse_objects, valida
 from mesh.model import Gateway, MeshObject
 from mesh.pods import PodPlan, listening_ports, plan_pods
 from mesh.query import MeshView
-from mesh.translate import EnvoyResources, IngressSettings, PodEndpoint, translate
+from mesh.translate import ClusterKey, EnvoyResources, IngressSettings, PodEndpoint, translate
 
 __all__ = ["ApplyResult", "LocalMesh", "MeshStatus", "Progress", "no_progress"]
 
@@ -73,6 +81,23 @@ class MeshStatus:
     pods_running: dict[str, bool]
     counters: dict[str, SubsetCounters]
     view: MeshView  # the objects and the pods that run, for the mesh's queries
+    since_change: SinceChange | None = None  # None: Envoy down, or no counts kept at the change
+
+    def subset_counts(self) -> dict[str, dict[str, Any]]:
+        """Per subset ("": no subset): Envoy's counters and their share of all requests, and
+        ``since_change``: the requests since the last routing change and their share."""
+        total_share = shares({k: c.requests for k, c in self.counters.items()})
+        since = self.since_change
+        since_share = shares({k: since.requests(k) for k in self.counters}) if since else {}
+        rows: dict[str, dict[str, Any]] = {}
+        for subset, counters in self.counters.items():
+            rows[subset] = {**counters.to_dict(), "share": total_share[subset], "since_change": None}
+            if since is not None:
+                by_class = {k: n for k, n in sorted(since.counts.get(subset, {}).items()) if k != "total"}
+                rows[subset]["since_change"] = {
+                    "requests": since.requests(subset), "share": since_share[subset], "by_class": by_class,
+                }
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         """``canary mesh status --json``."""
@@ -96,7 +121,10 @@ class MeshStatus:
                 }
                 for p in st.pods
             ],
-            "counters": {k or "(no subset)": v.to_dict() for k, v in self.counters.items()},
+            "counters": {k or "(no subset)": v for k, v in self.subset_counts().items()},
+            "routing_change": None if self.since_change is None else {
+                "version": self.since_change.version, "applied_at": self.since_change.applied_at,
+            },
         }
 
 
@@ -141,16 +169,9 @@ class LocalMesh:
     def up(self, manifests: Sequence[Path], *, store: Path, tiny: bool, port: int = 8080) -> MeshState:
         """Start Envoy, apply ``manifests`` and return once every pod is ready."""
         with self.home.locked():
+            self.check_can_start(port)
             if self.home.exists():
-                state = self.home.load()
-                if procs.is_running(state.envoy_pid, state.envoy_marker):
-                    raise MeshError(
-                        f"a local mesh is already running at {state.ingress_url}; "
-                        "use `canary mesh apply` to change it or `canary mesh down` to stop it"
-                    )
-                self._stop_all(state)
-            if procs.probe_tcp(port):
-                raise MeshError(f"port {port} on 127.0.0.1 is in use; pick another with --port")
+                self._stop_all(self.home.load())  # what a mesh that died left behind
             objects = load_manifests(list(manifests))  # validate before starting anything
             validate_set(objects)
             state = MeshState(
@@ -170,6 +191,20 @@ class LocalMesh:
                 raise
             return state
 
+    def check_can_start(self, port: int) -> None:
+        """Raise :class:`MeshError` when a mesh already runs on this home or ``port`` is taken.
+        Cheap and changes nothing: ``mesh up`` asks before exporting models, and again under the lock."""
+        if self.home.exists():
+            state = self.home.load()
+            if procs.is_running(state.envoy_pid, state.envoy_marker):
+                raise MeshError(
+                    f"a local mesh is already running at {state.ingress_url} (state in {self.home.root}); "
+                    "change it with `canary mesh apply`, stop it with `canary mesh down`, "
+                    f"or set {CANARY_HOME_ENV} to another folder for a second mesh"
+                )
+        if procs.probe_tcp(port):
+            raise MeshError(f"port {port} on 127.0.0.1 is in use; pick another with --port")
+
     def apply(self, manifests: Sequence[Path]) -> ApplyResult:
         with self.home.locked():
             state = self.home.load()
@@ -182,8 +217,12 @@ class LocalMesh:
         objects = self._objects(state)  # parsed once for the counters and the view
         envoy_up = procs.is_running(state.envoy_pid, state.envoy_marker)
         counters: dict[str, SubsetCounters] = {}
+        since: SinceChange | None = None
         if envoy_up:
-            counters = self._counters(state, objects)
+            counters = self._counters(state, self._translate(state, objects).cluster_index)
+            change = last_routing_change(state.history)
+            if change is not None and change.applied_at and change.counters is not None:
+                since = SinceChange(change.version, change.applied_at, counts_since(counters, change.counters))
         running = {p.name: procs.is_running(p.pid, p.marker) for p in state.pods}
         return MeshStatus(
             state=state,
@@ -191,13 +230,21 @@ class LocalMesh:
             pods_running=running,
             counters=counters,
             view=MeshView(tuple(objects), tuple(_pod_endpoints(state.pods, running))),
+            since_change=since,
         )
 
-    def _counters(self, state: MeshState, objects: Sequence[MeshObject]) -> dict[str, SubsetCounters]:
+    @staticmethod
+    def _counters(state: MeshState, cluster_index: Mapping[str, ClusterKey]) -> dict[str, SubsetCounters]:
         """Envoy's own request counters per DestinationRule subset (as istio_requests_total)."""
-        resources = self._translate(state, objects)
-        text = EnvoyAdmin(state.admin_port).stats_prometheus()
-        return subset_counters(text, resources.cluster_index)
+        return subset_counters(EnvoyAdmin(state.admin_port).stats_prometheus(), cluster_index)
+
+    def _counters_at_ack(self, state: MeshState, resources: EnvoyResources) -> dict[str, dict[str, int]] | None:
+        """The counts a version keeps from its acknowledgement (None when Envoy's admin does not answer:
+        the push took, only the counts since it are unknown)."""
+        try:
+            return counter_marks(self._counters(state, resources.cluster_index))
+        except MeshError:
+            return None
 
     def down(self) -> list[str]:
         """Stop every process the mesh started; returns what was stopped."""
@@ -251,6 +298,7 @@ class LocalMesh:
                     self.home.save(state)
                     raise
                 entry.applied_at = utc_now()
+                entry.counters = self._counters_at_ack(state, resources)
                 state.objects = stored
                 state.pods = pods
                 state.applied.extend(applied)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ __all__ = [
     "MeshState",
     "PodState",
     "StoredObject",
+    "last_routing_change",
     "routing_digest",
     "routing_documents",
     "sha256_file",
@@ -97,6 +98,25 @@ class AppliedVersion:
     routing: list[dict[str, Any]] = field(default_factory=list)
     routing_sha256: str = ""
     failed: bool = False
+    # Envoy's request counts per subset ({"total": n, "2xx": n, …}) read just after the
+    # acknowledgement, so a status can count since this version; None while pending, after a
+    # failed push or counters Envoy did not give, and in state files older than this field
+    counters: dict[str, dict[str, int]] | None = None
+
+
+def last_routing_change(history: Sequence[AppliedVersion]) -> AppliedVersion | None:
+    """The newest acknowledged version whose routing differs from the acknowledged version
+    before it (the first acknowledged version is a change); None before any acknowledgement.
+    A version that changed only pods or Services is no routing change."""
+    change: AppliedVersion | None = None
+    live = ""  # the routing digest of the version acknowledged last
+    for version in history:
+        if version.applied_at is None or version.failed:
+            continue
+        if change is None or version.routing_sha256 != live:
+            change = version
+        live = version.routing_sha256
+    return change
 
 
 @dataclass

@@ -15,10 +15,12 @@ from canary.errors import UsageError
 from canary.rundir import (
     SCHEMA,
     cell_counts,
+    failure_counts,
     find_newest_run,
     read_records,
     read_run,
     resolve_run_dir,
+    write_chunk,
 )
 from tests.verifier.synthetic import CELLS, make_run
 
@@ -61,6 +63,33 @@ def test_cell_counts_keep_unknown_and_error_apart(tmp_path: Path) -> None:
     assert counts[("rest", "default")].get("error") == 1
 
 
+def test_failure_counts_say_why_requests_failed_most_common_first(tmp_path: Path) -> None:
+    """Failed records count under their error (on one line), else their status; successes and
+    unattributed responses are not failures."""
+    wrong_model = "404 Not Found: Could not find any versions of model image_classifer"
+    rows = (
+        [{"ok": False, "status": "404", "error": wrong_model, "seq": i} for i in range(5)]
+        + [{"ok": False, "status": "UNAVAILABLE", "error": "UNAVAILABLE: no healthy\n  upstream", "seq": 10 + i}
+           for i in range(2)]
+        + [{"ok": False, "status": "ConnectTimeout", "error": None, "seq": 20}]
+        + [{"ok": False, "status": "503", "error": "503 Service Unavailable: fault filter abort", "seq": 30 + i}
+           for i in range(2)]
+        + [{"ok": True, "status": "200", "subset": "resnet50", "seq": 40},
+           {"ok": True, "status": "200", "subset": "unknown", "error": "no calibrated reference", "seq": 41}]
+    )
+    (tmp_path / "records").mkdir()
+    write_chunk(tmp_path / "records", 0, [{"time": 1.0, "worker": "w", **row} for row in rows])
+    assert failure_counts(read_records(tmp_path)) == [
+        (wrong_model, 5),
+        ("503 Service Unavailable: fault filter abort", 2),
+        ("UNAVAILABLE: no healthy upstream", 2),
+        ("ConnectTimeout", 1),
+    ]
+    assert failure_counts(read_records(tmp_path).iloc[5:7]) == [("UNAVAILABLE: no healthy upstream", 2)]
+    assert failure_counts(read_records(tmp_path).iloc[-2:]) == []
+    assert failure_counts(SCHEMA.empty_table().to_pandas()) == []
+
+
 def test_empty_run_and_cells_from_users(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", {cell: {} for cell in CELLS})
     run = read_run(root)
@@ -83,14 +112,20 @@ def test_newest_run_is_the_last_name_with_a_run_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        (lambda p: None, "no .*reports/ folder here"),
-        (lambda p: (p / "reports").mkdir(), "no run directory"),
+        (lambda p: None, "no run directory to read: {reports} does not exist; "),
+        (lambda p: (p / "reports").mkdir(), "no run directory (a folder with run.json) under {reports}; "),
     ],
 )
-def test_no_run_to_find(tmp_path: Path, setup, message: str) -> None:
+def test_no_run_to_find_names_the_folder_and_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              setup, message: str) -> None:
     setup(tmp_path)
-    with pytest.raises(UsageError, match=message):
-        find_newest_run(tmp_path / "reports")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as raised:
+        find_newest_run(Path("reports"))  # relative, as the commands' default: the message says where
+    text = str(raised.value)
+    assert text.startswith(message.format(reports=tmp_path / "reports"))
+    assert "`canary load` writes each run into reports/ of the directory it runs in" in text
+    assert "give the run directory, e.g. reports/<run>" in text
 
 
 def test_unreadable_inputs_say_which_file(tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import subprocess
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -12,12 +15,12 @@ from scipy.stats import binomtest
 
 from canary.errors import ManifestError
 from commands.cli import main
-from commands.traffic import send_grpc, send_rest
+from loadtest.predict import run_predict
 from mesh.api import default_manifests, mesh_apply, mesh_status
 from mesh.local import procs
-from payloads import grpc_request_bytes, load_payloads
-from tests.integration.meshkit import RunningMesh
-from tests.seed import gke_body
+from payloads import REQUEST_BODY, grpc_request_bytes, load_payloads
+from tests.integration.meshkit import PHOTO, ROOT, RunningMesh
+from tests.integration.sender import send_grpc, send_rest
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +28,10 @@ CANARY = {"user-group": "canary"}
 _PHOTO = load_payloads().get("grace_hopper")
 PHOTO_BODY = _PHOTO.body("b64")  # the GKE walkthrough's body
 PHOTO_GRPC = grpc_request_bytes(_PHOTO, "b64")
+PREDICT_PATHS = ["/v1/models/image_classifier:predict", "/v1/models/image_classifier/versions/1:predict"]
+needs_curl = pytest.mark.skipif(
+    shutil.which("curl") is None, reason="curl is not installed, so the walkthroughs' curl steps cannot run as written"
+)
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -55,7 +62,8 @@ def minikube_body(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", ["/v1/models/image_classifier:predict", "/v1/models/image_classifier/versions/1:predict"])
+@needs_curl
+@pytest.mark.parametrize("path", PREDICT_PATHS)
 def test_walkthrough_curl_steps_work_unchanged(mesh: RunningMesh, minikube_body: Path, path: str) -> None:
     out = subprocess.run(
         ["curl", "-s", "-w", "\n%{http_code}", "-d", f"@{minikube_body}", "-X", "POST", mesh.url + path],
@@ -68,12 +76,24 @@ def test_walkthrough_curl_steps_work_unchanged(mesh: RunningMesh, minikube_body:
     assert sum(probs) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_gke_request_body_answers_1000_probabilities(mesh: RunningMesh) -> None:
-    body = gke_body()
+README_CURL = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()
+               if line.strip().startswith("curl ") and "127.0.0.1:8080" in line]
+
+
+def test_the_readme_has_the_walkthrough_curl_steps() -> None:
+    assert {urlsplit(shlex.split(line)[-1]).path for line in README_CURL} == set(PREDICT_PATHS)
+
+
+@needs_curl
+@pytest.mark.parametrize("line", README_CURL)
+def test_the_readme_curl_step_answers_from_the_repository_root(mesh: RunningMesh, line: str) -> None:
+    """The README's curl lines as written, from the repository root (only the ingress's port is the
+    test mesh's); `payloads/request-body.json` is the GKE walkthrough's body (tests/payloads checks
+    the committed file is it, byte for byte)."""
+    assert REQUEST_BODY == ROOT / "payloads" / "request-body.json"
+    argv = [arg.replace("http://127.0.0.1:8080", mesh.url) for arg in shlex.split(line)]
     out = subprocess.run(
-        ["curl", "-s", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@-",
-         mesh.url + "/v1/models/image_classifier:predict"],
-        input=body, capture_output=True, check=True, timeout=60,
+        [argv[0], "-s", "-w", "\n%{http_code}", *argv[1:]], capture_output=True, check=True, timeout=60, cwd=ROOT,
     ).stdout
     payload, _, code = out.rpartition(b"\n")
     assert code == b"200", payload[:300]
@@ -108,6 +128,33 @@ def test_focused_routing_sends_every_canary_request_to_resnet101(mesh: RunningMe
     assert _rest(mesh, 150) == {"": 0, "resnet101": 0, "resnet50": 150}
     assert _grpc(mesh, 60, CANARY) == {"": 0, "resnet101": 60, "resnet50": 0}
     assert _grpc(mesh, 60) == {"": 0, "resnet101": 0, "resnet50": 60}
+
+
+@pytest.mark.parametrize("grpc", [False, True], ids=["rest", "grpc"])
+def test_canary_predict_names_the_subset_the_header_chose(mesh: RunningMesh, grpc: bool) -> None:
+    """One request through the ingress; the subset is told by fingerprint (its pods asked directly)."""
+    mesh.apply("routing", "virtualservice-focused-routing.yaml")
+    for headers, subset in [((), "resnet50"), (tuple(CANARY.items()), "resnet101")]:
+        before = mesh.counts()
+        result = run_predict(grpc=grpc, headers=headers, home=mesh.home)
+        assert _delta(before, mesh.counts()) == {"": 0, "resnet50": 0, "resnet101": 0, subset: 1}
+        assert (result.identity.subset, result.identity.match) == (subset, "exact"), result.identity
+        assert result.status == ("OK" if grpc else "200") and len(result.top) == 5
+        assert all(a.probability >= b.probability for a, b in zip(result.top, result.top[1:], strict=False))
+        assert result.weights == {"resnet50": "seeded", "resnet101": "seeded"}
+        assert "mean nothing" in (result.labels_note or "")
+
+
+def test_canary_predict_command_on_the_local_mesh(
+    mesh: RunningMesh, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mesh.apply("routing", "virtualservice-focused-routing.yaml")
+    monkeypatch.setenv("CANARY_HOME", str(mesh.home))
+    assert main(["predict", "--grpc", "--header", "user-group: canary", str(PHOTO)]) == 0
+    out = capsys.readouterr().out
+    assert f"on {mesh.url.removeprefix('http://')} (user-group: canary) -> OK" in out
+    assert "answered by: resnet101 (the answer is bit-identical to resnet101's own answer" in out
+    assert "these class names mean nothing" in out
 
 
 def test_grpc_model_service_is_routed_like_predict(mesh: RunningMesh) -> None:

@@ -148,12 +148,11 @@ def test_models_that_answer_identically_everywhere_are_an_error() -> None:
 @pytest.mark.parametrize(
     ("outputs", "error"),
     [
-        ({"p": {"b64": {"resnet50": np.ones(3) / 3}}}, "at least two subsets"),
         ({"p": {"b64": {"a": [0.5, 0.5], "b": [0.2, 0.3, 0.5]}}}, "different lengths"),
         ({"p": {"b64": {"a": [np.nan, 1.0], "b": [0.5, 0.5]}}}, "not finite"),
         ({"p": {"b64": {"a": [], "b": [0.5, 0.5]}}}, "empty"),
         ({"p": {"b64": {"a": ["x"], "b": [0.5]}}}, "not a vector of numbers"),
-        ({}, "at least two subsets"),
+        ({}, "at least one subset"),
     ],
 )
 def test_malformed_outputs_are_refused(outputs, error: str) -> None:
@@ -373,3 +372,13 @@ def test_attribution_fits_the_per_response_budget(calibration, outputs) -> None:
         / 500
     )
     assert seconds < 200e-6
+
+
+def test_one_subset_is_calibrated_alone_and_anything_else_is_unknown() -> None:
+    """Before the canary is deployed only the stable subset has pods: its own answers are
+    attributed to it, and any other answer is unknown."""
+    own = np.array([0.7, 0.2, 0.1])
+    calibration = build_calibration({"p": {"b64": {"resnet50": own}}}, TOL)
+    assert calibration.subsets == ("resnet50",) and calibration.usable
+    assert attribute(calibration, "p", "b64", own).subset == "resnet50"
+    assert attribute(calibration, "p", "b64", [0.1, 0.2, 0.7]).subset == "unknown"

@@ -6,14 +6,25 @@ are in test_loadtest_distributed.py, which brings one mesh up for them all.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from canary.errors import UsageError
 from commands.cli import main
-from loadtest.load import LOCUSTFILE, LoadRequest, locust_argv, parse_run_time, run_load
+from loadtest.load import (
+    LOCUSTFILE,
+    STARTING,
+    LoadRequest,
+    RichProgress,
+    locust_argv,
+    parse_run_time,
+    run_load,
+)
 from loadtest.options import CanaryOptions
+from tests.load_kit import StubHttp
 
 
 def req(**options) -> LoadRequest:
@@ -96,10 +107,13 @@ def test_without_host_and_mesh_it_says_what_to_do(tmp_path: Path, monkeypatch: p
 
 
 def test_locusts_exit_code_passes_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A calibration file that cannot be read stops Locust at start-up with canary's usage exit code."""
+    """A calibration file that cannot be read stops Locust at start-up with canary's usage exit code
+    (the target passes the preflight: it answers the model status as TF Serving does)."""
     monkeypatch.setenv("CANARY_HOME", str(tmp_path / "home"))
-    options = CanaryOptions(requests=5, run_dir=tmp_path / "run", calibration=tmp_path / "missing.json")
-    result = run_load(LoadRequest(options=options, host="http://127.0.0.1:9"), stall_s=60)
+    options = CanaryOptions(requests=5, run_dir=tmp_path / "run", calibration=tmp_path / "missing.json",
+                            protocol="rest")
+    with StubHttp(200, b'{"model_version_status": [{"version": "1", "state": "AVAILABLE"}]}') as server:
+        result = run_load(LoadRequest(options=options, host=server.url), stall_s=60)
     assert result.exit_code == 3
     assert result.run is None
     assert "canary calibrate" in result.log.read_text()
@@ -110,3 +124,16 @@ def test_a_run_directory_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "run" / "run.json").write_text("{}")
     with pytest.raises(UsageError, match="already holds a run"):
         run_load(LoadRequest(options=CanaryOptions(requests=5, run_dir=tmp_path / "run"), host="http://127.0.0.1:9"))
+
+
+def test_the_progress_bar_shows_once_locust_starts() -> None:
+    """Nothing on the terminal before run_load's STARTING (a refused preflight is one line alone)."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=120)
+    with RichProgress(LoadRequest(options=CanaryOptions(requests=10)), console=console):
+        pass
+    assert out.getvalue() == ""
+    with RichProgress(LoadRequest(options=CanaryOptions(requests=10)), console=console) as bar:
+        bar(STARTING)
+        bar({"requests": 4, "failed": 1, "unknown": 0, "by_subset": {"resnet50": 3}})
+    assert "4 requests (1 failed, 0 unknown) resnet50 3" in out.getvalue()

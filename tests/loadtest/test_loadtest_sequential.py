@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from canary.errors import UsageError
-from canary.stats import parse_expected
+from canary.stats import SplitPolicy, parse_expected
 from loadtest.load import LoadRequest, locust_argv
 from loadtest.options import CanaryOptions
 from loadtest.sequential import (
@@ -124,3 +124,58 @@ def test_load_request_options() -> None:
     argv = locust_argv(request, "http://127.0.0.1:1", Path("/tmp/run"))
     assert "--until-verified" in argv and argv[argv.index("--tolerance") + 1] == "0.05"
     assert argv[argv.index("--from-manifest") + 1] == str(FOCUSED)
+
+
+WEIGHT_70 = ROOT / "manifests" / "routing" / "virtualservice-weight-70.yaml"
+MIX = {("rest", "default"): 0.4, ("rest", "canary"): 0.1, ("grpc", "default"): 0.4, ("grpc", "canary"): 0.1}
+
+
+def _stream(rng: np.random.Generator, n: int, shares: dict[tuple[str, str], float]) -> list[dict[str, object]]:
+    cells = list(MIX)
+    picks = rng.choice(len(cells), size=n, p=list(MIX.values()))
+    rows = []
+    for i in picks:
+        cell = cells[i]
+        p = shares.get(cell, 0.7)
+        rows += _rows(cell, [str(rng.choice(SUBSETS, p=[p, 1 - p]))])
+    return rows
+
+
+def _decide(monitor: SequentialMonitor, rows: list[dict[str, object]], batch: int = 25) -> int | None:
+    for start in range(0, len(rows), batch):
+        if monitor.add(rows[start:start + batch]):
+            return monitor.requests
+    return None
+
+
+def test_pooled_cells_decide_together_far_sooner_than_one_by_one() -> None:
+    expected = parse_expected("70/30", SUBSETS)
+    rows = _stream(np.random.default_rng(11), 12000, {})
+    pooled = SequentialMonitor(dict.fromkeys(MIX, expected), SplitPolicy(tolerance=0.05))
+    assert pooled.pools == [tuple(MIX)] and pooled.alpha_per_pool == pytest.approx(0.005)
+    alone = SequentialMonitor(dict.fromkeys(MIX, expected), SplitPolicy(tolerance=0.05),
+                              routes={cell: f"route-{i}" for i, cell in enumerate(MIX)})
+    assert alone.pools == [] and alone.alpha_per_cell == pytest.approx(0.0025)
+    at_pooled, at_alone = _decide(pooled, rows), _decide(alone, rows)
+    assert pooled.overall == "verified" and at_pooled is not None
+    assert at_alone is None or at_pooled < at_alone / 3
+    section = pooled.record()
+    assert all(c.pool == "rest/default, rest/canary, grpc/default, grpc/canary" for c in section.cells)
+    assert all(c.reason.startswith("pooled over") for c in section.cells)
+    assert section.policy["alpha_per_pool"] == pytest.approx(0.005)
+
+
+def test_a_cell_off_its_split_refutes_on_its_own_inside_a_pool() -> None:
+    expected = parse_expected("70/30", SUBSETS)
+    rows = _stream(np.random.default_rng(5), 12000, {("rest", "canary"): 0.0})
+    monitor = SequentialMonitor(dict.fromkeys(MIX, expected), SplitPolicy(tolerance=0.05))
+    _decide(monitor, rows)
+    assert monitor.status(("rest", "canary")) == "refuted"
+    assert ("rest", "canary") not in monitor.pooled and monitor.overall == "refuted"
+
+
+def test_from_manifest_pools_cells_of_one_route() -> None:
+    options = CanaryOptions(from_manifest=WEIGHT_70, until_verified=True)
+    monitor = monitor_for(options, SUBSETS)
+    assert monitor is not None
+    assert monitor.pools == [(("rest", "default"), ("rest", "canary")), (("grpc", "default"), ("grpc", "canary"))]

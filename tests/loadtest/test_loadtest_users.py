@@ -176,6 +176,36 @@ def test_failed_requests_are_subset_error(fingerprinter: Fingerprinter) -> None:
     assert "upstream connect error" in grpc["error"]
 
 
+def test_a_failure_says_why_as_the_server_put_it(fingerprinter: Fingerprinter) -> None:
+    """The error is what `canary load` prints at the end: the status and the server's own message."""
+    body = b'{"error": "Servable not found for request: Latest(image_classifer)"}'
+    wrong = make_row(_meta(), fingerprinter=fingerprinter,
+                     **_event(response=SimpleNamespace(status_code=404, content=body),
+                              exception=ConnectionError("URL http://h/v1/models/image_classifer:predict: code=404")))
+    assert wrong["error"] == "404 Not Found: Servable not found for request: Latest(image_classifer)"
+    aborted = make_row(_meta(), fingerprinter=fingerprinter,
+                       **_event(response=SimpleNamespace(status_code=503, content=b"fault filter abort"),
+                                exception=ConnectionError("code=503")))
+    assert aborted["error"] == "503 Service Unavailable: fault filter abort"
+    empty = make_row(_meta(), fingerprinter=fingerprinter,
+                     **_event(response=SimpleNamespace(status_code=502, content=b""), exception=ConnectionError()))
+    assert empty["error"] == "502 Bad Gateway"
+
+    class RpcError(Exception):
+        def code(self) -> Any:
+            return SimpleNamespace(name="NOT_FOUND")
+
+        def details(self) -> str:
+            return "Could not find any versions of model image_classifer"
+
+    grpc = make_row(_meta("grpc"), fingerprinter=fingerprinter, **_event(request_type="grpc", exception=RpcError()))
+    assert grpc["error"] == "NOT_FOUND: Could not find any versions of model image_classifer"
+    refused = make_row(_meta(), fingerprinter=fingerprinter,
+                       **_event(response=SimpleNamespace(status_code=0, content=b""),
+                                exception=ConnectionRefusedError(111, "Connection refused")))
+    assert refused["error"] == "ConnectionRefusedError: [Errno 111] Connection refused"
+
+
 def test_rows_without_meta_or_calibration_are_unknown(fingerprinter: Fingerprinter) -> None:
     other = make_row(None, fingerprinter=fingerprinter, **_event(response=SimpleNamespace(status_code=200, content=b"{}")))
     assert other["subset"] == "unknown" and "not a canary predict request" in other["error"]

@@ -7,7 +7,13 @@ import pytest
 
 from canary.errors import PayloadError
 from payloads import grpc_request_bytes, load_payloads
-from payloads.wire import Tensor, WireError, decode_predict_output, encode_predict_request
+from payloads.wire import (
+    Tensor,
+    WireError,
+    decode_predict_output,
+    encode_model_status_request,
+    encode_predict_request,
+)
 
 predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
 
@@ -113,3 +119,13 @@ def test_the_output_vector_comes_out_of_a_predict_response(as_float_val: bool) -
 def test_malformed_responses_raise_wire_errors(raw, error: str) -> None:
     with pytest.raises(WireError, match=error):
         decode_predict_output(raw())
+
+
+@pytest.mark.parametrize("name", ["image_classifier", "image_classifer", "ü" * 200])
+def test_model_status_request_parses_into_a_get_model_status_request(name: str) -> None:
+    get_model_status_pb2 = pytest.importorskip("tensorflow_serving.apis.get_model_status_pb2")
+    request = get_model_status_pb2.GetModelStatusRequest.FromString(encode_model_status_request(name))
+    assert request.model_spec.name == name and not request.model_spec.HasField("version")
+    expected = get_model_status_pb2.GetModelStatusRequest()
+    expected.model_spec.name = name
+    assert encode_model_status_request(name) == expected.SerializeToString(deterministic=True)

@@ -36,7 +36,11 @@ FP = {"resnet50": 700, "resnet101": 300}
         ({"resnet50": 702, "resnet101": 302}, 3, 0.0, "mismatch", ["in all"]),  # but only once
         ({"resnet50": 699, "resnet101": 301}, 5, 0.0, "mismatch", ["resnet50"]),  # fewer than fingerprinted
         ({"resnet50": 600, "resnet101": 400}, 0, 0.0, "mismatch", ["resnet50", "resnet101"]),
-        ({"resnet50": 700, "resnet101": 300, "": 12}, 0, 0.0, "mismatch", ["(no subset)"]),
+        ({"resnet50": 700, "resnet101": 300, "": 12}, 0, 0.0, "mismatch", ["in all"]),  # 12 too many
+        ({"": 1000}, 0, 0.0, "agree", []),  # routed to the Service, no subset: served by any subset's pods
+        ({"resnet50": 650, "": 350}, 0, 0.0, "agree", []),
+        ({"resnet50": 650, "": 340}, 0, 0.0, "mismatch", ["in all"]),  # ten answered that nobody routed
+        ({"resnet50": 800, "": 200}, 0, 0.0, "mismatch", ["resnet50"]),  # more than fingerprinted
         ({"resnet50": 690.4, "resnet101": 309.9}, 0, 0.05, "agree", []),  # Prometheus' extrapolation
         ({"resnet50": 600.0, "resnet101": 400.0}, 0, 0.05, "mismatch", ["resnet50"]),
     ],

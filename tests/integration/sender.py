@@ -1,4 +1,4 @@
-"""A small, bounded predict-traffic driver for the demo and the mesh tests.
+"""A small, bounded predict-traffic driver for the mesh tests (the demo runs the load test itself).
 
 Load tests proper run on Locust (``loadtest/``); this sends a fixed number of
 REST or gRPC predict requests through the ingress from a few threads, bounded
