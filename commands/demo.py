@@ -1,62 +1,150 @@
-"""``canary demo``: the walkthrough on the local mesh, end to end.
+"""``canary demo``: both published walkthroughs on the local mesh, every step verified.
 
-Brings the mesh up with the base objects, applies the 70/30 VirtualService,
-sends a few hundred REST and gRPC predict requests through the ingress and
-reports how many requests each subset received, as Envoy counted them.
+1. bring the mesh up with the stable model only and the base routing; verify
+   that every request reaches ResNet50;
+2. apply weight-100 and deploy the ResNet101 canary; verify that the canary
+   receives nothing;
+3. apply weight-70; verify 70/30 (cells pooled, sequential stop);
+4. apply focused routing; verify both groups: every ``user-group: canary``
+   request to ResNet101, every other to ResNet50;
+5. write the report: ``steps.json`` and ``report.html`` in
+   ``reports/<time>-demo-<id>/``, each step's run beside them.
+
+Each step is :func:`commands.steps.run_step`: the real load test, stopped by
+the sequential test, judged by ``verify-split``'s own function. The demo's
+tolerance and request caps (:func:`demo_plan`) are chosen so that each
+verdict is decisive in the demo's time on a 2-core machine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from commands.traffic import TrafficResult, send_grpc, send_rest
-from mesh.api import default_manifests, mesh_apply, mesh_down, mesh_status, mesh_up
-from mesh.counters import SubsetCounters
+from canary.conventions import ExitCode, utc_now
+from canary.rundir.layout import REPORTS_DIR
+from canary.rundir.steps import StepRecord, StepsDir, StepsDocument, default_steps_dir
+from commands.steps import (
+    LoadPlan,
+    LoadProgress,
+    SequenceResult,
+    StepResult,
+    StepSpec,
+    no_load_progress,
+    run_step,
+)
+from mesh.api import default_manifests, mesh_down, mesh_up
 from mesh.local.backend import Progress, no_progress
-from payloads import grpc_request_bytes, load_payloads
+from verifier.report_steps import write_steps_html
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["CANARY_DEPLOYMENT", "DemoResult", "demo_plan", "demo_steps", "run_demo", "sequence_status"]
 
-PHOTO_ID = "grace_hopper"  # the walkthrough photo
+CANARY_DEPLOYMENT = "deployment-resnet101.yaml"
+StepDone = Callable[[StepResult, int], None]
+
+
+def demo_plan(tiny: bool) -> LoadPlan:
+    """The demo's load: ±5 points on the tiny models (hundreds of requests a second), ±10 points
+    on the real ResNets (a handful a second on two cores), so every verdict is decisive in time."""
+    if tiny:
+        return LoadPlan(users=8, tolerance=0.05, max_requests=5000, max_seconds=60, canary_share=0.5)
+    return LoadPlan(users=6, tolerance=0.10, max_requests=1500, max_seconds=150, canary_share=0.5)
+
+
+def stable_only_manifests() -> list[Path]:
+    """``manifests/base`` without the canary's Deployment."""
+    return sorted(p for p in default_manifests("base").glob("*.yaml") if p.name != CANARY_DEPLOYMENT)
+
+
+def demo_steps() -> list[StepSpec]:
+    routing = default_manifests("routing")
+    weight_100 = routing / "virtualservice-weight-100.yaml"
+    focused = routing / "virtualservice-focused-routing.yaml"
+    return [
+        StepSpec("stable-only", "ResNet50 alone behind the base routing: every request to resnet50",
+                 expected="resnet50=100,resnet101=0"),
+        StepSpec("weight-100", "apply weight-100 and deploy the ResNet101 canary: the canary gets nothing",
+                 apply=(weight_100, default_manifests("base", CANARY_DEPLOYMENT)), from_manifest=weight_100),
+        StepSpec("weight-70", "apply weight-70: 70/30 (all cells pooled)",
+                 apply=(routing / "virtualservice-weight-70.yaml",), expected="70/30", routing_only=True),
+        StepSpec("focused", "apply focused routing: user-group: canary to resnet101, all else to resnet50",
+                 apply=(focused,), from_manifest=focused, routing_only=True),
+    ]
 
 
 @dataclass(frozen=True)
-class DemoResult:
-    ingress_url: str
-    rest: TrafficResult
-    grpc: TrafficResult
-    delta: dict[str, int]  # subset → requests during the demo, as Envoy counted them
-    kept_running: bool
+class DemoResult(SequenceResult):
+    plan: LoadPlan = field(default_factory=LoadPlan)
+    ingress_url: str = ""
+    kept_running: bool = False
 
 
-def _delta(before: dict[str, SubsetCounters], after: dict[str, SubsetCounters]) -> dict[str, int]:
-    return {
-        subset: counts.requests - (before[subset].requests if subset in before else 0)
-        for subset, counts in after.items()
-    }
+def sequence_status(records: list[StepRecord]) -> tuple[str, int]:
+    """(status, exit code) of a sequence of steps: every step verified → passed, 0; any refuted
+    or failed → failed, 1; else (an inconclusive step) → inconclusive, 2."""
+    statuses = {r.status for r in records}
+    if statuses <= {"verified"} and records:
+        return "passed", int(ExitCode.OK)
+    if statuses & {"refuted", "failed"} or not records:
+        return "failed", int(ExitCode.FAILED)
+    return "inconclusive", int(ExitCode.INCONCLUSIVE)
 
 
 def run_demo(
     *,
     tiny: bool = False,
     port: int = 8080,
-    rest_requests: int = 240,
-    grpc_requests: int = 60,
     keep: bool = False,
+    plan: LoadPlan | None = None,
+    home: Path | None = None,
+    reports: Path = REPORTS_DIR,
+    weights_dir: Path | None = None,
     progress: Progress = no_progress,
+    load_progress: LoadProgress = no_load_progress,
+    step_done: StepDone | None = None,
 ) -> DemoResult:
-    state = mesh_up([default_manifests("base")], tiny=tiny, port=port, progress=progress)
+    """Run the walkthrough (see the module docstring); the mesh is taken down at the end unless ``keep``."""
+    plan = plan or demo_plan(tiny)
+    folder = StepsDir(default_steps_dir("demo", reports))
+    document = StepsDocument(kind="demo", started_at=utc_now(), settings={
+        "tiny": tiny, "port": port, "plan": plan.describe(), "tolerance": plan.tolerance, "users": plan.users,
+        "max_requests": plan.max_requests, "canary_share": plan.canary_share, "protocol": plan.protocol,
+    })
+    results: list[StepResult] = []
+    began = time.monotonic()
+    state = mesh_up(stable_only_manifests(), tiny=tiny, port=port, weights_dir=weights_dir, home=home,
+                    progress=progress)
+    mesh_ready_s = time.monotonic() - began
+    status = "interrupted"
     try:
-        progress("applying manifests/routing/virtualservice-weight-70.yaml")
-        mesh_apply([default_manifests("routing", "virtualservice-weight-70.yaml")], progress=progress)
-        before = mesh_status().counters
-        progress(f"sending {rest_requests} REST and {grpc_requests} gRPC predict requests")
-        photo = load_payloads().get(PHOTO_ID)
-        rest = send_rest(state.ingress_url, rest_requests, photo.body("b64"), concurrency=2)
-        grpc = send_grpc(state.ingress_url, grpc_requests, grpc_request_bytes(photo, "b64"), concurrency=2)
-        after = mesh_status().counters
+        folder.write(document)
+        for index, spec in enumerate(demo_steps(), start=1):
+            result = run_step(folder, index, spec, plan, home=home, progress=progress, load_progress=load_progress,
+                              calibration=results[-1].calibration if results else None)
+            if index == 1:
+                result.record.took_effect_s = round(mesh_ready_s, 3)  # the mesh's start, for the first step
+            results.append(result)
+            document.steps.append(result.record)
+            folder.write(document)
+            if step_done is not None:
+                step_done(result, len(demo_steps()))
+        status, code = sequence_status(document.steps)
+        document.exit_code = code
     finally:
+        document.status = status
+        document.ended_at = utc_now()
+        document.summary = _summary(document)
+        folder.write(document)
+        report = write_steps_html(folder, document)
         if not keep:
             progress("taking the mesh down (use --keep to leave it running)")
-            mesh_down()
-    return DemoResult(state.ingress_url, rest, grpc, _delta(before, after), keep)
+            mesh_down(home=home)
+    return DemoResult(folder.root, document, tuple(results), report, plan, state.ingress_url, keep)
+
+
+def _summary(document: StepsDocument) -> str:
+    verified = sum(1 for s in document.steps if s.status == "verified")
+    requests = sum(s.requests for s in document.steps)
+    return f"{verified} of {len(document.steps)} steps verified over {requests} requests"

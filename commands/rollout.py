@@ -1,0 +1,211 @@
+"""``canary rollout``: progressive delivery on the local mesh, every step verified and gated.
+
+For each step (``--steps 10,30,50,100``: the canary's percentage) the
+VirtualService under test (``--from-manifest``, else the one live on the
+mesh) gets those weights on every route that serves the stable subset, REST
+and gRPC alike (:func:`mesh.weights.with_canary_weight`), written beside the
+steps and applied. :func:`commands.steps.run_step` then loads until the split
+is decided and judges it; the gates (:mod:`verifier.gates`) compare the
+canary with the stable model on the step's own requests: error rate, latency
+shift and p99 ratio, each with its interval. A step that is not verified, or
+whose gate fails, rolls the mesh back to 100/0 (the stable subset takes
+everything), verifies the rollback, and the rollout exits 1. A healthy canary
+ends at its last step (100: all traffic to the canary) and exits 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from canary.conventions import DEFAULT_HEADER, MODEL_NAME, ExitCode, utc_now
+from canary.errors import UsageError
+from canary.rundir.layout import REPORTS_DIR
+from canary.rundir.reader import read_run
+from canary.rundir.steps import GateRecord, StepsDir, StepsDocument, default_steps_dir
+from commands.steps import (
+    LoadPlan,
+    LoadProgress,
+    SequenceResult,
+    StepResult,
+    StepSpec,
+    no_load_progress,
+    run_step,
+)
+from mesh.api import MeshSnapshot, snapshot
+from mesh.local.backend import Progress, no_progress
+from mesh.manifests import read_documents
+from mesh.model import VirtualService
+from mesh.routing import (
+    expectations_from_virtual_service,
+    load_virtual_service,
+    recorded_virtual_service,
+)
+from mesh.weights import with_canary_weight
+from verifier.gates import GateLimits, evaluate_gates, gates_passed, mesh_error_counts
+from verifier.report_steps import write_steps_html
+
+__all__ = ["DEFAULT_STEPS", "RolloutRequest", "RolloutResult", "parse_steps", "run_rollout"]
+
+DEFAULT_STEPS = (10, 30, 50, 100)
+StepDone = Callable[[StepResult, int], None]
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """``10,30,50,100`` → (10, 30, 50, 100): whole percentages from 1 to 100, rising."""
+    try:
+        steps = tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--steps {text!r} must be rising whole percentages, e.g. 10,30,50,100") from None
+    if not steps or any(not 1 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+        raise UsageError(f"--steps {text!r} must be rising whole percentages from 1 to 100, e.g. 10,30,50,100")
+    return steps
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    limits: GateLimits = field(default_factory=GateLimits)
+    plan: LoadPlan = field(default_factory=lambda: LoadPlan(canary_share=0.2))
+    from_manifest: Path | None = None  # the VirtualService under test (default: the one live on the mesh)
+    stable: str | None = None
+    canary: str | None = None
+    home: Path | None = None
+    reports: Path = REPORTS_DIR
+
+
+class RolloutResult(SequenceResult):
+    """How the rollout ended (``steps.json``'s status: promoted, rolled back, ...)."""
+
+
+def _virtual_service(from_manifest: Path | None, mesh: MeshSnapshot) -> tuple[dict[str, Any], VirtualService]:
+    """The VirtualService under test, as a document and as the mesh's parser reads it: the given
+    file's, else the one live on the mesh."""
+    if from_manifest is not None:
+        parsed = load_virtual_service([from_manifest])
+        found = [d for d in read_documents(from_manifest) if isinstance(d, dict) and d.get("kind") == "VirtualService"]
+    else:
+        found = [o["document"] for o in mesh.routing if o["document"].get("kind") == "VirtualService"]
+        parsed = recorded_virtual_service([("live", d) for d in found], "the local mesh's live routing")
+    return dict(found[0]), parsed
+
+
+def _subsets(request: RolloutRequest, mesh: MeshSnapshot, service: VirtualService) -> tuple[str, str]:
+    """(stable, canary): as given, else the first subset of the route the default group's REST
+    requests take in the VirtualService under test, and the DestinationRule's other subset."""
+    known = list(mesh.view.subsets())
+    stable = request.stable
+    if stable is None:
+        cell = ("rest", "default")
+        try:
+            stable = expectations_from_virtual_service(service, [cell], header=DEFAULT_HEADER, model_name=MODEL_NAME,
+                                                       known_subsets=known).stable
+        except UsageError:  # a route that names no subset: nothing to tell the stable one by
+            stable = None
+    others = [s for s in known if s != stable]
+    canary = request.canary or (others[0] if len(others) == 1 else None)
+    if stable is None or canary is None or stable == canary:
+        raise UsageError(f"cannot tell the stable and canary subsets apart among {', '.join(known) or 'none'} "
+                         "from the VirtualService under test; give --stable and --canary (or --from-manifest)")
+    for name in (stable, canary):
+        if name not in known:
+            raise UsageError(f"subset {name!r} is not in the DestinationRule (subsets: {', '.join(known)})")
+    return stable, canary
+
+
+def _weights_step(folder: StepsDir, index: int, name: str, title: str, document: Mapping[str, Any],
+                  subsets: tuple[str, str], percent: int) -> StepSpec:
+    path = folder.manifest(index, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weighted = with_canary_weight(document, subsets[0], subsets[1], percent)
+    path.write_text(f"# canary rollout step {index}: {percent}% to {subsets[1]}\n"
+                    + yaml.safe_dump(weighted, sort_keys=False), encoding="utf-8")
+    return StepSpec(name=name, title=title, apply=(path,), from_manifest=path, canary_percent=percent,
+                    routing_only=True)
+
+
+def _gates(result: StepResult, subsets: tuple[str, str], limits: GateLimits) -> list[GateRecord]:
+    if result.run_dir is None or not (result.run_dir / "run.json").is_file():
+        return []
+    run = read_run(result.run_dir)
+    return evaluate_gates(run.records, stable=subsets[0], canary=subsets[1], limits=limits,
+                          mesh_errors=mesh_error_counts(run.document))
+
+
+def _reusable(results: list[StepResult]) -> Path | None:
+    """The first step's calibration: the rollout changes routing only, never the pods."""
+    return results[0].calibration if results else None
+
+
+def run_rollout(
+    request: RolloutRequest,
+    *,
+    progress: Progress = no_progress,
+    load_progress: LoadProgress = no_load_progress,
+    step_done: StepDone | None = None,
+) -> RolloutResult:
+    """Run the rollout (see the module docstring) on the running local mesh."""
+    mesh = snapshot(home=request.home)
+    service, parsed = _virtual_service(request.from_manifest, mesh)
+    subsets = _subsets(request, mesh, parsed)
+    with_canary_weight(service, *subsets, 0)  # refuses a VirtualService with no route to change, before anything
+    folder = StepsDir(default_steps_dir("rollout", request.reports))
+    limits = request.limits
+    document = StepsDocument(kind="rollout", started_at=utc_now(), settings={
+        "steps": list(request.steps), "stable": subsets[0], "canary": subsets[1],
+        "virtual_service": str(request.from_manifest or "live on the mesh"), "plan": request.plan.describe(),
+        "max_error_rate": limits.max_error_rate, "max_latency_shift_ms": limits.max_latency_shift_ms,
+        "max_p99_ratio": limits.max_p99_ratio, "gate_confidence": limits.confidence,
+    })
+    total = len(request.steps)
+    results: list[StepResult] = []
+    document.status = "interrupted"
+    try:
+        folder.write(document)
+        failed = False
+        for index, percent in enumerate(request.steps, start=1):
+            spec = _weights_step(folder, index, f"canary-{percent}", f"{percent}% to {subsets[1]}", service,
+                                 subsets, percent)
+            result = run_step(folder, index, spec, request.plan, home=request.home, progress=progress,
+                              load_progress=load_progress, calibration=_reusable(results))
+            result.record.gates = _gates(result, subsets, limits)
+            results.append(result)
+            document.steps.append(result.record)
+            folder.write(document)
+            if step_done is not None:
+                step_done(result, total)
+            if not (result.passed and gates_passed(result.record.gates)):
+                failed = True
+                break
+        if failed:
+            index = len(results) + 1
+            spec = _weights_step(folder, index, "rollback", f"roll back: everything to {subsets[0]}", service,
+                                 subsets, 0)
+            result = run_step(folder, index, spec, request.plan, home=request.home, progress=progress,
+                              load_progress=load_progress, calibration=_reusable(results))
+            results.append(result)
+            document.steps.append(result.record)
+            if step_done is not None:
+                step_done(result, index)
+            document.status = "rolled back" if result.passed else "rollback not verified"
+            document.exit_code = int(ExitCode.FAILED)
+        else:
+            document.status, document.exit_code = "promoted", int(ExitCode.OK)
+    finally:
+        document.ended_at = utc_now()
+        document.summary = _summary(document, subsets)
+        folder.write(document)
+        report = write_steps_html(folder, document)
+    return RolloutResult(folder.root, document, tuple(results), report)
+
+
+def _summary(document: StepsDocument, subsets: tuple[str, str]) -> str:
+    requests = sum(s.requests for s in document.steps)
+    last = next((s for s in reversed(document.steps) if s.canary_percent is not None), None)
+    where = f"ends at {100 - last.canary_percent}/{last.canary_percent}" if last and last.canary_percent is not None \
+        else "no step ran"
+    return f"{document.status}: {len(document.steps)} steps over {requests} requests; {subsets[0]}/{subsets[1]} {where}"
