@@ -287,6 +287,30 @@ def _report(args: argparse.Namespace, io: Consoles) -> int:
     return 0
 
 
+# --- compare ---------------------------------------------------------------------
+
+
+def _compare(args: argparse.Namespace, io: Consoles) -> int:
+    from verifier.gates import GateLimits, parse_duration_ms
+    from verifier.latency import stratum_key
+    from verifier.report_compare import compare_and_write
+
+    limits = GateLimits(max_latency_shift_ms=parse_duration_ms(args.max_latency_shift),
+                        max_p99_ratio=args.max_p99_ratio)
+    result, paths = compare_and_write(args.run_a, args.run_b, limits, out=args.out)
+    table = Table("subset", "protocol / format", "B against A", "regression",
+                  title=f"run B {result.b} against run A {result.a}: {result.status}")
+    for s in result.strata:
+        table.add_row(escape(s.subset), escape(stratum_key(s.protocol, s.format)), escape(s.comparison.line),
+                      "[red]yes[/]" if s.regression else "no")
+    io.out.print(table)
+    for missing in result.not_compared:
+        io.warn(f"not compared: {missing}")
+    for path in paths:
+        io.out.print(f"wrote {path}")
+    return result.exit_code
+
+
 # --- export ----------------------------------------------------------------------
 
 
@@ -449,6 +473,18 @@ def build_parser() -> ArgumentParser:
     report.add_argument("--json", type=Path, metavar="FILE", help="also write the summary JSON here (default: none)")
     report.add_argument("--reports", type=Path, default=REPORTS_DIR,
                         help=f"where runs are found (default {REPORTS_DIR})")
+
+    compare = add("compare", _compare, "compare two runs (before and after a change): latency per subset x "
+                                       "protocol x format, the splits, accuracy; exit 1 when a regression "
+                                       "beyond the limits is shown with confidence")
+    compare.add_argument("run_a", type=Path, metavar="RUN_A", help="the run before the change")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B", help="the run after the change")
+    compare.add_argument("--max-latency-shift", default="20ms",
+                         help="a regression: B slower than A by more (Hodges-Lehmann shift; default 20ms)")
+    compare.add_argument("--max-p99-ratio", type=float, default=1.5,
+                         help="a regression: B's p99 / A's p99 above this (default 1.5)")
+    compare.add_argument("-o", "--out", type=Path,
+                         help="where to write compare.html and compare.json (default reports/<time>-compare-<id>/)")
 
     export = add("export", _export, "export the SavedModels into the model store (cached)")
     _add_tiny(export)

@@ -5,7 +5,7 @@ Import-light (numpy, Pillow, orjson): no TensorFlow. See ``payloads/README.md``.
 
 from __future__ import annotations
 
-from payloads.classes import class_name, class_names
+from canary.classes import class_name, class_names
 from payloads.library import (
     DEFAULT_SIZE,
     FORMATS,

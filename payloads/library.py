@@ -30,9 +30,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from canary.classes import CLASS_COUNT, class_name
 from canary.conventions import DEFAULT_PAYLOAD_SIZE, MODEL_NAME
 from canary.errors import PayloadError
-from payloads.classes import CLASS_COUNT, class_name
 from payloads.wire import Tensor, encode_predict_request
 
 __all__ = [

@@ -1,9 +1,11 @@
-"""Top-1 accuracy per subset, and top-1 agreement between subsets per payload. Pure.
+"""Top-1 and top-5 accuracy per subset, and agreement between subsets per payload. Pure.
 
 * Accuracy: over successful, attributed responses whose payload has a known
-  label, the share whose top-1 class is the label, with a Wilson score
-  interval (``statsmodels.stats.proportion.proportion_confint``). Responses,
-  not payloads, are the unit: a payload sent often weighs more.
+  label, the share whose top-1 class is the label (top-5: the label is among
+  the five most probable), each with a Wilson score interval
+  (``statsmodels.stats.proportion.proportion_confint``). Responses, not
+  payloads, are the unit: a payload sent often weighs more. Classes are
+  named (:func:`canary.classes.class_name`), not only numbered.
 * Agreement: per payload and format, each subset's top-1 (its most frequent
   top-1 for that payload; a subset that answered one payload with different
   classes is flagged), and whether the stable subset and each other subset
@@ -17,13 +19,14 @@ are not recorded, ``meaningful`` is None and the report says so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from canary.classes import class_name
 from canary.conventions import ERROR, UNKNOWN
 from canary.jsonable import jsonable
 
@@ -54,6 +57,10 @@ class SubsetAccuracy:
     ci_low: float | None
     ci_high: float | None
     unlabelled: int  # responses whose payload has no label
+    top5_correct: int = 0
+    top5_accuracy: float | None = None
+    top5_ci_low: float | None = None
+    top5_ci_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,16 @@ class PayloadTop1:
     label: int | None
     top1: Mapping[str, int]  # subset -> its most frequent top-1
     unstable: tuple[str, ...]  # subsets that answered with more than one top-1
+    top5: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # subset -> its most frequent top-5
+
+    @property
+    def label_name(self) -> str | None:
+        return None if self.label is None else class_name(self.label)
+
+    def names(self, subset: str) -> tuple[str, ...]:
+        """The subset's top-5 as class names (its top-1 alone when no top-5 was kept)."""
+        classes = self.top5.get(subset) or ((self.top1[subset],) if subset in self.top1 else ())
+        return tuple(class_name(c) for c in classes)
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,12 @@ def _note(weights: Mapping[str, str], subsets: Sequence[str]) -> tuple[bool | No
     )
 
 
+def _in_top5(label: Any, top5: Any) -> bool:
+    if top5 is None or not len(top5):
+        return False
+    return int(label) in {int(c) for c in top5}
+
+
 def accuracy_report(
     records: pd.DataFrame,
     *,
@@ -128,9 +151,12 @@ def accuracy_report(
             & ~records["subset"].isin([UNKNOWN, ERROR])
             & records["top1"].notna()
         )
-        rows = records.loc[keep, ["subset", "top1", "label", "payload_id", "format"]]
+        columns = [c for c in ("subset", "top1", "top5", "label", "payload_id", "format") if c in records]
+        rows = records.loc[keep, columns]
     else:
-        rows = pd.DataFrame(columns=["subset", "top1", "label", "payload_id", "format"])
+        rows = pd.DataFrame(columns=["subset", "top1", "top5", "label", "payload_id", "format"])
+    if "top5" not in rows:
+        rows = rows.assign(top5=None)
     names = list(dict.fromkeys([*subsets, *sorted(set(rows["subset"].astype(str)))]))
     per_subset: list[SubsetAccuracy] = []
     for name in names:
@@ -138,24 +164,32 @@ def accuracy_report(
         labelled = mine[mine["label"].notna()]
         n = len(labelled)
         correct = int((labelled["top1"].astype("int64") == labelled["label"].astype("int64")).sum())
+        correct5 = sum(_in_top5(label, top5) for label, top5 in zip(labelled["label"], labelled["top5"], strict=True))
         low, high = wilson_interval(correct, n, confidence) if n else (None, None)
+        low5, high5 = wilson_interval(correct5, n, confidence) if n else (None, None)
         per_subset.append(
             SubsetAccuracy(
                 subset=name, n=n, correct=correct, accuracy=correct / n if n else None,
-                ci_low=low, ci_high=high, unlabelled=len(mine) - n,
+                ci_low=low, ci_high=high, unlabelled=len(mine) - n, top5_correct=correct5,
+                top5_accuracy=correct5 / n if n else None, top5_ci_low=low5, top5_ci_high=high5,
             )
         )
 
     payloads: list[PayloadTop1] = []
     for (pid, fmt), group in rows.groupby(["payload_id", "format"], sort=True, dropna=False):
         top: dict[str, int] = {}
+        top5: dict[str, tuple[int, ...]] = {}
         unstable: list[str] = []
         for name in names:
-            classes = group.loc[group["subset"] == name, "top1"].astype("int64")
+            mine = group[group["subset"] == name]
+            classes = mine["top1"].astype("int64")
             if not len(classes):
                 continue
             counts = classes.value_counts()
             top[name] = int(counts.index[np.argmax(counts.to_numpy())])
+            lists = [tuple(int(c) for c in t) for t in mine["top5"] if t is not None and len(t)]
+            if lists:
+                top5[name] = max(set(lists), key=lists.count)
             if len(counts) > 1:
                 unstable.append(name)
         labels = group["label"].dropna()
@@ -163,7 +197,7 @@ def accuracy_report(
             PayloadTop1(
                 payload_id=str(pid), format=str(fmt),
                 label=int(labels.iloc[0]) if len(labels) else None,
-                top1=top, unstable=tuple(unstable),
+                top1=top, unstable=tuple(unstable), top5=top5,
             )
         )
 

@@ -14,8 +14,8 @@ past it (too few responses to tell).
 * **latency shift** — the Hodges–Lehmann shift canary − stable per
   protocol, with its distribution-free interval (as the report's).
 * **p99 ratio** — p99(canary) / p99(stable) per protocol, with a seeded
-  percentile-bootstrap interval (scipy). A p99 from fewer than 100 responses
-  is about the maximum, and the reason says so.
+  percentile-bootstrap interval (:func:`verifier.percentiles.percentile_ratio`).
+  A p99 from fewer than 100 responses is about the maximum, and the reason says so.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ from canary.errors import UsageError
 from canary.rundir.document import RunDocument
 from canary.rundir.steps import GateRecord
 
-from .latency import compare_latency
+from .latency_compare import compare_latency
 
-__all__ = ["GateLimits", "evaluate_gates", "gates_passed", "mesh_error_counts", "parse_duration_ms"]
+__all__ = ["GateLimits", "evaluate_gates", "gates_passed", "latency_gates", "mesh_error_counts", "parse_duration_ms"]
 
-BOOTSTRAP_RESAMPLES = 2000
 P99_RELIABLE_N = 100
 
 
@@ -104,19 +103,10 @@ def _error_gate(records: pd.DataFrame, limits: GateLimits, mesh_errors: Mapping[
                       limit=limits.max_error_rate, unit="fraction", reason=reason)
 
 
-def _p99_ratio(canary: np.ndarray, stable: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    def ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.asarray(np.percentile(a, 99, axis=axis) / np.percentile(b, 99, axis=axis))
-
-    value = float(ratio(canary, stable))
-    result = stats.bootstrap((canary, stable), ratio, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=True,
-                             paired=False, confidence_level=confidence, method="percentile",
-                             rng=np.random.default_rng(0))
-    return value, float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def _latency_gates(protocol: str, canary: np.ndarray, stable: np.ndarray, names: tuple[str, str],
-                   limits: GateLimits) -> list[GateRecord]:
+def latency_gates(protocol: str, canary: np.ndarray, stable: np.ndarray, names: tuple[str, str],
+                  limits: GateLimits) -> list[GateRecord]:
+    """The latency shift and p99 ratio gates of ``canary`` against ``stable`` (``names``: theirs);
+    ``protocol`` names the stratum in the gates' names."""
     shift_name, ratio_name = f"latency shift ({protocol})", f"p99 ratio ({protocol})"
     if canary.size < 2 or stable.size < 2:
         why = f"too few successful responses to compare ({canary.size} {names[0]}, {stable.size} {names[1]})"
@@ -135,7 +125,11 @@ def _latency_gates(protocol: str, canary: np.ndarray, stable: np.ndarray, names:
                               f"limit +{limits.max_latency_shift_ms:g} ms)")
     shift = GateRecord(name=shift_name, status=status, value=comparison.shift_ms, low=low, high=high,
                        limit=limits.max_latency_shift_ms, unit="ms", reason=reason)
-    value, r_low, r_high = _p99_ratio(canary, stable, limits.confidence)
+    p99 = comparison.p99_ratio
+    if p99 is None:
+        return [shift, GateRecord(name=ratio_name, status="not judged", limit=limits.max_p99_ratio, unit="ratio",
+                                  reason="the stable p99 is not positive")]
+    value, r_low, r_high = p99.value, p99.low, p99.high
     small = min(canary.size, stable.size)
     caveat = f"; a p99 of {small} responses is about their maximum" if small < P99_RELIABLE_N else ""
     status, reason = _verdict(r_low, r_high, limits.max_p99_ratio,
@@ -168,7 +162,7 @@ def evaluate_gates(
             continue
         samples = [np.sort(rows.loc[rows["subset"] == s, "latency_ms"].to_numpy(dtype=np.float64))
                    for s in (canary, stable)]
-        gates += _latency_gates(protocol, samples[0], samples[1], (canary, stable), limits)
+        gates += latency_gates(protocol, samples[0], samples[1], (canary, stable), limits)
     return gates
 
 

@@ -121,11 +121,14 @@ def _latency(result: Verification) -> tuple[Table | None, list[str]]:
     report = result.latency
     if not report.stats:
         return None, []
-    table = Table("protocol", "subset", "n", "mean ms", "p50", "p90", "p99", "max",
-                  title="latency (successful attributed responses)", title_justify="left")
+    table = Table("protocol", "subset", "n", "mean ms", "p50", "p90", "p95", "p99", "max",
+                  title="latency (successful attributed responses; milliseconds)", title_justify="left")
     for s in report.stats:
-        table.add_row(s.protocol, escape(s.subset), str(s.n), _ms(s.mean), _ms(s.p50), _ms(s.p90), _ms(s.p99), _ms(s.max))
-    lines = [f"  {c.protocol}: [bold]{escape(c.verdict)}[/] — {escape(c.reason)}" for c in report.comparisons]
+        table.add_row(escape(s.stratum), escape(s.subset), str(s.n), _ms(s.mean), _ms(s.p50), _ms(s.p90),
+                      _ms(s.p95), _ms(s.p99), _ms(s.max))
+    lines = [f"  {escape(c.protocol if c.format == 'all' else f'{c.protocol}/{c.format}')}: [bold]{escape(c.verdict)}[/]"
+             f" — {escape(c.line)}" for c in report.comparisons]
+    lines += [f"  {escape(a.line)}" for a in report.agreement]
     return table, lines
 
 

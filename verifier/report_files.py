@@ -3,8 +3,8 @@
 :func:`verify_and_report` judges a run (:func:`verifier.verify.verify_run`)
 keeps the check in the run directory (``checks/``, every check ever made of
 the run: a later one never replaces an earlier one), and writes
-``summary.json`` and ``report.html`` (which list them all, newest first)
-into the run directory, plus
+``summary.json``, ``report.html`` (which list them all, newest first) and
+the CSVs of :mod:`verifier.report_csv` into the run directory, plus
 the ``--json`` and ``--junit`` files where asked. A run directory that cannot
 be written (read-only copy) gives a warning, not a failure: the verdict
 stands; an explicitly asked ``--json``/``--junit`` file that cannot be
@@ -20,9 +20,11 @@ from typing import Any
 from canary.errors import UsageError
 from canary.rundir import read_checks, record_check
 
+from .report_csv import write_csvs
 from .report_html import REPORT_FILE, write_html
 from .report_json import SUMMARY_FILE, check_record, summary_document, write_summary
 from .report_junit import write_junit
+from .run_facts import run_timeline
 from .verify import Verification, VerifyRequest, verify_run
 
 __all__ = ["Written", "verify_and_report", "write_reports"]
@@ -61,6 +63,7 @@ def write_reports(
         try:
             paths.append(write_summary(root / SUMMARY_FILE, document))
             paths.append(write_html(root / REPORT_FILE, result, document["checks"]))
+            paths.extend(write_csvs(root, result.latency, run_timeline(result), result.accuracy))
         except OSError as error:
             warnings.append(f"could not write the reports into {root} ({error.strerror or error}); use --json FILE")
     for path, write in (

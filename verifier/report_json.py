@@ -53,6 +53,7 @@ import orjson
 from canary.files import write_atomic
 from canary.jsonable import jsonable
 
+from .run_facts import run_facts
 from .verify import Verification
 
 __all__ = ["SUMMARY_FILE", "SUMMARY_FORMAT", "check_record", "summary_document", "write_summary"]
@@ -101,6 +102,7 @@ def summary_document(result: Verification, checks: Sequence[dict[str, Any]] = ()
             "requests": len(run.records),
             "canary_header": f"{run.header[0]}: {run.header[1]}",
             "model_name": run.model_name,
+            "facts": jsonable(run_facts(run, result.phases)),
         },
         "expected_source": result.source,
         "stable": result.stable,

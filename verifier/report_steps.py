@@ -14,7 +14,10 @@ from pathlib import Path
 from canary.files import write_atomic
 from canary.rundir.steps import GateRecord, StepRecord, StepsDir, StepsDocument
 
-from .report_html import _CSS, REPORT_FILE, _cls, _table
+from .report_html import REPORT_FILE
+from .report_page import css_class as _cls
+from .report_page import page
+from .report_page import table as _table
 
 __all__ = ["steps_html", "write_steps_html"]
 
@@ -78,17 +81,15 @@ def steps_html(document: StepsDocument) -> str:
     table = _table(["#", "step", "applied", "expected", "verdict", "requests", "routing live after", "time",
                     "run"], [_step_row(s) for s in document.steps], left=5)
     details = "".join(_step_details(s) for s in document.steps)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body>"
+    return page(title, (
         f"<h1>canary {escape(document.kind)}: <span class='badge {_cls(document.status)}'>"
         f"{escape(document.status)}</span></h1>"
         f"<p>{escape(document.summary)}. Started {escape(document.started_at)}, ended "
         f"{escape(document.ended_at or '–')}; exit code {document.exit_code if document.exit_code is not None else '–'}."
         f"</p><h2>Steps</h2>{table}<p class='muted'>“routing live after”: from the start of the "
         "configuration push to the ingress's acknowledgement (the first step: the mesh's start).</p>"
-        f"<h2>Each step</h2>{details}<h2>Settings</h2><ul>{settings}</ul></body></html>"
-    )
+        f"<h2>Each step</h2>{details}<h2>Settings</h2><ul>{settings}</ul>"
+    ))
 
 
 def write_steps_html(folder: StepsDir, document: StepsDocument) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import os
 import platform
 import secrets
 from pathlib import Path
@@ -57,7 +58,7 @@ _TRAFFIC_STACK = ("canary", "locust", "grpcio", "tensorflow-serving-api", "proto
 
 
 def versions() -> dict[str, str | None]:
-    """Versions of what drove the traffic, for run.json (None: not installed)."""
+    """Versions of what drove the traffic, and the machine it ran on, for run.json (None: not installed)."""
 
     def version(distribution: str) -> str | None:
         try:
@@ -65,7 +66,8 @@ def versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    return {**{name: version(name) for name in _TRAFFIC_STACK}, "python": platform.python_version()}
+    return {**{name: version(name) for name in _TRAFFIC_STACK}, "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"}
 
 
 def default_run_dir(reports: Path = REPORTS_DIR, now: dt.datetime | None = None) -> Path:

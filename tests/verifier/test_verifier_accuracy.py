@@ -61,3 +61,24 @@ def test_no_labels_and_no_records() -> None:
     assert empty.payloads == () and empty.agreement == ()
     assert wilson_interval(0, 0) == (0.0, 1.0)
     assert empty.to_dict()["subsets"][0]["subset"] == "resnet50"
+
+
+def test_top5_accuracy_and_the_names_of_disagreeing_answers() -> None:
+    """The ship (label 510, 'container ship') is in resnet50's top-5 though not its top-1."""
+    rows = pd.DataFrame(
+        [("resnet50", "ship", "b64", 999, [999, 510, 484, 628, 814], 510, True)] * 4
+        + [("resnet101", "ship", "b64", 510, [510, 484, 628, 814, 999], 510, True)] * 4
+        + [("resnet50", "cat", "b64", 281, [281, 282, 285, 287, 283], 281, True)] * 2
+        + [("resnet101", "cat", "b64", 285, [285, 281, 282, 287, 283], 281, True)] * 2,
+        columns=["subset", "payload_id", "format", "top1", "top5", "label", "ok"])
+    report = accuracy_report(rows, subsets=["resnet50", "resnet101"], stable="resnet50")
+    by = {a.subset: a for a in report.subsets}
+    assert (by["resnet50"].correct, by["resnet50"].top5_correct, by["resnet50"].n) == (2, 6, 6)
+    assert (by["resnet101"].correct, by["resnet101"].top5_correct) == (4, 6)
+    assert by["resnet50"].top5_accuracy == 1.0 and by["resnet50"].accuracy == pytest.approx(1 / 3)
+    ship = next(p for p in report.payloads if p.payload_id == "ship")
+    assert ship.label_name == "container ship"
+    assert ship.names("resnet50")[:2] == ("toilet tissue", "container ship")
+    assert ship.names("resnet101")[0] == "container ship"
+    (pair,) = report.agreement
+    assert pair.agree == 0 and set(pair.disagreeing) == {"ship [b64]", "cat [b64]"}

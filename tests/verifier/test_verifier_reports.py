@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,7 +14,6 @@ import yaml
 from commands.cli import main as canary_main
 from commands.verify_split import main
 from tests.verifier.synthetic import CELLS, ONLY_50, ONLY_101, WEIGHT_70, drawn_run, make_run
-from verifier.report_svg import nice_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
 FOCUSED = {cell: (ONLY_101 if cell[1] == "canary" else ONLY_50) for cell in CELLS}
@@ -69,19 +70,33 @@ def test_summary_and_page_in_the_run_directory(mixed_run: Path) -> None:
     assert doc["crosscheck"]["status"] == "agree" and doc["crosscheck"]["source"] == "envoy"
     assert doc["confusion"]["rest"]["groups"] == ["default", "canary"]
     assert doc["confusion"]["rest"]["cells"] == [[400, 0], [10, 390]]
-    (comparison,) = [c for c in doc["latency"]["comparisons"] if c["protocol"] == "rest"]
-    assert comparison["verdict"] == "slower" and comparison["confidence"] == 0.98
+    rest = [c for c in doc["latency"]["comparisons"] if c["protocol"] == "rest"]
+    assert sorted(c["format"] for c in rest) == ["b64", "instances"]  # like with like
+    for comparison in rest:
+        assert comparison["verdict"] == "slower" and comparison["confidence"] == 0.98
+        assert comparison["line"].startswith("resnet101 slower by") and "p99 ×1." in comparison["line"]
     assert doc["accuracy"]["meaningful"] is False
     page = (mixed_run / "report.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http://" not in page.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")
+    offline = re.sub(r'xmlns(:\w+)?="http[^"]*"', "", page)  # namespace names, never fetched
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in offline
     for needle in ("Split per pool of cells", "rest/canary", "refuted", "came from resnet50",
                    "Every check of this run", "interval inside band",
                    "Header group × subset", "Cross-check against the mesh", "Envoy&#x27;s counters",
-                   "p50", "p90", "p99", "<svg", "latency histogram", "latency CDF", "polyline",
+                   "p50", "p90", "p99", "<svg", "histogram", "CDF", "<path",
                    "Accuracy", "seeded", "Wilson"):
         assert needle in page, needle
     assert page.count("<table>") >= 8
+    for needle in ("The run", "Over time", "requests per second per subset", "share of attributed responses",
+                   "Canary against stable", "resnet101 slower by", "p99 ×", "top-5", "(95% interval)"):
+        assert needle in page, needle
+
+    with open(mixed_run / "latency.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(r["protocol"], r["format"], r["subset"]) for r in rows} >= {("rest", "b64", "resnet50")}
+    assert all(float(r["p50_low"]) <= float(r["p50"]) <= float(r["p50_high"]) for r in rows if r["p50_high"])
+    for name in ("latency_comparisons.csv", "timeline.csv", "accuracy.csv"):
+        assert (mixed_run / name).is_file(), name
+    assert doc["run"]["facts"]["requests"] == 840 and doc["run"]["facts"]["seeded"] is True
 
 
 def test_canary_report_writes_without_an_expectation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -116,12 +131,6 @@ def test_unwritable_run_dir_warns_and_keeps_the_verdict(mixed_run: Path, tmp_pat
     assert main([str(mixed_run), "--expected", "100/0"]) == 1
     assert "could not write the reports" in capsys.readouterr().err
     assert main([str(mixed_run), "--expected", "100/0", "--json", str(mixed_run / "summary.json")]) == 3
-
-
-def test_nice_ticks() -> None:
-    assert nice_ticks(0, 100) == [0, 20, 40, 60, 80, 100]
-    assert nice_ticks(31.2, 58.9, 5) == [35, 40, 45, 50, 55]
-    assert nice_ticks(5, 5) == [5]
 
 
 def _recorded_routing(*files: str) -> dict:

