@@ -37,7 +37,7 @@ from canary.rundir.document import (
     RunDocument,
 )
 from canary.rundir.layout import RunDir, default_run_dir, utc_now, versions
-from canary.stats import Expectation
+from canary.stats import Expectation, expectations_by_group
 from loadtest.budget import Ledger
 from loadtest.fingerprint import Calibration
 from loadtest.items import group_of
@@ -129,11 +129,21 @@ class MasterSide:
             return RunDir(given)
         return RunDir(given.with_name(f"{given.name}-{self.tests}"))  # a second test from the web UI
 
-    def on_test_start(self, environment: Any, **_: Any) -> None:
+    def reread_options(self, parsed: Any) -> None:
+        """Take the canary options as they are now (the web UI's start form may have changed
+        them: an Expected typed in, say) and the expected split they give; on a bad value
+        keep the previous ones."""
         try:
-            self.options = options_from_parsed(environment.parsed_options)
+            options = options_from_parsed(parsed)
+            expected = expectations_by_group(options.expected or "", self.subsets)
         except CanaryError as error:
             logger.error("canary: %s (keeping the previous options)", error)
+            return
+        self.options, self.expected = options, expected
+        self.environment.canary_expected = expected
+
+    def on_test_start(self, environment: Any, **_: Any) -> None:
+        self.reread_options(environment.parsed_options)
         if self.sink is not None and not self.sink.closed:
             self.sink.close()
         self.tests += 1

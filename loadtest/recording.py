@@ -21,9 +21,11 @@ from loadtest.fingerprint import Fingerprinter
 from payloads.responses import rest_error_text
 from payloads.wire import response_model_version
 
-__all__ = ["META_KEY", "RequestMeta", "make_row"]
+__all__ = ["META_KEY", "SERVER_TIME_HEADER", "SERVER_TIME_KEY", "RequestMeta", "make_row", "server_ms"]
 
 META_KEY = "canary"
+SERVER_TIME_KEY = "canary_server_ms"  # a gRPC user's request context: the upstream time from its initial metadata
+SERVER_TIME_HEADER = "x-envoy-upstream-service-time"  # Envoy's (Istio's) time spent upstream, in milliseconds
 """The request context key holding a :class:`RequestMeta`."""
 
 
@@ -69,6 +71,23 @@ def _content(response: Any) -> bytes | None:
     return bytes(content) if isinstance(content, bytes | bytearray) else None
 
 
+def server_ms(value: Any) -> float | None:
+    """Envoy's ``x-envoy-upstream-service-time`` (whole milliseconds) as a float; None when absent."""
+    try:
+        found = float(value)
+    except (TypeError, ValueError):
+        return None
+    return found if found >= 0 else None
+
+
+def _rest_server_ms(response: Any) -> float | None:
+    headers = getattr(response, "headers", None)
+    try:
+        return server_ms(headers.get(SERVER_TIME_HEADER)) if headers is not None else None
+    except Exception:  # a header object that cannot be read: no server time, the record stands
+        return None
+
+
 def make_row(
     meta: RequestMeta | None,
     *,
@@ -82,8 +101,10 @@ def make_row(
     fingerprinter: Fingerprinter | None,
     worker: str,
     seq: int,
+    upstream_ms: float | None = None,
 ) -> dict[str, Any]:
-    """One record (see :mod:`loadtest.records`) for one request event."""
+    """One record (see :mod:`loadtest.records`) for one request event; ``upstream_ms``: the
+    server time a gRPC user read from the initial metadata (REST reads it from the response)."""
     ok = exception is None
     if meta is not None:
         protocol, group, header, user = meta.protocol, meta.group, meta.header, meta.user
@@ -116,6 +137,7 @@ def make_row(
         "error": None if ok else _describe(status, response, exception),
         "worker": worker,
         "seq": seq,
+        "server_ms": upstream_ms if protocol == "grpc" else _rest_server_ms(response),
     }
     if not ok:
         return row

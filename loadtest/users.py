@@ -28,7 +28,7 @@ from locust.runners import WorkerNode
 
 from canary.conventions import GRPC_PREDICT_METHOD
 from loadtest.items import PredictItem, grpc_target
-from loadtest.recording import META_KEY, RequestMeta
+from loadtest.recording import META_KEY, SERVER_TIME_HEADER, SERVER_TIME_KEY, RequestMeta, server_ms
 from loadtest.worker import Enrollment, WorkerSide, worker_side
 
 __all__ = ["GrpcUser", "RestUser", "init_grpc_for_gevent", "users_per_protocol"]
@@ -161,10 +161,12 @@ class GrpcUser(_CanaryMixin, User):
             return
         exception: BaseException | None = None
         response: bytes | None = None
+        upstream_ms: float | None = None
         start_time = time.time()
         started = time.perf_counter()
         try:
-            response = self._predict(item.body, timeout=self.timeout_s, metadata=self._metadata)
+            response, call = self._predict.with_call(item.body, timeout=self.timeout_s, metadata=self._metadata)
+            upstream_ms = server_ms(dict(call.initial_metadata() or ()).get(SERVER_TIME_HEADER))
         except self._rpc_error as error:
             exception = error
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -175,7 +177,7 @@ class GrpcUser(_CanaryMixin, User):
             response_length=len(response) if response is not None else 0,
             response=response,
             exception=exception,
-            context={META_KEY: self._meta(item)},
+            context={META_KEY: self._meta(item), SERVER_TIME_KEY: upstream_ms},
             start_time=start_time,
             url=self._url,
         )

@@ -37,7 +37,7 @@ from loadtest.calibration import check_payloads
 from loadtest.fingerprint import Calibration, Fingerprinter
 from loadtest.items import PredictItem, build_items, group_of
 from loadtest.options import CanaryOptions, options_from_parsed
-from loadtest.recording import META_KEY, RequestMeta, make_row
+from loadtest.recording import META_KEY, SERVER_TIME_KEY, RequestMeta, make_row
 from payloads import PayloadSet
 
 __all__ = ["MSG", "Enrollment", "WorkerSide", "worker_side"]
@@ -164,6 +164,7 @@ class WorkerSide:
             response_length=response_length, response=response, exception=exception,
             start_time=start_time if start_time is not None else time.time(),
             fingerprinter=self.fingerprinter, worker=self.worker_id, seq=self.seq,
+            upstream_ms=(context or {}).get(SERVER_TIME_KEY),
         )
         if self.fingerprinter is None and self.calibration_problem and row["ok"]:
             row["error"] = self.calibration_problem

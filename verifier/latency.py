@@ -10,7 +10,8 @@ figure is per format, so like is compared with like; with one format the
 figures are per protocol ("all").
 
 Per subset × protocol × format: n, mean, p50/p90/p95/p99 each with its exact
-order-statistic interval (:mod:`verifier.percentiles`; a percentile the
+order-statistic interval (and the same of the server time, Envoy's
+``x-envoy-upstream-service-time``, where the mesh reported it) (:mod:`verifier.percentiles`; a percentile the
 sample is too small for says so), min/max, the CDF at every percentile and a
 histogram on edges shared by the subsets it is drawn with.
 
@@ -89,6 +90,7 @@ class LatencyStats:
     format: str = ALL_FORMATS
     p95: float = math.nan
     percentiles: tuple[Percentile, ...] = ()  # p50, p90, p95, p99 with their intervals
+    server: tuple[Percentile, ...] = ()  # the same from Envoy's upstream time, where the mesh reported it
 
     @property
     def stratum(self) -> str:
@@ -150,7 +152,7 @@ def strata(records: pd.DataFrame) -> list[str]:
 
 
 def _stats(protocol: str, fmt: str, subset: str, values: NDArray[np.float64],
-           edges: NDArray[np.float64]) -> LatencyStats:
+           edges: NDArray[np.float64], server: NDArray[np.float64]) -> LatencyStats:
     found = percentiles(values, confidence=PERCENTILE_CONFIDENCE)
     q = {p.q: p.value for p in found}
     counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
@@ -169,6 +171,7 @@ def _stats(protocol: str, fmt: str, subset: str, values: NDArray[np.float64],
         format=fmt,
         p95=q[0.95],
         percentiles=found,
+        server=percentiles(server, confidence=PERCENTILE_CONFIDENCE) if server.size else (),
     )
 
 
@@ -176,8 +179,16 @@ def _answered(records: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     if not len(records):
         return pd.DataFrame({"protocol": [], "subset": [], "latency_ms": [], "format": []}), 0
     ok = records["ok"].astype(bool) & ~records["subset"].isin([UNKNOWN, ERROR])
-    columns = [c for c in ("protocol", "subset", "latency_ms", "format") if c in records]
+    columns = [c for c in ("protocol", "subset", "latency_ms", "format", "server_ms") if c in records]
     return records.loc[ok, columns], int((~ok).sum())
+
+
+def _server_times(rows: pd.DataFrame, subset: str) -> NDArray[np.float64]:
+    """Envoy's upstream time of the subset's responses, where the mesh reported it."""
+    if "server_ms" not in rows:
+        return np.empty(0)
+    values = rows.loc[rows["subset"] == subset, "server_ms"].to_numpy(dtype=np.float64)
+    return np.sort(values[np.isfinite(values)])
 
 
 def _agreement(comparisons: Sequence[LatencyComparison]) -> tuple[ProtocolAgreement, ...]:
@@ -222,7 +233,8 @@ def latency_report(
             edges_by_stratum[stratum_key(protocol, fmt)] = tuple(float(e) for e in edges)
             samples = {s: np.sort(rows.loc[rows["subset"] == s, "latency_ms"].to_numpy(dtype=np.float64))
                        for s in names}
-            all_stats.extend(_stats(protocol, fmt, s, samples[s], edges) for s in names if samples[s].size)
+            all_stats.extend(_stats(protocol, fmt, s, samples[s], edges, _server_times(rows, s))
+                             for s in names if samples[s].size)
             if stable is None or stable not in samples:
                 continue
             for canary in names:

@@ -43,6 +43,8 @@ def _latency_rows(report: LatencyReport) -> list[dict[str, Any]]:
                                "mean_ms": s.mean, "max_ms": s.max}
         for p in s.percentiles:
             row |= {p.label: p.value, f"{p.label}_low": p.low, f"{p.label}_high": p.high}
+        for p in s.server:
+            row[f"server_{p.label}"] = p.value
         rows.append(row)
     return rows
 
@@ -66,7 +68,8 @@ def write_csvs(folder: Path, latency: LatencyReport, line: Timeline, accuracy: A
     ratio_columns = [f"{name}{suffix}" for name in ("p50_ratio", "p99_ratio") for suffix in ("", "_low", "_high")]
     return [
         _write(folder / CSV_FILES[0], _latency_rows(latency),
-               ["protocol", "format", "subset", "n", "mean_ms", *percentile_columns, "max_ms"]),
+               ["protocol", "format", "subset", "n", "mean_ms", *percentile_columns, "max_ms",
+                "server_p50", "server_p90", "server_p95", "server_p99"]),
         _write(folder / CSV_FILES[1], _comparison_rows(latency),
                ["protocol", "format", "canary", "stable", "n_canary", "n_stable", "shift_ms", "shift_low",
                 "shift_high", "p_value", "verdict", "confidence", *ratio_columns]),

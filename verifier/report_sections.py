@@ -59,8 +59,10 @@ def _stats_rows(stats: Sequence[LatencyStats]) -> list[list[str]]:
     rows = []
     for s in stats:
         where = s.protocol if s.format == ALL_FORMATS else f"{s.protocol} · {s.format}"
+        server = {p.label: p.value for p in s.server}
+        upstream = f"{ms(server['p50'])} / {ms(server['p99'])}" if server else "–"
         rows.append([escape(where), escape(s.subset), str(s.n), ms(s.mean), *(_cell(p) for p in s.percentiles),
-                     ms(s.max), escape("; ".join(s.notes))])
+                     ms(s.max), upstream, escape("; ".join(s.notes))])
     return rows
 
 
@@ -72,10 +74,12 @@ def latency_section(report: LatencyReport, colors: Mapping[str, str]) -> str:
     if stratified:
         parts.append(f"<p>The run sent {len(report.formats)} payload formats ({escape(', '.join(report.formats))}): "
                      "each is different work for the server, so every figure is per format.</p>")
-    parts.append(table(["protocol", "subset", "n", "mean", "p50 (95% interval)", "p90", "p95", "p99", "max", "note"],
-                       _stats_rows(report.stats), left=2))
+    parts.append(table(["protocol", "subset", "n", "mean", "p50 (95% interval)", "p90", "p95", "p99", "max",
+                        "server p50 / p99", "note"], _stats_rows(report.stats), left=2))
     parts.append("<p class='muted'>Milliseconds, client side (Locust's response time). Percentile intervals are "
-                 "exact order-statistic intervals; “…” marks a side too few responses can bound.</p>")
+                 "exact order-statistic intervals; “…” marks a side too few responses can bound. Server: the "
+                 "mesh's own upstream time (Envoy's x-envoy-upstream-service-time, whole milliseconds), where it "
+                 "reported one; the difference is the ingress and the network.</p>")
     if report.comparisons:
         level = f"{100 * report.confidence:g}%"
         rows = [[escape(c.protocol), escape(c.format), escape(f"{c.canary} vs {c.stable}"), badge(c.verdict),

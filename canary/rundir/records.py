@@ -85,6 +85,7 @@ SCHEMA = pa.schema(
         pa.field("worker", pa.string(), nullable=False),
         pa.field("seq", pa.int64(), nullable=False),
         pa.field("phase", pa.int32(), nullable=False),
+        pa.field("server_ms", pa.float64()),
     ],
     metadata={"canary.records": "1"},
 )
@@ -174,6 +175,8 @@ def read_records(run_dir: Path | str) -> pd.DataFrame:
     if "phase" not in frame.columns:
         frame["phase"] = 0  # written before phases: one routing throughout
     frame["phase"] = frame["phase"].fillna(0).astype("int32")
+    if "server_ms" not in frame.columns:
+        frame["server_ms"] = float("nan")  # written before the server time was kept
     frame = frame.drop_duplicates(subset=["worker", "seq"], keep="first")
     return frame.sort_values(["time", "worker", "seq"], kind="stable").reset_index(drop=True)
 

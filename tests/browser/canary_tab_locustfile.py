@@ -3,9 +3,11 @@
 Each user sends, every 0.2 s, a batch of 20 records to the hooks the Canary
 tab registered on, as ``loadtest.plugin`` does with the records the master
 receives: REST and gRPC, the default group split 70/30 between resnet50 and
-resnet101, the canary group all on resnet101. It also reports each batch as one
-Locust request so the usual tabs move too. The expected shares are set on
-``environment.canary_expected`` as the plugin does.
+resnet101, the canary group all on resnet101, each with a latency (resnet101
+slower, gRPC faster). It also reports each batch as one Locust request so the
+usual tabs move too. The canary options are Locust's (start form included), as
+with ``loadtest/locustfile.py``; the tab samples its history every 0.5 s so the
+charts fill within seconds.
 """
 
 from __future__ import annotations
@@ -16,24 +18,26 @@ from typing import Any
 
 from locust import User, constant, events, task
 
-from canary.stats import parse_expected
 from loadtest.live import LiveCounts
+from loadtest.options import add_arguments
 from loadtest.webui import RecordHook, register
 
 SUBSETS = ("resnet50", "resnet101")
 BATCH = 20
+SAMPLE_INTERVAL_S = 0.5
 
 on_records: list[RecordHook] = []
-live = LiveCounts()
+live = LiveCounts(sample_interval_s=SAMPLE_INTERVAL_S)
+
+
+@events.init_command_line_parser.add_listener
+def _on_parser(parser: Any, **_: Any) -> None:
+    add_arguments(parser)
 
 
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
-    environment.canary_expected = {
-        "default": parse_expected("70/30", SUBSETS),
-        "canary": parse_expected("resnet101=100", SUBSETS),
-    }
-    register(environment, live, hooks=on_records)
+    register(environment, live, hooks=on_records, subsets=SUBSETS)
 
 
 def synthetic_batch(rng: random.Random, size: int = BATCH) -> list[dict[str, Any]]:
@@ -44,7 +48,10 @@ def synthetic_batch(rng: random.Random, size: int = BATCH) -> list[dict[str, Any
             subset = "resnet101"
         else:
             subset = "resnet50" if rng.random() < 0.7 else "resnet101"
-        rows.append({"protocol": rng.choice(("rest", "grpc")), "group": group, "subset": subset})
+        protocol = rng.choice(("rest", "grpc"))
+        median = (20.0 if subset == "resnet50" else 35.0) * (0.7 if protocol == "grpc" else 1.0)
+        latency = median * rng.lognormvariate(0.0, 0.3)
+        rows.append({"protocol": protocol, "group": group, "subset": subset, "latency_ms": latency})
     return rows
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = Path(__file__).with_name("canary_tab_locustfile.py")
 START_TIMEOUT_S = 30.0
+EXPECTED = "default: 70/30; canary: 0/100"
+"""The split the synthetic locustfile's records follow, as ``--expected`` gives it."""
 
 
 def free_port() -> int:
@@ -46,9 +48,10 @@ class LocustWeb:
         with urllib.request.urlopen(self.url + path.lstrip("/"), data, timeout=timeout) as response:
             return bytes(response.read())
 
-    def swarm(self, users: int = 2, spawn_rate: float = 2) -> dict[str, Any]:
-        body = self.post("swarm", {"user_count": str(users), "spawn_rate": str(spawn_rate)})
-        return dict(json.loads(body))
+    def swarm(self, users: int = 2, spawn_rate: float = 2, **options: str) -> dict[str, Any]:
+        """Start a test as the start form does; ``options`` are its custom parameters."""
+        form = {"user_count": str(users), "spawn_rate": str(spawn_rate), **options}
+        return dict(json.loads(self.post("swarm", form)))
 
     def canary_rows(self) -> list[dict[str, Any]]:
         """The Canary tab's rows, as ``/stats/requests`` gives them to the page."""
@@ -63,8 +66,9 @@ class LocustWeb:
 
 
 @contextmanager
-def running_locust_web(tmp: Path) -> Iterator[LocustWeb]:
-    """Start ``locust -f canary_tab_locustfile.py`` with its web UI; stop it on exit."""
+def running_locust_web(tmp: Path, extra: Sequence[str] = ("--expected", EXPECTED)) -> Iterator[LocustWeb]:
+    """Start ``locust -f canary_tab_locustfile.py`` with its web UI (and the options ``extra``);
+    stop it on exit."""
     port = free_port()
     log = tmp / "locust.log"
     env = {
@@ -85,6 +89,7 @@ def running_locust_web(tmp: Path) -> Iterator[LocustWeb]:
         f"http://127.0.0.1:{free_port()}",  # never contacted: the users are synthetic
         "--loglevel",
         "WARNING",
+        *extra,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import commands.demo as demo
+from canary.rundir import read_records
 from canary.rundir.steps import StepsDir
 from commands.cli import main
 from commands.steps import StepSpec
@@ -51,6 +52,10 @@ def test_the_demo_verifies_every_step_of_both_walkthroughs(home: Path, tmp_path:
         assert step.run is not None and (folder.root / step.run / "report.html").is_file()
     weight_70 = next(s for s in document.steps if s.name == "weight-70")
     assert weight_70.expected == "70/30" and "pooled" in weight_70.verdict
+    records = read_records(folder.root / str(weight_70.run))  # Envoy's upstream time, REST and gRPC alike
+    for protocol in ("rest", "grpc"):
+        answered = records[records["ok"] & (records["protocol"] == protocol)]
+        assert len(answered) and answered["server_ms"].notna().mean() > 0.99, protocol
     with pytest.raises(Exception, match="no local mesh"):  # taken down at the end
         mesh_status(home=home)
     assert took < 90, f"the tiny demo took {took:.0f} s (the issue allows 45 s on an idle 2-core machine)"

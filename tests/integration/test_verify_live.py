@@ -77,6 +77,10 @@ def test_weight_70_is_verified_against_the_routing_it_recorded(weight_70: Path) 
     assert phase["applied_at"] <= phase["seen_at"]
     # no --expected: the VirtualService live when the load started is the expectation
     assert verify_split([str(weight_70), "--tolerance", TOLERANCE]) == 0
+    records = read_records(weight_70)  # the mesh's own upstream time, beside the client's
+    answered = records[records["ok"]]
+    assert answered["server_ms"].notna().mean() > 0.99
+    assert (answered["server_ms"] <= answered["latency_ms"] + 1).all()
     summary = json.loads((weight_70 / "summary.json").read_text())
     assert summary["status"] == "verified" and summary["expected_source"].startswith("the routing recorded")
     assert verify_split([str(weight_70), "--expected", "70/30", "--tolerance", TOLERANCE]) == 0

@@ -94,6 +94,7 @@ def make_run(
                 columns["worker"].append("local")
                 columns["seq"].append(seq)
                 columns["phase"].append(phase)
+                columns["server_ms"].append(round(0.8 * columns["latency_ms"][-1]) if ok else None)  # Envoy: whole ms
                 seq += 1
     table = pa.Table.from_pydict(columns, schema=SCHEMA)
     records = root / "records"

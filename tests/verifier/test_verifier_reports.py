@@ -94,6 +94,8 @@ def test_summary_and_page_in_the_run_directory(mixed_run: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert {(r["protocol"], r["format"], r["subset"]) for r in rows} >= {("rest", "b64", "resnet50")}
     assert all(float(r["p50_low"]) <= float(r["p50"]) <= float(r["p50_high"]) for r in rows if r["p50_high"])
+    # the synthetic server time is 0.8 of the client's, in whole milliseconds (as Envoy reports it)
+    assert all(abs(float(r["server_p50"]) - 0.8 * float(r["p50"])) < 2 for r in rows if int(r["n"]) > 20)
     for name in ("latency_comparisons.csv", "timeline.csv", "accuracy.csv"):
         assert (mixed_run / name).is_file(), name
     assert doc["run"]["facts"]["requests"] == 840 and doc["run"]["facts"]["seeded"] is True
