@@ -16,70 +16,19 @@ Skipped, saying why, only where no browser can be had: no Chromium binary
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.browser.chromium import STEP_TIMEOUT_MS, screenshot
+from tests.browser.locust_web import running_locust_web
 
-from tests.browser.locust_web import ROOT, running_locust_web
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-STEP_TIMEOUT_MS = 15_000
 TYPED_EXPECTED = "default: 60/40; canary: 0/100"  # the command line says 70/30
-ARTIFACTS = Path(os.environ.get("CANARY_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "browser"
 COLUMNS = ["Protocol", "Group", "Requests", "Share (95% interval)", "Expected", "Verdict so far",
            "Progress", "p50 ms", "p95 ms", "p99 ms"]
 SHARE = r"resnet50 \d+\.\d% \(\d+\.\d–\d+\.\d\) · resnet101 \d+\.\d% \(\d+\.\d–\d+\.\d\)"
 LATENCY = r"resnet50 \d+\.\d · resnet101 \d+\.\d"
-
-
-def chromium_path() -> str | None:
-    explicit = os.environ.get("CANARY_CHROMIUM")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    executable = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.skip(
-            f"Playwright is not installed ({exc}); install the dev extra: pip install -e '.[dev]'"
-        )
-    if executable is None:
-        pytest.skip(
-            f"no Chromium binary (CANARY_CHROMIUM={os.environ.get('CANARY_CHROMIUM')!r}, "
-            "chromium not on PATH, no /usr/bin/chromium); "
-            "`make browser` installs Debian's chromium with apt (needs root)"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def cell(row: Any, column: int) -> str:
@@ -88,11 +37,6 @@ def cell(row: Any, column: int) -> str:
 
 def table_rows(page: Any) -> list[list[str]]:
     return [[c.strip() for c in r.locator("td").all_inner_texts()] for r in page.locator("table tbody tr").all()]
-
-
-def screenshot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def requests_of(row: list[str]) -> int:
