@@ -222,14 +222,16 @@ def _predict(args: argparse.Namespace, io: Consoles) -> int:
 
 
 def _load(args: argparse.Namespace, io: Consoles) -> int:
-    from loadtest.load import LoadRequest, RichProgress, run_load
+    from commands.loading import load_and_report
+    from loadtest.load import LoadRequest, RichProgress
     from loadtest.options import options_from_parsed
 
     request = LoadRequest(options=options_from_parsed(args), host=args.host, users=args.users,
                           spawn_rate=args.spawn_rate, run_time=args.run_time, processes=args.processes)
     request.validate()
     with RichProgress(request, console=io.err) as bar:
-        result = run_load(request, progress=bar, warn=io.warn)
+        outcome = load_and_report(request, progress=bar, warn=io.warn)
+    result = outcome.result
     run = result.run
     table = Table("subset", "requests", title=f"responses by subset ({run.status if run else 'no run.json'})")
     for subset, n in (run.requests.by_subset if run else {}).items():
@@ -240,7 +242,11 @@ def _load(args: argparse.Namespace, io: Consoles) -> int:
     for problem in run.problems if run else ():
         io.problem(problem)
     _print_failures(result.failures, io)
+    if outcome.problem:
+        io.warn(outcome.problem)
     io.out.print(f"run directory: {result.run_dir}   (Locust's log: {result.log.name}; exit code {result.exit_code})")
+    if outcome.report is not None:
+        io.out.print(f"report: {outcome.report}")
     return result.exit_code
 
 
