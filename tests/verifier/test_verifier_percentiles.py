@@ -108,3 +108,20 @@ def test_the_timeline_counts_requests_shares_and_marks() -> None:
     assert mark.at_s == 12.0 and mark.version == 4 and mark.took_effect == "unknown"
     rows = line.rows()
     assert {r["subset"] for r in rows} == {"resnet50", "resnet101"} and rows[0]["rps"] == rows[0]["requests"]
+
+
+@pytest.mark.parametrize("n", [60, 600])
+def test_the_order_statistic_bootstrap_matches_scipy_resampling(n: int) -> None:
+    """Drawing each resample's quantile from its exact distribution is the bootstrap itself: the
+    interval agrees with scipy.stats.bootstrap's resampling (different random draws, so within a few %)."""
+    rng = np.random.default_rng(n)
+    a, b = rng.lognormal(3.0, 0.5, n), rng.lognormal(2.8, 0.5, n)
+    ours = percentile_ratio(a, b, 0.9, resamples=4000)
+
+    def ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.quantile(x, 0.9, axis=axis, method="inverted_cdf") / np.quantile(y, 0.9, axis=axis, method="inverted_cdf")
+
+    theirs = stats.bootstrap((a, b), ratio, n_resamples=4000, vectorized=True, paired=False,
+                             method="percentile", rng=np.random.default_rng(1)).confidence_interval
+    assert ours is not None
+    assert ours.low == pytest.approx(theirs.low, rel=0.04) and ours.high == pytest.approx(theirs.high, rel=0.04)
