@@ -469,7 +469,8 @@ def build_parser() -> ArgumentParser:
     predict.add_argument("--grpc", action="store_true", help="send a gRPC Predict instead of REST (default REST)")
     predict.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
 
-    report = add("report", _report, "write summary.json and report.html (split, latency, accuracy) into a run "
+    report = add("report", _report, "write summary.json, report.html (the run, over time, split, latency, accuracy, "
+                                     "every check) and CSVs into a run "
                                      "directory; exits 0 once written, whatever the verdict (verify-split gates)")
     report.add_argument("run_dir", nargs="?", type=Path, help="the run directory (default: the newest under reports/)")
     report.add_argument("--expected", help="expected split (default: the one the load test was given, if any)")
