@@ -54,17 +54,21 @@ def build_items(payloads: PayloadSet, protocol: str, model_name: str, version: i
 
 
 def group_of(index: int, share: float) -> str:
-    """``canary`` for user ``index`` when the running count of canary users steps up.
+    """The header group of user ``index`` (in start order per protocol) for a canary ``share``.
 
-    User ``i`` is canary when ``ceil((i + 1) * share) > ceil(i * share)``: any
-    first ``n`` users hold ``ceil(n * share)`` canary users, so the share is
-    exact at every multiple of ``1 / share`` and user 0 is canary whenever
-    the share is above 0.
+    The smaller group (the canary group for a share up to one half, else the default group)
+    takes user ``i`` when ``ceil((i + 1) * p) > ceil(i * p)`` with ``p`` its share: any first
+    ``n`` users hold ``ceil(n * p)`` of it, so the split is exact at every multiple of
+    ``1 / p``, user 0 is in the smaller group and user 1 in the larger: with a share strictly
+    between 0 and 1, two users of a protocol are enough for both groups to get one.
     """
     if share <= 0:
         return "default"
+    if share >= 1:
+        return "canary"
     exact = Fraction(share).limit_denominator(1_000_000)
-    return "canary" if math.ceil((index + 1) * exact) > math.ceil(index * exact) else "default"
+    smaller, larger, p = ("canary", "default", exact) if exact <= Fraction(1, 2) else ("default", "canary", 1 - exact)
+    return smaller if math.ceil((index + 1) * p) > math.ceil(index * p) else larger
 
 
 def grpc_target(host: str | None) -> str:

@@ -157,6 +157,8 @@ def test_users_per_protocol_is_locusts_spread(users: int, protocols: tuple[str, 
     (4, ("rest", "grpc"), 0.2, None),  # 2 per protocol: 1 canary, 1 default each
     (10, ("rest", "grpc"), 0.2, 3),
     (2, ("rest",), 0.5, None),
+    (4, ("rest", "grpc"), 0.9, None),  # 2 per protocol: the smaller (default) group takes user 0
+    (2, ("grpc",), 0.999, None),
     (2, ("rest", "grpc"), 0.0, None),  # share 0 asks for the default group only
     (1, ("grpc",), 1.0, None),  # share 1: the canary group only
 ])
@@ -169,7 +171,7 @@ def test_every_cell_asked_for_gets_a_user(users: int, protocols: tuple[str, ...]
     (1, ("rest", "grpc"), 0.2, None, "rest/default, rest/canary and grpc/default get no user", 4),
     (1, ("rest", "grpc"), 0.2, 2, "rest/default, rest/canary and grpc/default get no user", 4),
     (3, ("rest", "grpc"), 0.5, None, "rest/default gets no user", 4),
-    (2, ("rest", "grpc"), 0.9, None, "rest/default and grpc/default get no user", 20),
+    (2, ("rest", "grpc"), 0.9, None, "rest/canary and grpc/canary get no user", 4),  # user 0: the smaller group
     (1, ("grpc",), 0.5, None, "grpc/default gets no user", 2),
     (1, ("rest", "grpc"), 0.0, None, "rest/default gets no user", 2),
     (1, ("rest", "grpc"), 1.0, None, "rest/canary gets no user", 2),

@@ -40,13 +40,18 @@ def _response(vector: np.ndarray, version: int | None) -> bytes:
 # --- groups and prepared requests ------------------------------------------------------
 
 
-@pytest.mark.parametrize("share", [0.2, 0.25, 0.3, 0.5, 1 / 3, 0.7, 1.0])
+@pytest.mark.parametrize("share", [0.2, 0.25, 0.3, 0.5, 1 / 3, 0.7, 0.9, 0.999, 1.0])
 def test_group_share_is_exact_at_every_prefix(share: float) -> None:
+    """The smaller group holds ceil(n * its share) of any first n users; user 0 is in it and user 1
+    in the larger, so two users give both groups one."""
     groups = [group_of(i, share) for i in range(200)]
+    smaller, p = ("canary", share) if share <= 0.5 else ("default", 1 - share)
     for n in range(1, 201):
-        canary = groups[:n].count("canary")
-        assert canary == int(np.ceil(n * share - 1e-9)), (share, n)
-    assert groups[0] == "canary"
+        assert groups[:n].count(smaller) == int(np.ceil(n * p - 1e-9)), (share, n)
+    if share < 1:
+        assert groups[0] == smaller and groups[1] != smaller
+    else:
+        assert set(groups) == {"canary"}
 
 
 def test_group_share_zero_sends_no_header() -> None:
