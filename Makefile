@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python -m bench.loadtest_overhead
 	$(BIN)/python -m bench.verdict_guarantees
 	$(BIN)/python -m bench.sequential_vs_fixed
+	$(BIN)/python -m bench.percentile_ratio
 
 .PHONY: bench-load
 bench-load: install

@@ -10,7 +10,12 @@ same guarantees (false "refuted" ≤ alpha whenever every share is inside its
 band; false "verified" ≤ 2.5% whenever one is outside); the measured rates
 are printed beside the sample sizes. Where a target is missed, the table says so.
 
-Run: ``python -m bench.sequential_vs_fixed [--runs N] [--batch B] [--seed S]``.
+Last, ``--until-verified`` as the load test runs it (:class:`loadtest.sequential.SequentialMonitor`):
+a correct 70/30 at ±5 points over the default mix of cells (REST/gRPC × default/canary
+at 40/10/40/10%), requests until every cell has decided with the four cells pooled,
+against each cell judged alone (seeded streams 100, 101, ...).
+
+Run: ``python -m bench.sequential_vs_fixed [--runs N] [--batch B] [--seed S] [--pooled-runs N]``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 from canary.stats import SequentialSplitTest, SplitPolicy, classify_counts, parse_expected
 from canary.stats import plan_requests as plan_fixed
+from loadtest.sequential import SequentialMonitor
 
 SUBSETS = ["resnet50", "resnet101"]
 SCENARIOS = [  # (label, expected, true first share, the right decision, target ratio to the plan)
@@ -70,11 +76,51 @@ def naive_peeking(policy: SplitPolicy, runs: int, batch: int, looks: int, rng: n
     return float(np.mean((statuses == "refuted").any(axis=1)))
 
 
+MIX = {("rest", "default"): 0.4, ("rest", "canary"): 0.1, ("grpc", "default"): 0.4, ("grpc", "canary"): 0.1}
+
+
+def _monitor_requests(monitor: SequentialMonitor, rows: list[dict[str, object]], batch: int) -> int | None:
+    for start in range(0, len(rows), batch):
+        if monitor.add(rows[start:start + batch]):
+            return monitor.requests
+    return None
+
+
+def pooled_vs_alone(runs: int, batch: int, cap: int = 30_000) -> tuple[list[int | None], list[int | None]]:
+    """Requests to decide a correct 70/30 at ±5 points, cells pooled and cells alone, one seeded
+    stream per run (``default_rng(100 + i)``)."""
+    expected = parse_expected("70/30", SUBSETS)
+    cells = list(MIX)
+    pooled: list[int | None] = []
+    alone: list[int | None] = []
+    for i in range(runs):
+        rng = np.random.default_rng(100 + i)
+        picks = rng.choice(len(cells), size=cap, p=list(MIX.values()))
+        rows = [{"protocol": cells[k][0], "group": cells[k][1], "subset": str(rng.choice(SUBSETS, p=[0.7, 0.3])),
+                 "ok": True} for k in picks]
+        policy = SplitPolicy(tolerance=0.05)
+        pooled.append(_monitor_requests(SequentialMonitor(dict.fromkeys(cells, expected), policy), rows, batch))
+        routes = {cell: f"route-{j}" for j, cell in enumerate(cells)}  # one route each: nothing pooled
+        alone.append(_monitor_requests(SequentialMonitor(dict.fromkeys(cells, expected), policy, routes=routes),
+                                       rows, batch))
+    return pooled, alone
+
+
+def _spread(found: list[int | None]) -> str:
+    decided = sorted(n for n in found if n is not None)
+    undecided = len(found) - len(decided)
+    if not decided:
+        return f"none decided ({undecided} undecided)"
+    text = f"median {np.median(decided):,.0f} ({decided[0]:,}–{decided[-1]:,})"
+    return text + (f", {undecided} undecided within the cap" if undecided else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="simulated load tests per row")
     parser.add_argument("--batch", type=int, default=25, help="requests between looks")
     parser.add_argument("--seed", type=int, default=20240611)
+    parser.add_argument("--pooled-runs", type=int, default=20, help="seeded load tests for the pooled comparison")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     policy = SplitPolicy()
@@ -126,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
           f"false refuted {100 * peek:.1f}% (why the sequential test exists)")
     print("header routes: the exact zero-count bound is already anytime-valid, so both modes need the "
           "same 122\nresponses to verify, and a leak is refuted at its first wrong response.")
+    pooled, alone = pooled_vs_alone(args.pooled_runs, args.batch)
+    print(f"\n--until-verified on a correct 70/30 at ±5 points, cells at 40/10/40/10%, {args.pooled_runs} seeded "
+          f"runs, a look every {args.batch} requests:")
+    print(f"  four cells pooled: {_spread(pooled)} requests")
+    print(f"  each cell alone:   {_spread(alone)} requests")
     print(f"\n({time.perf_counter() - started:.1f} s)")
 
 

@@ -14,8 +14,8 @@
   percentile-bootstrap interval (two independent samples). Each resample's
   quantile is drawn from its exact distribution (a binomial, see
   :func:`_resampled_quantiles`) instead of resampling and sorting n values:
-  the same bootstrap, 2,000 resamples of two 20,000-response samples in
-  milliseconds where ``scipy.stats.bootstrap`` took 4.2 s on this machine.
+  the same bootstrap, 264× faster than ``scipy.stats.bootstrap`` at 5,000
+  responses per sample (``python -m bench.percentile_ratio``).
 """
 
 from __future__ import annotations
