@@ -27,8 +27,8 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from canary.classes import class_name
-from canary.conventions import ERROR, UNKNOWN
 from canary.jsonable import jsonable
+from canary.rundir.records import answered
 
 __all__ = [
     "AccuracyReport",
@@ -146,13 +146,9 @@ def accuracy_report(
     ``payload_id`` and ``format`` columns."""
     weights = dict(weights or {})
     if len(records):
-        keep = (
-            records["ok"].astype(bool)
-            & ~records["subset"].isin([UNKNOWN, ERROR])
-            & records["top1"].notna()
-        )
+        found = answered(records)
         columns = [c for c in ("subset", "top1", "top5", "label", "payload_id", "format") if c in records]
-        rows = records.loc[keep, columns]
+        rows = found.loc[found["top1"].notna(), columns]
     else:
         rows = pd.DataFrame(columns=["subset", "top1", "top5", "label", "payload_id", "format"])
     if "top5" not in rows:

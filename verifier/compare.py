@@ -21,19 +21,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from canary.conventions import ERROR, UNKNOWN
 from canary.jsonable import jsonable
 from canary.rundir.reader import Run
-from canary.rundir.records import cell_counts
+from canary.rundir.records import answered, cell_counts
 from canary.rundir.steps import GateRecord
 from canary.stats.intervals import share_intervals
 
 from .accuracy import AccuracyReport, accuracy_report
 from .gates import GateLimits, latency_gates
-from .latency import ALL_FORMATS, strata, stratum_key
+from .latency import ALL_FORMATS, strata, stratum_key, stratum_samples
 from .latency_compare import LatencyComparison, compare_latency
 
 __all__ = ["RunComparison", "ShareRow", "StratumComparison", "compare_runs"]
@@ -104,20 +101,6 @@ class RunComparison:
         }
 
 
-def _answered(run: Run) -> pd.DataFrame:
-    records = run.records
-    if not len(records):
-        return records
-    return records[records["ok"].astype(bool) & ~records["subset"].isin([UNKNOWN, ERROR])]
-
-
-def _samples(rows: pd.DataFrame, subset: str, protocol: str, fmt: str) -> np.ndarray:
-    mine = rows[(rows["subset"] == subset) & (rows["protocol"] == protocol)]
-    if fmt != ALL_FORMATS:
-        mine = mine[mine["format"] == fmt]
-    return np.sort(mine["latency_ms"].to_numpy(dtype=np.float64))
-
-
 def _share_rows(a: Run, b: Run, subsets: Sequence[str]) -> list[ShareRow]:
     counts = {"a": cell_counts(a.records), "b": cell_counts(b.records)}
     rows = []
@@ -140,7 +123,7 @@ def _share_rows(a: Run, b: Run, subsets: Sequence[str]) -> list[ShareRow]:
 def compare_runs(a: Run, b: Run, limits: GateLimits | None = None) -> RunComparison:
     """Run B against run A (see the module docstring)."""
     limits = limits or GateLimits()
-    rows_a, rows_b = _answered(a), _answered(b)
+    rows_a, rows_b = answered(a.records), answered(b.records)
     subsets = list(dict.fromkeys([*a.subsets, *b.subsets]))
     formats = sorted(set(strata(rows_a)) | set(strata(rows_b)))
     if len(formats) > 1 and ALL_FORMATS in formats:  # one run stratified, the other not: compare all
@@ -151,7 +134,8 @@ def compare_runs(a: Run, b: Run, limits: GateLimits | None = None) -> RunCompari
     for subset in subsets:
         for protocol in ("rest", "grpc"):
             for fmt in formats:
-                sample_a, sample_b = _samples(rows_a, subset, protocol, fmt), _samples(rows_b, subset, protocol, fmt)
+                sample_a = stratum_samples(rows_a, subset, protocol, fmt)
+                sample_b = stratum_samples(rows_b, subset, protocol, fmt)
                 if not sample_a.size and not sample_b.size:
                     continue
                 where = f"{subset} {stratum_key(protocol, fmt)}"

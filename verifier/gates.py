@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from canary.conventions import ERROR, UNKNOWN
 from canary.errors import UsageError
 from canary.rundir.document import RunDocument
+from canary.rundir.records import answered
 from canary.rundir.steps import GateRecord
 
+from .latency import stratum_samples
 from .latency_compare import compare_latency
 
 __all__ = ["GateLimits", "evaluate_gates", "gates_passed", "latency_gates", "mesh_error_counts", "parse_duration_ms"]
@@ -155,13 +156,11 @@ def evaluate_gates(
     gates = [_error_gate(records, limits, mesh_errors or {})]
     if not len(records):
         return gates
-    answered = records[records["ok"].astype(bool) & ~records["subset"].isin([UNKNOWN, ERROR])]
+    rows = answered(records)
     for protocol in protocols:
-        rows = answered[answered["protocol"] == protocol]
-        if rows.empty:
+        if not (rows["protocol"] == protocol).any():
             continue
-        samples = [np.sort(rows.loc[rows["subset"] == s, "latency_ms"].to_numpy(dtype=np.float64))
-                   for s in (canary, stable)]
+        samples = [stratum_samples(rows, s, protocol) for s in (canary, stable)]
         gates += latency_gates(protocol, samples[0], samples[1], (canary, stable), limits)
     return gates
 

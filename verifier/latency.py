@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from canary.conventions import ERROR, UNKNOWN
 from canary.errors import UsageError
 from canary.jsonable import jsonable
+from canary.rundir.records import answered
 
 from .latency_compare import (
     DEFAULT_CONFIDENCE,
@@ -65,6 +65,7 @@ __all__ = [
     "latency_report",
     "parse_margin",
     "strata",
+    "stratum_samples",
 ]
 
 HISTOGRAM_BINS = 40
@@ -175,20 +176,24 @@ def _stats(protocol: str, fmt: str, subset: str, values: NDArray[np.float64],
     )
 
 
+def stratum_samples(rows: pd.DataFrame, subset: str, protocol: str, fmt: str = ALL_FORMATS,
+                    column: str = "latency_ms") -> NDArray[np.float64]:
+    """The sorted ``column`` of one subset × protocol (× format) among answered ``rows``
+    (:func:`canary.rundir.records.answered`); absent values left out."""
+    mine = rows[(rows["subset"] == subset) & (rows["protocol"] == protocol)]
+    if fmt != ALL_FORMATS:
+        mine = mine[mine["format"] == fmt]
+    if column not in mine:
+        return np.empty(0)
+    values = mine[column].to_numpy(dtype=np.float64)
+    return np.sort(values[np.isfinite(values)])
+
+
 def _answered(records: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     if not len(records):
         return pd.DataFrame({"protocol": [], "subset": [], "latency_ms": [], "format": []}), 0
-    ok = records["ok"].astype(bool) & ~records["subset"].isin([UNKNOWN, ERROR])
-    columns = [c for c in ("protocol", "subset", "latency_ms", "format", "server_ms") if c in records]
-    return records.loc[ok, columns], int((~ok).sum())
-
-
-def _server_times(rows: pd.DataFrame, subset: str) -> NDArray[np.float64]:
-    """Envoy's upstream time of the subset's responses, where the mesh reported it."""
-    if "server_ms" not in rows:
-        return np.empty(0)
-    values = rows.loc[rows["subset"] == subset, "server_ms"].to_numpy(dtype=np.float64)
-    return np.sort(values[np.isfinite(values)])
+    found = answered(records)
+    return found, len(records) - len(found)
 
 
 def _agreement(comparisons: Sequence[LatencyComparison]) -> tuple[ProtocolAgreement, ...]:
@@ -222,18 +227,15 @@ def latency_report(
     edges_by_stratum: dict[str, tuple[float, ...]] = {}
     for protocol in seen_protocols:
         for fmt in formats:
-            rows = used[used["protocol"] == protocol]
-            if fmt != ALL_FORMATS:
-                rows = rows[rows["format"] == fmt]
-            if rows.empty:
+            samples = {s: stratum_samples(used, s, protocol, fmt) for s in names}
+            if not any(v.size for v in samples.values()):
                 continue
-            pooled = rows["latency_ms"].to_numpy(dtype=np.float64)
+            pooled = np.concatenate(list(samples.values()))
             low, high = float(pooled.min()), float(np.quantile(pooled, 0.995))
             edges = np.linspace(low, high if high > low else low + 1.0, HISTOGRAM_BINS + 1)
             edges_by_stratum[stratum_key(protocol, fmt)] = tuple(float(e) for e in edges)
-            samples = {s: np.sort(rows.loc[rows["subset"] == s, "latency_ms"].to_numpy(dtype=np.float64))
-                       for s in names}
-            all_stats.extend(_stats(protocol, fmt, s, samples[s], edges, _server_times(rows, s))
+            all_stats.extend(_stats(protocol, fmt, s, samples[s], edges,
+                                    stratum_samples(used, s, protocol, fmt, "server_ms"))
                              for s in names if samples[s].size)
             if stable is None or stable not in samples:
                 continue

@@ -5,16 +5,15 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-import numpy as np
-
 from canary.files import write_atomic
 from canary.rundir.layout import REPORTS_DIR, resolve_run_dir
 from canary.rundir.reader import Run, read_run
+from canary.rundir.records import answered
 from canary.rundir.steps import default_steps_dir
 
 from .compare import RunComparison, ShareRow, compare_runs
 from .gates import GateLimits
-from .latency import stratum_key
+from .latency import stratum_key, stratum_samples
 from .plots import cdf_pair_figure
 from .report_facts import pct
 from .report_json import write_summary
@@ -31,14 +30,6 @@ def _share(row: ShareRow, which: str) -> str:
     return f"{count}/{total} = {pct(row.share(which), 1)} ({pct(low, 1)}–{pct(high, 1)})" if total else "–"
 
 
-def _samples(run: Run, subset: str, protocol: str, fmt: str) -> np.ndarray:
-    rows = run.records
-    rows = rows[rows["ok"].astype(bool) & (rows["subset"] == subset) & (rows["protocol"] == protocol)]
-    if fmt != "all":
-        rows = rows[rows["format"] == fmt]
-    return rows["latency_ms"].to_numpy(dtype=np.float64)
-
-
 def compare_html(result: RunComparison, a: Run, b: Run) -> str:
     limits = result.limits
     head = (f"<h1>canary compare: {badge(result.status)}</h1><p>Run B <b>{escape(result.b)}</b> against run A "
@@ -52,11 +43,12 @@ def compare_html(result: RunComparison, a: Run, b: Run) -> str:
                      badge("regression" if s.regression else "pass"), escape(", ".join(failed) or "–")])
     latency = table(["subset", "protocol / format", "B against A", "", "gates failed"], rows, left=3)
     latency += "".join(f"<p class='muted'>not compared: {escape(m)}</p>" for m in result.not_compared)
+    rows_a, rows_b = answered(a.records), answered(b.records)
     charts = "".join(
         "<div class='chart'>" + cdf_pair_figure(
             f"{s.subset} {stratum_key(s.protocol, s.format)}",
-            {f"A {result.a}": _samples(a, s.subset, s.protocol, s.format),
-             f"B {result.b}": _samples(b, s.subset, s.protocol, s.format)}) + "</div>"
+            {f"A {result.a}": stratum_samples(rows_a, s.subset, s.protocol, s.format),
+             f"B {result.b}": stratum_samples(rows_b, s.subset, s.protocol, s.format)}) + "</div>"
         for s in result.strata)
     shares = table(["protocol / group", "subset", f"A {escape(result.a)}", f"B {escape(result.b)}"],
                    [[escape(r.cell), escape(r.subset), _share(r, "a"), _share(r, "b")] for r in result.shares], left=2)

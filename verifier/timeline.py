@@ -20,6 +20,7 @@ import pandas as pd
 
 from canary.conventions import ERROR, UNKNOWN
 from canary.rundir.document import epoch_seconds
+from canary.rundir.records import answered
 
 from .phases import Convergence
 
@@ -107,13 +108,14 @@ def timeline(
     frame = pd.DataFrame({"bucket": index, "subset": records["subset"].astype(str).to_numpy(),
                           "ok": records["ok"].astype(bool).to_numpy(),
                           "latency_ms": records["latency_ms"].to_numpy(dtype=np.float64)})
-    counts = frame.groupby(["bucket", "subset"]).size()
-    answered = frame[frame["ok"] & ~frame["subset"].isin([ERROR, UNKNOWN])]
-    medians = answered.groupby(["bucket", "subset"])["latency_ms"].median()
+    counts = frame.groupby(["bucket", "subset"]).size().unstack(fill_value=0)
+    found = answered(frame)
+    medians = found.groupby(["bucket", "subset"])["latency_ms"].median().unstack()
     buckets = []
     for b in range(int(index.max()) + 1):
-        requests = {str(s): int(n) for (bb, s), n in counts.items() if bb == b}
-        p50 = {str(s): float(v) for (bb, s), v in medians.items() if bb == b}
+        requests = {str(s): int(n) for s, n in counts.loc[b].items() if n} if b in counts.index else {}
+        p50 = ({str(s): float(v) for s, v in medians.loc[b].items() if np.isfinite(v)}
+               if b in medians.index else {})
         buckets.append(TimeBucket(start_s=b * width, requests=requests, p50_ms=p50))
     seen = set(frame["subset"])
     ordered = tuple(s for s in [*subsets, *sorted(seen)] if s in seen)

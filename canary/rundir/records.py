@@ -52,6 +52,7 @@ from canary.rundir.layout import RECORDS_DIR
 __all__ = [
     "REQUIRED_COLUMNS",
     "SCHEMA",
+    "answered",
     "cell_counts",
     "failure_counts",
     "next_part_number",
@@ -179,6 +180,14 @@ def read_records(run_dir: Path | str) -> pd.DataFrame:
         frame["server_ms"] = float("nan")  # written before the server time was kept
     frame = frame.drop_duplicates(subset=["worker", "seq"], keep="first")
     return frame.sort_values(["time", "worker", "seq"], kind="stable").reset_index(drop=True)
+
+
+def answered(records: pd.DataFrame) -> pd.DataFrame:
+    """The successful responses attributed to a subset: what latency and accuracy are measured on
+    (a failed request's time says nothing about a model that did not answer)."""
+    if not len(records):
+        return records
+    return records[records["ok"].astype(bool) & ~records["subset"].isin([UNKNOWN, ERROR])]
 
 
 def cell_counts(records: pd.DataFrame) -> dict[Cell, dict[str, int]]:
