@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
@@ -22,12 +21,6 @@ _STYLE = {"verified": "green", "refuted": "red", "failed": "red", "inconclusive"
 
 def _seconds(value: float | None) -> str:
     return "–" if value is None else (f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s")
-
-
-def _short(expected: str) -> str:
-    """``--from-manifest reports/…/01-canary-10.yaml`` as ``from 01-canary-10.yaml``."""
-    prefix = "--from-manifest "
-    return f"from {Path(expected.removeprefix(prefix)).name}" if expected.startswith(prefix) else expected
 
 
 def step_line(step: StepRecord, total: int) -> str:
@@ -60,7 +53,7 @@ def print_sequence_end(io: Consoles, result: SequenceResult, plan: LoadPlan) -> 
                   title=f"canary {document.kind}: {document.status} ({document.summary})")
     for step in document.steps:
         style = _STYLE.get(step.status, "yellow")
-        table.add_row(str(step.index), escape(step.title), escape(_short(step.expected)), f"[{style}]{step.status}[/]",
+        table.add_row(str(step.index), escape(step.title), escape(step.expected), f"[{style}]{step.status}[/]",
                       f"{step.requests:,}", _seconds(step.took_effect_s), _seconds(step.seconds))
     io.out.print(table)
     for step in document.steps:
@@ -77,8 +70,5 @@ def print_sequence_end(io: Consoles, result: SequenceResult, plan: LoadPlan) -> 
     if commands:
         io.out.print("look further:")
         for done in commands[-2:]:
-            step = done.record
-            given = f"--from-manifest {step.expected.removeprefix('--from-manifest ')}" if step.expected.startswith(
-                "--from-manifest") else f"--expected '{step.expected}'"
-            io.out.print(f"  verify-split {done.run_dir} {escape(given)} --tolerance {plan.tolerance:g}")
+            io.out.print(f"  {escape(done.record.verify_command)}")
         io.out.print(f"  canary report {commands[-1].run_dir}")

@@ -14,6 +14,7 @@ verdict, the requests and the times; its run directory is an ordinary one.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -69,7 +70,13 @@ class StepSpec:
 
     @property
     def expectation(self) -> str:
-        return self.expected or f"--from-manifest {self.from_manifest}"
+        """What the split is verified against, for people: ``70/30`` or ``from <file name>``."""
+        return self.expected or f"from {Path(str(self.from_manifest)).name}"
+
+    def verify_command(self, run_dir: Path, tolerance: float) -> str:
+        """The ``verify-split`` line that judges the step's run again, as the step judged it."""
+        given = ["--expected", self.expected] if self.expected else ["--from-manifest", str(self.from_manifest)]
+        return shlex.join(["verify-split", str(run_dir), *given, "--tolerance", f"{tolerance:g}"])
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,7 @@ def run_step(
         record.took_effect_s = _took_effect(applied.version, home)
     run_dir = steps.run_dir(index, spec.name)
     record.run = run_dir.name
+    record.verify_command = spec.verify_command(run_dir, plan.tolerance)
     request = _load_request(spec, plan, run_dir, home, calibration)
     try:
         with load_progress(request) as bar:

@@ -71,6 +71,12 @@ class Convergence:
     settling: int  # requests started between push start and acknowledgement (not judged)
     reason: str
 
+    @property
+    def span(self) -> str:
+        """How long it took, as people read it: "between 0.020 s and 0.050 s", or "after 0.020 s"."""
+        low = f"{self.low_s:.3f} s"
+        return f"between {low} and {self.high_s:.3f} s" if self.high_s is not None else f"after {low}"
+
     def to_dict(self) -> dict[str, Any]:
         return dict(jsonable(self))
 

@@ -105,7 +105,7 @@ def timeline_figure(line: Timeline, colors: Mapping[str, str]) -> str:
         for mark in line.marks:
             for ax in (rps_ax, share_ax, latency_ax):
                 ax.axvline(mark.at_s, color="#555", linestyle="--", linewidth=1)
-            share_ax.annotate(f"v{mark.version}: live in {mark.took_effect}", (mark.at_s, 100), fontsize=8,
+            share_ax.annotate(f"v{mark.version}: took effect {mark.took_effect}", (mark.at_s, 100), fontsize=8,
                               xytext=(3, -10), textcoords="offset points")
         rps_ax.legend(loc="upper left", ncols=4)
         return _svg(figure, "the run over time")

@@ -21,10 +21,8 @@ def _s(value: float | None) -> str:
 def phase_row(phase: PhaseResult) -> tuple[str, ...]:
     """One routing phase as the cells of :data:`PHASE_COLUMNS` (plain text)."""
     c = phase.convergence
-    if c is not None:
-        took = f"between {_s(c.low_s)} and {_s(c.high_s)}" if c.high_s is not None else f"after {_s(c.low_s)}"
-    else:
-        took = "– (live when the run started)" if phase.phase == 0 else "–"
+    live = "– (live when the run started)" if phase.phase == 0 else "–"
+    took = c.span if c is not None else live
     acknowledged = _s(c.acknowledged_s) if c is not None else "–"
     return (
         str(phase.phase), "–" if phase.version is None else str(phase.version), phase.started_at or "–",

@@ -43,7 +43,7 @@ def run_section(facts: RunFacts) -> str:
 def over_time_section(line: Timeline, colors: Mapping[str, str]) -> str:
     if not line.buckets:
         return "<p class='muted'>no request to plot</p>"
-    marks = "".join(f"<li>configuration v{m.version} pushed at {m.at_s:.1f} s: live in {escape(m.took_effect)}</li>"
+    marks = "".join(f"<li>configuration v{m.version} pushed at {m.at_s:.1f} s: took effect {escape(m.took_effect)}</li>"
                     for m in line.marks)
     return (f"<div class='chart'>{timeline_figure(line, colors)}</div>"
             + (f"<p>Routing changes (dashed lines):</p><ul>{marks}</ul>" if marks else ""))

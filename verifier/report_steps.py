@@ -15,9 +15,7 @@ from canary.files import write_atomic
 from canary.rundir.steps import GateRecord, StepRecord, StepsDir, StepsDocument
 
 from .report_html import REPORT_FILE
-from .report_page import css_class as _cls
-from .report_page import page
-from .report_page import table as _table
+from .report_page import css_class, page, table
 
 __all__ = ["steps_html", "write_steps_html"]
 
@@ -56,7 +54,7 @@ def _step_row(step: StepRecord) -> list[str]:
         escape(step.title) + weight,
         escape(", ".join(Path(p).name for p in step.applied) or "–"),
         escape(step.expected),
-        f'<span class="badge {_cls(step.status)}">{escape(step.status)}</span>',
+        f'<span class="badge {css_class(step.status)}">{escape(step.status)}</span>',
         f"{step.requests:,}",
         _seconds(step.took_effect_s),
         _seconds(step.seconds),
@@ -69,24 +67,24 @@ def _step_details(step: StepRecord) -> str:
     if step.details:
         parts.append("<ul>" + "".join(f"<li>{escape(d)}</li>" for d in step.details) + "</ul>")
     if step.gates:
-        rows = [[escape(g.name), f'<span class="badge {_cls(g.status)}">{escape(g.status)}</span>',
+        rows = [[escape(g.name), f'<span class="badge {css_class(g.status)}">{escape(g.status)}</span>',
                  _gate_value(g), _gate_limit(g), escape(g.reason)] for g in step.gates]
-        parts.append(_table(["gate", "status", "estimate (interval)", "limit", "why"], rows, left=1))
+        parts.append(table(["gate", "status", "estimate (interval)", "limit", "why"], rows, left=1))
     return "".join(parts)
 
 
 def steps_html(document: StepsDocument) -> str:
     title = f"canary {document.kind}: {document.status}"
     settings = "".join(f"<li>{escape(str(k))}: {escape(str(v))}</li>" for k, v in sorted(document.settings.items()))
-    table = _table(["#", "step", "applied", "expected", "verdict", "requests", "routing live after", "time",
+    steps = table(["#", "step", "applied", "expected", "verdict", "requests", "routing live after", "time",
                     "run"], [_step_row(s) for s in document.steps], left=5)
     details = "".join(_step_details(s) for s in document.steps)
     return page(title, (
-        f"<h1>canary {escape(document.kind)}: <span class='badge {_cls(document.status)}'>"
+        f"<h1>canary {escape(document.kind)}: <span class='badge {css_class(document.status)}'>"
         f"{escape(document.status)}</span></h1>"
         f"<p>{escape(document.summary)}. Started {escape(document.started_at)}, ended "
         f"{escape(document.ended_at or '–')}; exit code {document.exit_code if document.exit_code is not None else '–'}."
-        f"</p><h2>Steps</h2>{table}<p class='muted'>“routing live after”: from the start of the "
+        f"</p><h2>Steps</h2>{steps}<p class='muted'>“routing live after”: from the start of the "
         "configuration push to the ingress's acknowledgement (the first step: the mesh's start).</p>"
         f"<h2>Each step</h2>{details}<h2>Settings</h2><ul>{settings}</ul>"
     ))

@@ -39,8 +39,7 @@ class RunFacts:
 def _phase_line(phase: PhaseResult) -> str:
     if phase.phase == 0:
         return f"phase 0: the routing live at the start, {phase.requests} requests"
-    took = phase.convergence
-    span = "" if took is None else f", took effect {took.low_s:.2f}–{'?' if took.high_s is None else f'{took.high_s:.2f}'} s"
+    span = "" if phase.convergence is None else f", took effect {phase.convergence.span}"
     return (f"phase {phase.phase}: configuration v{phase.version} pushed {phase.started_at}, acknowledged "
             f"{phase.applied_at or '–'}{span}; {phase.requests} requests ({phase.settling} settling)")
 

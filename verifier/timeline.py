@@ -51,7 +51,7 @@ class RouteMark:
     phase: int
     at_s: float  # seconds after the run's first request
     version: int | None
-    took_effect: str  # "0.02–0.05 s", or why it is unknown
+    took_effect: str  # "between 0.020 s and 0.050 s", or "unknown"
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,6 @@ def bucket_width(duration_s: float, max_buckets: int = 120) -> float:
         if duration_s / width <= max_buckets and (width >= 1 or duration_s / width <= 20):
             return float(width)
     return float(_WIDTHS[-1])
-
-
-def _took_effect(convergence: Convergence | None) -> str:
-    if convergence is None:
-        return "unknown"
-    high = "?" if convergence.high_s is None else f"{convergence.high_s:.2f}"
-    return f"{convergence.low_s:.2f}–{high} s"
 
 
 def timeline(
@@ -125,5 +118,5 @@ def timeline(
     for phase, version, started_at, convergence in changes:
         at = epoch_seconds(started_at)
         if at is not None:
-            marks.append(RouteMark(phase, round(at - origin_s, 3), version, _took_effect(convergence)))
+            marks.append(RouteMark(phase, round(at - origin_s, 3), version, "unknown" if convergence is None else convergence.span))
     return Timeline(width, tuple(buckets), ordered, tuple(marks))

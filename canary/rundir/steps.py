@@ -59,7 +59,8 @@ class StepRecord(Section):
     title: str  # "apply weight-70, verify 70/30"
     applied: list[str] = Field(default_factory=list)  # manifest files, as given to `mesh apply`
     canary_percent: int | None = None  # a rollout step's canary weight
-    expected: str = ""  # what the split was verified against
+    expected: str = ""  # what the split was verified against ("70/30", "from virtualservice-…yaml")
+    verify_command: str = ""  # the verify-split line that judges the step's run again
     tolerance: float | None = None
     status: str = ""  # verified / refuted / inconclusive / failed
     exit_code: int | None = None
