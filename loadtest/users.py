@@ -166,7 +166,7 @@ class GrpcUser(_CanaryMixin, User):
         started = time.perf_counter()
         try:
             response, call = self._predict.with_call(item.body, timeout=self.timeout_s, metadata=self._metadata)
-            upstream_ms = server_ms(dict(call.initial_metadata() or ()).get(SERVER_TIME_HEADER))
+            upstream_ms = server_ms(next((v for k, v in call.initial_metadata() or () if k == SERVER_TIME_HEADER), None))
         except self._rpc_error as error:
             exception = error
         elapsed_ms = (time.perf_counter() - started) * 1000

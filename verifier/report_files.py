@@ -62,8 +62,9 @@ def write_reports(
     if into_run_dir:
         try:
             paths.append(write_summary(root / SUMMARY_FILE, document))
-            paths.append(write_html(root / REPORT_FILE, result, document["checks"]))
-            paths.extend(write_csvs(root, result.latency, run_timeline(result), result.accuracy))
+            line = run_timeline(result)
+            paths.append(write_html(root / REPORT_FILE, result, document["checks"], line))
+            paths.extend(write_csvs(root, result.latency, line, result.accuracy))
         except OSError as error:
             warnings.append(f"could not write the reports into {root} ({error.strerror or error}); use --json FILE")
     for path, write in (

@@ -29,6 +29,7 @@ from .report_facts import pct as _pct
 from .report_page import badge, css_class, page, table
 from .report_sections import accuracy_section, latency_section, over_time_section, run_section
 from .run_facts import run_facts, run_timeline
+from .timeline import Timeline
 from .verify import CellResult, Verification
 
 __all__ = ["REPORT_FILE", "html_report", "write_html"]
@@ -127,7 +128,7 @@ def _checks(checks: Sequence[Mapping[str, Any]]) -> str:
     return table(["time (UTC)", "verdict", "expected from", "options", "reason"], rows, left=5) if rows else ""
 
 
-def html_report(result: Verification, checks: Sequence[Mapping[str, Any]] = ()) -> str:
+def html_report(result: Verification, checks: Sequence[Mapping[str, Any]] = (), line: Timeline | None = None) -> str:
     """The page (see the module docstring); ``checks``: every check made of the run, newest first."""
     run = result.run
     policy = result.policy
@@ -146,7 +147,7 @@ def html_report(result: Verification, checks: Sequence[Mapping[str, Any]] = ()) 
     colors = colors_for(result.subsets)
     sections = [
         ("The run", run_section(run_facts(run, result.phases))),
-        ("Over time", over_time_section(run_timeline(result), colors)),
+        ("Over time", over_time_section(line or run_timeline(result), colors)),
     ]
     if len(result.phases) > 1:
         rows = [tuple(escape(v) for v in phase_row(p)) for p in result.phases]
@@ -166,5 +167,7 @@ def html_report(result: Verification, checks: Sequence[Mapping[str, Any]] = ()) 
     return page(f"canary — {run.run_id} — {result.status}", body)
 
 
-def write_html(path: Path, result: Verification, checks: Sequence[Mapping[str, Any]] = ()) -> Path:
-    return write_atomic(path, html_report(result, checks).encode())
+def write_html(path: Path, result: Verification, checks: Sequence[Mapping[str, Any]] = (),
+               line: Timeline | None = None) -> Path:
+    """Write the page; ``line``: the run's timeline when the caller has it already (else made here)."""
+    return write_atomic(path, html_report(result, checks, line).encode())
