@@ -19,30 +19,28 @@ verdict is decisive in the demo's time on a 2-core machine.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from canary.conventions import ExitCode, utc_now
+from canary.conventions import ExitCode
 from canary.rundir.layout import REPORTS_DIR
-from canary.rundir.steps import StepRecord, StepsDir, StepsDocument, default_steps_dir
+from canary.rundir.steps import StepRecord, StepsDocument
 from commands.steps import (
     LoadPlan,
     LoadProgress,
     SequenceResult,
-    StepResult,
+    StepDone,
+    StepLog,
     StepSpec,
     no_load_progress,
     run_step,
 )
 from mesh.api import default_manifests, mesh_down, mesh_up
 from mesh.local.backend import Progress, no_progress
-from verifier.report_steps import write_steps_html
 
 __all__ = ["CANARY_DEPLOYMENT", "DemoResult", "demo_plan", "demo_steps", "run_demo", "sequence_status"]
 
 CANARY_DEPLOYMENT = "deployment-resnet101.yaml"
-StepDone = Callable[[StepResult, int], None]
 
 
 def demo_plan(tiny: bool) -> LoadPlan:
@@ -107,41 +105,30 @@ def run_demo(
 ) -> DemoResult:
     """Run the walkthrough (see the module docstring); the mesh is taken down at the end unless ``keep``."""
     plan = plan or demo_plan(tiny)
-    folder = StepsDir(default_steps_dir("demo", reports))
-    document = StepsDocument(kind="demo", started_at=utc_now(), settings={
+    settings = {
         "tiny": tiny, "port": port, "plan": plan.describe(), "tolerance": plan.tolerance, "users": plan.users,
         "max_requests": plan.max_requests, "canary_share": plan.canary_share, "protocol": plan.protocol,
-    })
-    results: list[StepResult] = []
+    }
     began = time.monotonic()
     state = mesh_up(stable_only_manifests(), tiny=tiny, port=port, weights_dir=weights_dir, home=home,
                     progress=progress)
     mesh_ready_s = time.monotonic() - began
-    status = "interrupted"
+    log = StepLog("demo", settings, reports, step_done)
+    steps = demo_steps()
     try:
-        folder.write(document)
-        for index, spec in enumerate(demo_steps(), start=1):
-            result = run_step(folder, index, spec, plan, home=home, progress=progress, load_progress=load_progress,
-                              calibration=results[-1].calibration if results else None)
+        for index, spec in enumerate(steps, start=1):
+            result = run_step(log.folder, index, spec, plan, home=home, progress=progress,
+                              load_progress=load_progress, calibration=log.results[-1].calibration if log.results else None)
             if index == 1:
                 result.record.took_effect_s = round(mesh_ready_s, 3)  # the mesh's start, for the first step
-            results.append(result)
-            document.steps.append(result.record)
-            folder.write(document)
-            if step_done is not None:
-                step_done(result, len(demo_steps()))
-        status, code = sequence_status(document.steps)
-        document.exit_code = code
+            log.add(result, len(steps))
+        log.document.status, log.document.exit_code = sequence_status(log.document.steps)
     finally:
-        document.status = status
-        document.ended_at = utc_now()
-        document.summary = _summary(document)
-        folder.write(document)
-        report = write_steps_html(folder, document)
+        report = log.finish(_summary(log.document))
         if not keep:
             progress("taking the mesh down (use --keep to leave it running)")
             mesh_down(home=home)
-    return DemoResult(folder.root, document, tuple(results), report, plan, state.ingress_url, keep)
+    return DemoResult(log.folder.root, log.document, tuple(log.results), report, plan, state.ingress_url, keep)
 
 
 def _summary(document: StepsDocument) -> str:

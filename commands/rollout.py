@@ -15,22 +15,24 @@ ends at its last step (100: all traffic to the canary) and exits 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from canary.conventions import DEFAULT_HEADER, MODEL_NAME, ExitCode, utc_now
+from canary.conventions import DEFAULT_HEADER, MODEL_NAME, ExitCode
 from canary.errors import UsageError
 from canary.rundir.layout import REPORTS_DIR
 from canary.rundir.reader import read_run
-from canary.rundir.steps import GateRecord, StepsDir, StepsDocument, default_steps_dir
+from canary.rundir.steps import GateRecord, StepsDir, StepsDocument
 from commands.steps import (
     LoadPlan,
     LoadProgress,
     SequenceResult,
+    StepDone,
+    StepLog,
     StepResult,
     StepSpec,
     no_load_progress,
@@ -47,12 +49,10 @@ from mesh.routing import (
 )
 from mesh.weights import with_canary_weight
 from verifier.gates import GateLimits, evaluate_gates, gates_passed, mesh_error_counts
-from verifier.report_steps import write_steps_html
 
 __all__ = ["DEFAULT_STEPS", "RolloutRequest", "RolloutResult", "parse_steps", "run_rollout"]
 
 DEFAULT_STEPS = (10, 30, 50, 100)
-StepDone = Callable[[StepResult, int], None]
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -153,54 +153,38 @@ def run_rollout(
     service, parsed = _virtual_service(request.from_manifest, mesh)
     subsets = _subsets(request, mesh, parsed)
     with_canary_weight(service, *subsets, 0)  # refuses a VirtualService with no route to change, before anything
-    folder = StepsDir(default_steps_dir("rollout", request.reports))
     limits = request.limits
-    document = StepsDocument(kind="rollout", started_at=utc_now(), settings={
+    log = StepLog("rollout", {
         "steps": list(request.steps), "stable": subsets[0], "canary": subsets[1],
         "virtual_service": str(request.from_manifest or "live on the mesh"), "plan": request.plan.describe(),
         "max_error_rate": limits.max_error_rate, "max_latency_shift_ms": limits.max_latency_shift_ms,
         "max_p99_ratio": limits.max_p99_ratio, "gate_confidence": limits.confidence,
-    })
-    total = len(request.steps)
-    results: list[StepResult] = []
-    document.status = "interrupted"
+    }, request.reports, step_done)
+    document = log.document
+
+    def step(index: int, name: str, title: str, percent: int) -> StepResult:
+        spec = _weights_step(log.folder, index, name, title, service, subsets, percent)
+        return run_step(log.folder, index, spec, request.plan, home=request.home, progress=progress,
+                        load_progress=load_progress, calibration=_reusable(log.results))
+
     try:
-        folder.write(document)
-        failed = False
         for index, percent in enumerate(request.steps, start=1):
-            spec = _weights_step(folder, index, f"canary-{percent}", f"{percent}% to {subsets[1]}", service,
-                                 subsets, percent)
-            result = run_step(folder, index, spec, request.plan, home=request.home, progress=progress,
-                              load_progress=load_progress, calibration=_reusable(results))
+            result = step(index, f"canary-{percent}", f"{percent}% to {subsets[1]}", percent)
             result.record.gates = _gates(result, subsets, limits)
-            results.append(result)
-            document.steps.append(result.record)
-            folder.write(document)
-            if step_done is not None:
-                step_done(result, total)
+            log.add(result, len(request.steps))
             if not (result.passed and gates_passed(result.record.gates)):
-                failed = True
                 break
-        if failed:
-            index = len(results) + 1
-            spec = _weights_step(folder, index, "rollback", f"roll back: everything to {subsets[0]}", service,
-                                 subsets, 0)
-            result = run_step(folder, index, spec, request.plan, home=request.home, progress=progress,
-                              load_progress=load_progress, calibration=_reusable(results))
-            results.append(result)
-            document.steps.append(result.record)
-            if step_done is not None:
-                step_done(result, index)
-            document.status = "rolled back" if result.passed else "rollback not verified"
-            document.exit_code = int(ExitCode.FAILED)
         else:
             document.status, document.exit_code = "promoted", int(ExitCode.OK)
+        if document.exit_code is None:
+            index = len(log.results) + 1
+            result = step(index, "rollback", f"roll back: everything to {subsets[0]}", 0)
+            log.add(result, index)
+            document.status = "rolled back" if result.passed else "rollback not verified"
+            document.exit_code = int(ExitCode.FAILED)
     finally:
-        document.ended_at = utc_now()
-        document.summary = _summary(document, subsets)
-        folder.write(document)
-        report = write_steps_html(folder, document)
-    return RolloutResult(folder.root, document, tuple(results), report)
+        report = log.finish(_summary(document, subsets))
+    return RolloutResult(log.folder.root, document, tuple(log.results), report)
 
 
 def _summary(document: StepsDocument, subsets: tuple[str, str]) -> str:

@@ -25,15 +25,17 @@ from typing import Any
 from canary.conventions import ExitCode, utc_now
 from canary.errors import CanaryError
 from canary.rundir.document import CanaryOptions, epoch_seconds
-from canary.rundir.steps import StepRecord, StepsDir, StepsDocument
+from canary.rundir.steps import StepRecord, StepsDir, StepsDocument, default_steps_dir
 from canary.stats import SplitPolicy
 from loadtest.load import LoadRequest, run_load
 from mesh.api import mesh_apply, routing_versions
 from mesh.local.backend import Progress, no_progress
 from verifier.report_files import verify_and_report
+from verifier.report_steps import write_steps_html
 from verifier.verify import Verification, VerifyRequest
 
-__all__ = ["LoadPlan", "LoadProgress", "SequenceResult", "StepResult", "StepSpec", "no_load_progress", "run_step"]
+__all__ = ["LoadPlan", "LoadProgress", "SequenceResult", "StepDone", "StepLog", "StepResult", "StepSpec",
+           "no_load_progress", "run_step"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 LoadProgress = Callable[[LoadRequest], AbstractContextManager[ProgressCallback | None]]
@@ -109,6 +111,36 @@ class SequenceResult:
     @property
     def exit_code(self) -> int:
         return int(self.document.exit_code if self.document.exit_code is not None else ExitCode.FAILED)
+
+
+StepDone = Callable[[StepResult, int], None]
+
+
+class StepLog:
+    """A demo's or rollout's steps as they end: each kept in ``steps.json`` at once (so an
+    interrupted sequence says how far it got) and told to the caller; :meth:`finish` writes the
+    end and the page. Until then the status is "interrupted"."""
+
+    def __init__(self, kind: str, settings: dict[str, Any], reports: Path, step_done: StepDone | None = None) -> None:
+        self.folder = StepsDir(default_steps_dir(kind, reports))
+        self.document = StepsDocument(kind=kind, started_at=utc_now(), settings=settings, status="interrupted")
+        self.results: list[StepResult] = []
+        self._step_done = step_done
+        self.folder.write(self.document)
+
+    def add(self, result: StepResult, total: int) -> None:
+        self.results.append(result)
+        self.document.steps.append(result.record)
+        self.folder.write(self.document)
+        if self._step_done is not None:
+            self._step_done(result, total)
+
+    def finish(self, summary: str) -> Path:
+        """Write the sequence's end (status and exit code set by the caller) and its page."""
+        self.document.ended_at = utc_now()
+        self.document.summary = summary
+        self.folder.write(self.document)
+        return write_steps_html(self.folder, self.document)
 
 
 @contextlib.contextmanager
