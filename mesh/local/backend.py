@@ -11,21 +11,19 @@ manifest that fails validation changes nothing.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import orjson
 
 from canary.conventions import CANARY_HOME_ENV, utc_now
 from canary.errors import MeshError, ProcessExitedError
+from canary.interrupts import held_interrupts, terminate_as_interrupt
 from mesh.counters import (
     SinceChange,
     SubsetCounters,
@@ -43,6 +41,7 @@ from mesh.local.state import (
     MeshState,
     PodState,
     StoredObject,
+    interrupted_push,
     last_routing_change,
     routing_digest,
     routing_documents,
@@ -138,24 +137,6 @@ def _pod_endpoints(pods: Sequence[PodState], running: dict[str, bool] | None = N
     ]
 
 
-@contextlib.contextmanager
-def _deferred_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, so a switch-over is never half done."""
-    received: list[int] = []
-
-    def hold(signum: int, _: FrameType | None) -> None:
-        received.append(signum)
-
-    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if received:
-            raise KeyboardInterrupt
-
-
 class LocalMesh:
     """Brings the local mesh up, applies manifests to it, reports on it and takes it down."""
 
@@ -168,7 +149,7 @@ class LocalMesh:
 
     def up(self, manifests: Sequence[Path], *, store: Path, tiny: bool, port: int = 8080) -> MeshState:
         """Start Envoy, apply ``manifests`` and return once every pod is ready."""
-        with self.home.locked():
+        with self.home.locked(), terminate_as_interrupt():
             self.check_can_start(port)
             if self.home.exists():
                 self._stop_all(self.home.load())  # what a mesh that died left behind
@@ -206,10 +187,11 @@ class LocalMesh:
             raise MeshError(f"port {port} on 127.0.0.1 is in use; pick another with --port")
 
     def apply(self, manifests: Sequence[Path]) -> ApplyResult:
-        with self.home.locked():
+        with self.home.locked(), terminate_as_interrupt():
             state = self.home.load()
             if not procs.is_running(state.envoy_pid, state.envoy_marker):
                 raise MeshError("the local mesh's Envoy is not running; run `canary mesh down` then `canary mesh up`")
+            self._recover(state)
             return self._apply_locked(state, manifests)
 
     def status(self) -> MeshStatus:
@@ -259,6 +241,9 @@ class LocalMesh:
     # --- apply -------------------------------------------------------------------
 
     def _apply_locked(self, state: MeshState, manifests: Sequence[Path]) -> ApplyResult:
+        """Validate, start the new pods, switch Envoy over, stop the old pods. Interrupted
+        (Ctrl-C, SIGTERM) or failing at any point, the configuration before it stays or goes
+        back live, and the state says which version Envoy has."""
         files = manifest_files(manifests)
         new_objects = load_manifests(files)
         merged = apply_objects(self._objects(state), new_objects)
@@ -281,28 +266,22 @@ class LocalMesh:
         started = self._start_pods(state, to_start)
         try:
             pods = sorted(keep + started, key=lambda p: (p.namespace, p.name))
-            with _deferred_interrupts():
-                state.version += 1
-                stored = [StoredObject(source=o.source, document=dict(o.raw)) for o in merged]
-                routing = routing_documents(stored)
-                entry = AppliedVersion(
-                    state.version, utc_now(), None, [a.path for a in applied], routing, routing_digest(routing)
-                )
-                state.history.append(entry)
-                self.home.save(state)  # the push starts: readers see the pending version
+            stored = [StoredObject(source=o.source, document=dict(o.raw)) for o in merged]
+            resources = self._translate(state, merged, pods)  # before the switch-over: still interruptible
+            previous = (state.objects, state.pods)
+            with held_interrupts() as received:
                 try:
-                    resources = self._translate(state, merged, pods)
-                    self._push(state, resources)
-                except BaseException:
-                    entry.failed = True
-                    self.home.save(state)
+                    self._switch(state, resources, stored, pods, [a.path for a in applied])
+                except BaseException as error:
+                    self._restore_after(error, state, *previous)
                     raise
-                entry.applied_at = utc_now()
-                entry.counters = self._counters_at_ack(state, resources)
-                state.objects = stored
-                state.pods = pods
-                state.applied.extend(applied)
-                self.home.save(state)
+                if received:  # all or nothing: the configuration before this apply goes back
+                    self._restore(state, *previous)
+                else:
+                    state.applied.extend(applied)
+                    self.home.save(state)
+            if received:
+                raise KeyboardInterrupt
         except BaseException:
             procs.stop((p.pid, p.marker) for p in started)
             raise
@@ -314,6 +293,66 @@ class LocalMesh:
             stopped=[p.name for p in to_stop],
             unchanged=not started and not to_stop,
         )
+
+    def _switch(
+        self,
+        state: MeshState,
+        resources: EnvoyResources,
+        objects: list[StoredObject],
+        pods: Sequence[PodState],
+        files: list[str],
+        *,
+        restored: bool = False,
+    ) -> None:
+        """Push ``resources`` as the next version and make the state say so: saved as pending
+        before the first xDS file is written (readers learn of the change early), then as
+        acknowledged with ``objects`` and ``pods`` live, or as failed."""
+        state.version += 1
+        routing = routing_documents(objects)
+        entry = AppliedVersion(
+            state.version, utc_now(), None, files, routing, routing_digest(routing), restored=restored
+        )
+        state.history.append(entry)
+        self.home.save(state)
+        try:
+            self._push(state, resources)
+        except BaseException:
+            entry.failed = True
+            self.home.save(state)
+            raise
+        entry.applied_at = utc_now()
+        entry.counters = self._counters_at_ack(state, resources)
+        state.objects, state.pods = objects, list(pods)
+        self.home.save(state)
+
+    def _restore(self, state: MeshState, objects: list[StoredObject], pods: Sequence[PodState]) -> None:
+        """Push the configuration of ``objects`` and ``pods`` again, as a new version."""
+        self.progress("putting the configuration before it back")
+        resources = self._translate(state, parse_objects((o.source, o.document) for o in objects), pods)
+        self._switch(state, resources, objects, pods, [], restored=True)
+
+    def _restore_after(
+        self, error: BaseException, state: MeshState, objects: list[StoredObject], pods: Sequence[PodState]
+    ) -> None:
+        """:meth:`_restore` after a failed push; when that fails too, one error says both."""
+        try:
+            self._restore(state, objects, pods)
+        except Exception as second:
+            raise MeshError(
+                f"{error}; putting the configuration before it back failed too ({second}): "
+                "run `canary mesh down`, then `canary mesh up`"
+            ) from error
+
+    def _recover(self, state: MeshState) -> None:
+        """A command killed in the middle of a push left Envoy somewhere between two versions:
+        push the stored (last acknowledged) configuration again before anything else."""
+        pending = interrupted_push(state.history)
+        if pending is None:
+            return
+        self.progress(f"version {pending.version}'s push was interrupted; restoring the configuration before it")
+        pending.failed = True
+        self.home.save(state)
+        self._restore(state, state.objects, state.pods)
 
     def _objects(self, state: MeshState) -> list[MeshObject]:
         return parse_objects((o.source, o.document) for o in state.objects)

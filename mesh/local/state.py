@@ -28,6 +28,7 @@ __all__ = [
     "MeshState",
     "PodState",
     "StoredObject",
+    "interrupted_push",
     "last_routing_change",
     "routing_digest",
     "routing_documents",
@@ -102,6 +103,17 @@ class AppliedVersion:
     # acknowledgement, so a status can count since this version; None while pending, after a
     # failed push or counters Envoy did not give, and in state files older than this field
     counters: dict[str, dict[str, int]] | None = None
+    # True for a version that put the configuration before it back, after an apply was
+    # interrupted (Ctrl-C, SIGTERM, or a command killed mid-push) or its push failed
+    restored: bool = False
+
+
+def interrupted_push(history: Sequence[AppliedVersion]) -> AppliedVersion | None:
+    """The newest version when its push never finished (neither acknowledged nor failed): the
+    command that pushed it was killed. Only meaningful while no mesh command holds the lock."""
+    if history and history[-1].applied_at is None and not history[-1].failed:
+        return history[-1]
+    return None
 
 
 def last_routing_change(history: Sequence[AppliedVersion]) -> AppliedVersion | None:
