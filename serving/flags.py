@@ -6,7 +6,8 @@ overrides appended at the end, so flags parse as the real binary parses them:
 ``--name=value`` (or ``--name value``), booleans as ``--name``,
 ``--name=true|false`` or ``--noname``, and a repeated flag's last value wins.
 Flags the real server has but that mean nothing here are accepted and
-ignored; an unknown flag is an error.
+ignored; an unknown flag is an error. Flags named ``canary_*`` are this
+server's own (see :func:`flag_help`).
 
 ``CANARY_VOLUME_MAP`` (a JSON object: container mount path -> local
 directory) turns container paths into local ones; the longest matching mount
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from canary.errors import ServingError
+from serving.limits import DEFAULT_MAX_REQUEST_BYTES
 
 __all__ = [
     "VOLUME_MAP_ENV",
@@ -52,7 +54,10 @@ _FLAGS: dict[str, tuple[str, object]] = {
     "enable_model_warmup": ("bool", True),
     "monitoring_config_file": ("str", ""),
     "grpc_max_threads": ("int", 0),
+    "enable_signature_method_name_check": ("bool", False),
     "version": ("bool", False),
+    # canary's own.
+    "canary_max_request_bytes": ("int", DEFAULT_MAX_REQUEST_BYTES),
     # Accepted for compatibility; they change nothing here.
     "enable_batching": ("bool", False),
     "batching_parameters_file": ("str", ""),
@@ -71,7 +76,6 @@ _FLAGS: dict[str, tuple[str, object]] = {
     "prefer_tflite_model": ("bool", False),
     "num_tflite_pools": ("int", 1),
     "num_tflite_interpreters_per_pool": ("int", 1),
-    "enable_signature_method_name_check": ("bool", False),
     "xla_cpu_compilation_enabled": ("bool", False),
     "enable_profiler": ("bool", True),
     "thread_pool_factory_config_file": ("str", ""),
@@ -88,6 +92,16 @@ _UNSUPPORTED = {
     "ssl_config_file": "the local mesh speaks plaintext on loopback; terminate TLS at the ingress",
     "use_alts_credentials": "the local mesh speaks plaintext on loopback",
 }
+_HELP = {
+    "canary_max_request_bytes": (
+        "canary's own: the largest REST body and gRPC message accepted, in bytes; a larger "
+        "REST body is answered 413 before it is read, a larger gRPC message RESOURCE_EXHAUSTED "
+        f"(1 to {2**31 - 1}; TF Serving has no such limit)"
+    ),
+    "enable_signature_method_name_check": "Classify/Regress/MultiInference check each signature's method_name",
+    "rest_api_timeout_in_ms": "REST deadline from the request's arrival (body upload included) to the answer",
+}
+_MAX_MESSAGE_BYTES = 2**31 - 1  # gRPC's ceiling
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -118,7 +132,9 @@ class ServerFlags:
     enable_model_warmup: bool = True
     monitoring_config_file: str = ""
     grpc_max_threads: int = 0
+    enable_signature_method_name_check: bool = False
     version: bool = False
+    canary_max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
 
 def parse_flags(argv: Sequence[str]) -> ServerFlags:
@@ -187,6 +203,11 @@ def _validate(flags: ServerFlags) -> None:
         port = getattr(flags, name)
         if not 0 <= port <= 65535:
             raise FlagError(f"--{name}={port} is not a TCP port (0-65535)")
+    if not 1 <= flags.canary_max_request_bytes <= _MAX_MESSAGE_BYTES:
+        raise FlagError(
+            f"--canary_max_request_bytes={flags.canary_max_request_bytes} must lie between 1 and "
+            f"{_MAX_MESSAGE_BYTES} (gRPC's largest message)"
+        )
     if flags.rest_api_port and flags.rest_api_port == flags.port:
         raise FlagError(
             f"--rest_api_port cannot be the same as --port ({flags.port}); "
@@ -208,6 +229,8 @@ def flag_help() -> str:
     for name, (kind, default) in _FLAGS.items():
         note = " (not supported)" if name in _UNSUPPORTED else ""
         lines.append(f"  --{name}={kind} (default {default!r}){note}")
+        if name in _HELP:
+            lines.append(f"      {_HELP[name]}")
     return "\n".join(lines)
 
 

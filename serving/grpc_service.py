@@ -1,30 +1,46 @@
 """TF Serving's gRPC services on grpc.aio.
 
-``PredictionService``: Predict and GetModelMetadata (Classify, Regress and
-MultiInference answer UNIMPLEMENTED). ``ModelService``: GetModelStatus
+``PredictionService``: Predict and GetModelMetadata; Classify, Regress and
+MultiInference answer what TF Serving answers on predict-only signatures
+(:mod:`serving.inference`). ``ModelService``: GetModelStatus
 (HandleReloadConfigRequest answers UNIMPLEMENTED). Tensors are decoded
 zero-copy from ``tensor_content`` and outputs encoded the same way; only the
 model itself runs in a worker thread.
+
+A request whose bytes do not decode as its message is answered INTERNAL, as
+grpc C++ answers it for TF Serving (include/grpcpp/impl/proto_utils.h,
+``GenericDeserialize``), instead of grpcio's UNKNOWN naming a Python
+exception; an oversize one is refused by grpc itself (RESOURCE_EXHAUSTED,
+``grpc.max_receive_message_length`` = ``--canary_max_request_bytes``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
+from serving.inference import Method, classify_or_regress, multi_inference
 from serving.metrics import Metrics
 from serving.registry import ModelManager
 from serving.responses import metadata_response, status_response
@@ -35,15 +51,19 @@ from serving.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 __all__ = ["ModelServicer", "PredictionServicer", "add_services"]
 
 _ENTRYPOINT = "GRPC"
+log = logging.getLogger("serving.grpc")
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata over one model manager."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, executor: Executor) -> None:
+    def __init__(
+        self, manager: ModelManager, metrics: Metrics, executor: Executor, *, check_method_name: bool = False
+    ) -> None:
         self._manager = manager
         self._metrics = metrics
         self._executor = executor
+        self._check_method_name = check_method_name
 
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
@@ -54,7 +74,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             return await self._predict(request)
         except Exception as error:
-            failure = from_exception(error)
+            failure = _failure(error)
             code = failure.code
             await _abort(context, failure)
         finally:
@@ -105,14 +125,48 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         return await _timed(self._metrics, request.model_spec.name, "GetModelMetadata", context, answer)
 
-    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unimplemented(context, "Classify")
+    async def Classify(
+        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
+    ) -> classification_pb2.ClassificationResponse:
+        return await self._examples(request, context, "classify", "Classify")
 
-    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unimplemented(context, "Regress")
+    async def Regress(
+        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
+        return await self._examples(request, context, "regress", "Regress")
 
-    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _unimplemented(context, "MultiInference")
+    async def _examples(self, request: Any, context: grpc.aio.ServicerContext, method: Method, api: str) -> Any:
+        name = request.model_spec.name
+        started = time.perf_counter()
+        code = Code.OK
+        try:
+            if not request.HasField("model_spec"):
+                raise RequestError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+            servable = _resolve(self._manager, request.model_spec)
+            classify_or_regress(
+                servable, method, request.model_spec.signature_name, check_method_name=self._check_method_name
+            )
+        except Exception as error:
+            failure = _failure(error)
+            code = failure.code
+            await _abort(context, failure)
+        finally:
+            self._metrics.record_request(name, code)
+            self._metrics.record_latency(name, api, _ENTRYPOINT, code, (time.perf_counter() - started) * 1e6)
+
+    async def MultiInference(
+        self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.MultiInferenceResponse:
+        def answer() -> Any:
+            first = request.tasks[0].model_spec if request.tasks else None
+            multi_inference(
+                [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in request.tasks],
+                lambda: _resolve(self._manager, first) if first is not None else self._manager.resolve(""),
+                check_method_name=self._check_method_name,
+            )
+
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        return await _timed(self._metrics, name, "MultiInference", context, answer)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -142,12 +196,75 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         await _unimplemented(context, "HandleReloadConfigRequest")
 
 
-def add_services(server: grpc.aio.Server, manager: ModelManager, metrics: Metrics, executor: Executor) -> None:
-    """Register PredictionService and ModelService on ``server``."""
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager, metrics, executor), server
+def add_services(
+    server: grpc.aio.Server,
+    manager: ModelManager,
+    metrics: Metrics,
+    executor: Executor,
+    *,
+    check_method_name: bool = False,
+) -> None:
+    """Register PredictionService and ModelService on ``server``.
+
+    The handlers are those the generated ``add_*Servicer_to_server`` register,
+    except that undecodable request bytes reach the method as an
+    :class:`_Undecodable`, answered INTERNAL.
+    """
+    prediction = PredictionServicer(manager, metrics, executor, check_method_name=check_method_name)
+    server.add_generic_rpc_handlers(
+        (
+            _handlers(prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"], prediction),
+            _handlers(model_service_pb2.DESCRIPTOR.services_by_name["ModelService"], ModelServicer(manager, metrics)),
+        )
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, metrics), server)
+
+
+class _Undecodable:
+    """What a request deserialiser returns for bytes that are not a serialised ``message``."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _handlers(service: ServiceDescriptor, servicer: Any) -> grpc.GenericRpcHandler:
+    """Unary handlers for every method of ``service``, as grpc's generated code builds them."""
+    handlers = {}
+    for method in service.methods:
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _decoded_only(getattr(servicer, method.name)),
+            request_deserializer=_lenient(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _lenient(request_type: Any) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return request_type.FromString(data)
+        except Exception:  # protobuf raises DecodeError, and others on hostile input (depth, size)
+            return _Undecodable(request_type.DESCRIPTOR.full_name)
+
+    return deserialize
+
+
+def _decoded_only(
+    method: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            await _abort(
+                context,
+                RequestError(
+                    Code.INTERNAL,
+                    f"Failed to parse the request: its bytes are not a serialized {request.message}",
+                ),
+            )
+        return await method(request, context)
+
+    return behaviour
 
 
 def _resolve(manager: ModelManager, spec: Any) -> Servable:
@@ -173,11 +290,19 @@ async def _timed(
     try:
         return answer()
     except Exception as error:
-        failure = from_exception(error)
+        failure = _failure(error)
         code = failure.code
         await _abort(context, failure)
     finally:
         metrics.record_latency(name, api, _ENTRYPOINT, code, (time.perf_counter() - started) * 1e6)
+
+
+def _failure(error: Exception) -> RequestError:
+    """The status for ``error``; an unexpected one is logged with its traceback."""
+    failure = from_exception(error)
+    if failure is not error and failure.code is Code.INTERNAL:
+        log.error("unexpected error serving a gRPC request", exc_info=error)
+    return failure
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> NoReturn:

@@ -4,14 +4,20 @@
 columnar JSON), ``GET /v1/models/{name}[/versions/{v}]`` (status),
 ``GET .../metadata``, and the Prometheus page. Paths match TF Serving's
 regular expressions (case-insensitive); errors answer ``{"error": "..."}``
-with TF Serving's HTTP status for the canonical code. JSON decoding,
-inference and encoding run together in a worker thread; the event loop only
-moves bytes.
+with TF Serving's HTTP status for the canonical code. ``:classify`` and
+``:regress`` answer what TF Serving answers on predict-only signatures (see
+:mod:`serving.inference`). JSON decoding, inference and encoding run
+together in a worker thread; the event loop only moves bytes.
+
+Bodies are bounded (:mod:`serving.limits`): over ``--canary_max_request_bytes``
+is 413, and ``--rest_api_timeout_in_ms`` counts from the request's arrival,
+the body's upload included, to the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -22,17 +28,18 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
+from serving.inference import Method, check_examples_body, classify_or_regress
+from serving.limits import DEFAULT_MAX_REQUEST_BYTES, RELEASE_AFTER_BYTES, read_body, release_memory
 from serving.metrics import PROMETHEUS_PATH, Metrics
 from serving.registry import ModelManager
 from serving.responses import metadata_json, status_json
 from serving.status import Code, RequestError, from_exception, http_status
 from serving.tensors import decode_json_request, encode_json_response
 
-__all__ = ["MAX_BODY_BYTES", "RestApi"]
+__all__ = ["RestApi"]
 
 log = logging.getLogger("serving.rest")
 
-MAX_BODY_BYTES = 2**31 - 1  # TF Serving reads bodies of any size
 _PREDICT_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
     re.IGNORECASE,
@@ -56,6 +63,8 @@ class RestApi:
         timeout_ms: int = 30000,
         cors: bool = False,
         metrics_path: str = PROMETHEUS_PATH,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        check_method_name: bool = False,
     ) -> None:
         self._manager = manager
         self._metrics = metrics
@@ -63,10 +72,12 @@ class RestApi:
         self._timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self._cors = cors
         self._metrics_path = metrics_path
+        self._max_request_bytes = max_request_bytes
+        self._check_method_name = check_method_name
 
     def app(self) -> web.Application:
         """The aiohttp application (one catch-all route, dispatched like TF Serving)."""
-        application = web.Application(client_max_size=MAX_BODY_BYTES)
+        application = web.Application(client_max_size=self._max_request_bytes)
         application.router.add_route("*", "/{tail:.*}", self._handle)
         return application
 
@@ -103,13 +114,7 @@ class RestApi:
             name, version_text, label, method = match.groups()
             version = _version(version_text)
             _no_version_and_label(version, label)
-            if method.lower() != "predict":
-                raise RequestError(
-                    Code.UNIMPLEMENTED,
-                    f"{method.lower()} is not supported by canary's model server (the models export "
-                    "predict signatures only); use :predict",
-                )
-            return await self._predict(request, unquote(name), version, _label(label))
+            return await self._infer(request, unquote(name), version, _label(label), method.lower())
         if request.method == "GET":
             match = _STATUS_RE.fullmatch(path)
             if match is None:
@@ -127,21 +132,35 @@ class RestApi:
             return await self._timed(model, "GetModelStatus", lambda: self._status(model, version, version_label))
         raise malformed
 
-    async def _predict(self, request: web.Request, name: str, version: int | None, label: str | None) -> web.Response:
+    async def _infer(
+        self, request: web.Request, name: str, version: int | None, label: str | None, method: str
+    ) -> web.Response:
+        """:predict, :classify or :regress, from the body's first byte to the answer within the timeout."""
+        loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        # loop.time() is time.monotonic(), which the worker compares with too
+        deadline = loop.time() + self._timeout if self._timeout is not None else None
         code = Code.OK
+        size = 0
         try:
-            body = await request.read()
-            loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._executor, self._predict_sync, body, name, version, label)
+            body = await read_body(request, self._max_request_bytes, deadline)
+            size = len(body)
+            if method == "predict":
+                produce = functools.partial(self._predict_sync, body, name, version, label, deadline)
+            else:
+                kind: Method = "classify" if method == "classify" else "regress"
+                produce = functools.partial(self._examples_sync, body, name, version, label, kind)
+            del body  # the worker holds it while it needs it
+            work = loop.run_in_executor(self._executor, _answer, produce)
+            del produce
             try:
-                payload = await asyncio.wait_for(work, self._timeout)
+                result = await asyncio.wait_for(work, None if deadline is None else max(0.0, deadline - loop.time()))
             except TimeoutError:
-                raise RequestError(
-                    Code.DEADLINE_EXCEEDED,
-                    f"Request timed out after {self._timeout:g} s (--rest_api_timeout_in_ms)",
-                ) from None
-            return self._json(payload)
+                raise _timed_out(self._timeout) from None
+            if isinstance(result, RequestError):
+                code = result.code
+                return self._error(result)  # not raised: its frames, and the body they hold, go now
+            return self._json(result)
         except RequestError as error:
             code = error.code
             raise
@@ -151,15 +170,26 @@ class RestApi:
         finally:
             self._metrics.record_request(name, code)
             micros = (time.perf_counter() - started) * 1e6
-            self._metrics.record_latency(name, "predict", "REST", code, micros)
+            self._metrics.record_latency(name, method, "REST", code, micros)
+            if size >= RELEASE_AFTER_BYTES:
+                loop.run_in_executor(self._executor, release_memory)
 
-    def _predict_sync(self, body: bytes, name: str, version: int | None, label: str | None) -> bytes:
+    def _predict_sync(
+        self, body: bytearray, name: str, version: int | None, label: str | None, deadline: float | None
+    ) -> bytes:
         servable = self._manager.resolve(name, version, label)
         decoded = decode_json_request(body, lambda signature: servable.signature(signature).inputs)
         signature = servable.signature(decoded.signature_name)
+        if deadline is not None and time.monotonic() > deadline:
+            raise _timed_out(self._timeout)  # the answer is no longer awaited: do not run the model
         outputs, seconds = servable.run(signature, decoded.inputs)
         self._metrics.record_runtime(name, "Predict", seconds * 1e6)
         return encode_json_response(outputs, decoded.format)
+
+    def _examples_sync(self, body: bytearray, name: str, version: int | None, label: str | None, method: Method) -> bytes:
+        signature_name = check_examples_body(body)
+        servable = self._manager.resolve(name, version, label)
+        classify_or_regress(servable, method, signature_name, check_method_name=self._check_method_name)
 
     def _status(self, name: str, version: int | None, label: str | None) -> bytes:
         if label is not None:
@@ -186,7 +216,10 @@ class RestApi:
         return self._with_cors(web.Response(body=payload, status=status, content_type=_JSON))
 
     def _error(self, error: RequestError) -> web.Response:
-        return self._json(orjson.dumps({"error": error.message}), http_status(error.code))
+        response = self._json(orjson.dumps({"error": error.message}), error.http or http_status(error.code))
+        if error.http is not None or error.code is Code.CANCELLED:
+            response.force_close()  # the body may still be on its way: do not reuse the connection
+        return response
 
     def _with_cors(self, response: web.Response) -> web.Response:
         if self._cors:
@@ -194,6 +227,24 @@ class RestApi:
             response.headers["Access-Control-Allow-Methods"] = "POST, GET"
             response.headers["Access-Control-Allow-Headers"] = "Content-Type"
         return response
+
+
+def _answer(produce: Callable[[], bytes]) -> bytes | RequestError:
+    """Run ``produce`` in a worker: its payload, or the RequestError it raised.
+
+    The error comes back as a value, without its traceback: raised through
+    the executor's future it would sit in a reference cycle (future ->
+    exception -> frames -> future) holding the request body and the decoded
+    tensors until the garbage collector happens to run.
+    """
+    try:
+        return produce()
+    except RequestError as error:
+        return error.with_traceback(None)
+
+
+def _timed_out(timeout: float | None) -> RequestError:
+    return RequestError(Code.DEADLINE_EXCEEDED, f"Request timed out after {timeout:g} s (--rest_api_timeout_in_ms)")
 
 
 def _version(text: str | None) -> int | None:

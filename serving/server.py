@@ -41,7 +41,7 @@ from serving.registry import ModelManager
 __all__ = ["BIND_HOST_ENV", "main", "serve"]
 
 BIND_HOST_ENV = "CANARY_BIND_HOST"
-_GRPC_MAX_MESSAGE = 2**31 - 1  # TF Serving: SetMaxMessageSize(kint32max)
+_GRPC_MAX_SEND = 2**31 - 1  # TF Serving: SetMaxMessageSize(kint32max); receiving follows --canary_max_request_bytes
 _SHUTDOWN_GRACE_S = 10.0
 
 log = logging.getLogger("serving.server")
@@ -134,6 +134,8 @@ async def _run_servers(
             timeout_ms=flags.rest_api_timeout_in_ms,
             cors=flags.rest_api_enable_cors_support,
             metrics_path=metrics_path,
+            max_request_bytes=flags.canary_max_request_bytes,
+            check_method_name=flags.enable_signature_method_name_check,
         )
         runner = web.AppRunner(rest.app(), handle_signals=False, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_S)
         await runner.setup()
@@ -145,12 +147,12 @@ async def _run_servers(
         log.info("Exporting HTTP/REST API at:%s:%d ...", host, flags.rest_api_port)
     server = grpc.aio.server(
         options=[
-            ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE),
-            ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE),
+            ("grpc.max_send_message_length", _GRPC_MAX_SEND),
+            ("grpc.max_receive_message_length", flags.canary_max_request_bytes),
             ("grpc.so_reuseport", 0),  # a port clash must fail, not share the port
         ]
     )
-    add_services(server, manager, metrics, executor)
+    add_services(server, manager, metrics, executor, check_method_name=flags.enable_signature_method_name_check)
     try:
         grpc_port = server.add_insecure_port(f"{host}:{flags.port}")
         if flags.grpc_socket_path:
@@ -229,13 +231,19 @@ def _keep_freed_memory() -> None:
     request and page-faults them in again on the next: about half of the
     decoding time for a 224x224x3 body. Raising the mmap and trim thresholds
     keeps them in the heap.
+
+    The mmap threshold stays at 8 MiB, above any temporary of a single image
+    (a 600x512 photo's are under 4 MiB) but below those of a large body: a
+    worker thread's heap never shrinks under this trim threshold, so only
+    memory that was mmapped goes back to the kernel after a large request
+    (``serving.limits.release_memory`` trims the rest).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return  # not glibc: nothing to tune
     m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    libc.mallopt(m_mmap_threshold, 8 * 1024 * 1024)
     libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
 
 

@@ -65,12 +65,17 @@ def http_status(code: Code) -> int:
 
 
 class RequestError(Exception):
-    """A request that cannot be served, with the status code to report."""
+    """A request that cannot be served, with the status code to report.
 
-    def __init__(self, code: Code, message: str) -> None:
+    ``http`` overrides the REST status TF Serving's mapping gives ``code``
+    (413 for a body over the size limit, which gRPC reports as RESOURCE_EXHAUSTED).
+    """
+
+    def __init__(self, code: Code, message: str, *, http: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.http = http
 
     def __repr__(self) -> str:
         return f"RequestError({self.code.name}, {self.message!r})"
@@ -80,7 +85,8 @@ def from_exception(error: BaseException) -> RequestError:
     """Map an exception raised while serving to a :class:`RequestError`.
 
     TensorFlow op errors carry their own canonical code (``error_code``) and
-    message; anything else is an internal error.
+    message; anything else is an internal error (its message does not name the
+    Python exception: the server logs that).
     """
     if isinstance(error, RequestError):
         return error
@@ -91,7 +97,7 @@ def from_exception(error: BaseException) -> RequestError:
             return RequestError(Code(code), _first_line(message))
         except ValueError:
             pass
-    return RequestError(Code.INTERNAL, f"{type(error).__name__}: {error}")
+    return RequestError(Code.INTERNAL, f"Internal error in canary's model server: {str(error) or 'no details'}")
 
 
 _TRACE_PREFIXES = ("[[", "Graph execution error", "Detected at node", "<stack traces", "File ", "Node:")

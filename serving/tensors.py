@@ -23,7 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from serving.jsonarray import split_predict_body
+from serving.jsonarray import MalformedArray, NumericArray, split_predict_body
+from serving.jsondoc import json_type, numbers, parse_json_object, snippet
 from serving.status import Code, RequestError
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "JsonRequest",
     "TensorSpec",
     "check_input",
+    "check_shape",
     "decode_json_request",
     "encode_json_response",
     "ndarray_to_tensor_proto",
@@ -40,6 +42,9 @@ __all__ = [
 Array = npt.NDArray[Any]
 _MAX_VALUE_ELEMENTS = 1 << 28  # repeated *_val fields broadcast: refuse absurd shapes before allocating
 RequestFormat = Literal["row", "columnar"]
+_NUMBERS_FOR_STRINGS = (
+    '{alias}: expecting strings for a string input, got numbers (send text, or bytes as {{"b64": "<base64>"}})'
+)
 
 
 class DType(enum.IntEnum):
@@ -119,41 +124,42 @@ class JsonRequest:
 
 
 def decode_json_request(
-    body: bytes, inputs_for: Callable[[str], Mapping[str, TensorSpec]]
+    body: bytes | bytearray, inputs_for: Callable[[str], Mapping[str, TensorSpec]]
 ) -> JsonRequest:
     """Decode a predict body; ``inputs_for(signature_name)`` gives the input specs.
 
     ``inputs_for`` raises RequestError for an unknown signature, exactly as
-    TF Serving looks the signature up before it reads the tensors.
+    TF Serving looks the signature up before it reads the tensors. A tensor
+    sent as one plain numeric array is checked against its input's shape and
+    type before any value is parsed (see :mod:`serving.jsonarray`).
     """
-    if not body.strip():
-        raise _invalid("JSON Parse error: The document is empty")
-    fast = split_predict_body(body)
-    doc: Any
-    if fast is not None:
-        doc = fast[0]
-    else:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise _invalid(f"JSON Parse error: {error}. Send one JSON object such as {{\"instances\": [...]}}") from None
-    if not isinstance(doc, dict):
-        raise _invalid(f"JSON Value: {_show(doc)} Is not object")
+    try:
+        fast = split_predict_body(body) if body and not body.isspace() else None
+    except MalformedArray as error:
+        raise _invalid(f"JSON Value: {error}") from None
+    doc: Any = fast[0] if fast is not None else parse_json_object(body)
     signature_name = doc.get("signature_name", "")
     if not isinstance(signature_name, str):
         raise _invalid(
-            f"JSON Value: {_show(doc)} not formatted correctly. 'signature_name' key must be a string value."
+            f"JSON Value: {snippet(doc)} not formatted correctly. 'signature_name' key must be a string value."
         )
     specs = inputs_for(signature_name)
     if not specs:
         raise _invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
     if fast is not None:
-        _, key, array = fast
-        if len(specs) == 1:  # the common case: one numeric input, parsed without Python objects
-            spec = next(iter(specs.values()))
-            fmt: RequestFormat = "row" if key == "instances" else "columnar"
-            return JsonRequest(signature_name, fmt, {spec.alias: _cast(array, spec)})
-        doc = orjson.loads(body)  # several inputs: the general path explains what is missing
+        _, key, numeric = fast
+        fmt: RequestFormat = "row" if key == "instances" else "columnar"
+        if len(specs) > 1:
+            raise _invalid(
+                f"{key} is a plain {'list' if fmt == 'row' else 'value/list'}, but expecting "
+                f"{'list of objects' if fmt == 'row' else 'an object'} as multiple input tensors "
+                f"required as per tensorinfo_map: {', '.join(sorted(specs))}"
+            )
+        spec = next(iter(specs.values()))
+        array = _numeric_input(numeric, spec)
+        if array is not None:
+            return JsonRequest(signature_name, fmt, {spec.alias: array})
+        doc = parse_json_object(body)  # integers beyond int64: the general path reads them exactly
     if "instances" in doc and "inputs" in doc:
         raise _invalid("Not formatted correctly: expecting only one of 'inputs' or 'instances' keys to exist")
     if "instances" in doc:
@@ -163,6 +169,29 @@ def decode_json_request(
     raise _invalid(
         "Missing 'inputs' or 'instances' key: send {\"instances\": [...]} (row format) or {\"inputs\": ...} (columnar)"
     )
+
+
+def _numeric_input(numeric: NumericArray, spec: TensorSpec) -> Array | None:
+    """The input ``spec`` from a checked numeric array: type, then shape, then values.
+
+    Type and shape are refused before a single value is parsed; ``None``
+    when an integer needs more than int64 (the general path then reads it).
+    """
+    target = spec.dtype.numpy
+    if target.kind == "O":
+        raise _invalid(_NUMBERS_FOR_STRINGS.format(alias=spec.alias))
+    if target.kind == "b":
+        raise _invalid(f"{spec.alias}: expecting true/false values for a {spec.dtype.short} input, got numbers")
+    if target.kind in "iu" and numeric.decimals:
+        raise _invalid(
+            f"{spec.alias}: expecting integers for a {spec.dtype.short} input, got decimals "
+            f"(for example {numeric.first_decimal()})"
+        )
+    check_shape(numeric.shape, spec)
+    try:
+        return numeric.values(target)
+    except OverflowError as error:
+        raise _invalid(f"{spec.alias}: {error} for a {spec.dtype.short} input") from None
 
 
 def _rows(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, Array]:
@@ -188,7 +217,7 @@ def _rows(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, Array]:
             raise _invalid(f"Expecting object but got list at item {index} of input list")
         if set(item) != keys:
             raise _invalid(
-                f"Failed to process element: {index} of 'instances' list. JSON object: {_show(item)} "
+                f"Failed to process element: {index} of 'instances' list. JSON object: {snippet(item)} "
                 f"must only have keys: {','.join(sorted(keys))}"
             )
     return {
@@ -241,10 +270,7 @@ def _cast(array: Array, spec: TensorSpec) -> Array:
     target = spec.dtype.numpy
     kind = array.dtype.kind
     if target.kind == "O":
-        raise _invalid(
-            f"{spec.alias}: expecting strings for a string input, got numbers "
-            '(send text, or bytes as {"b64": "<base64>"})'
-        )
+        raise _invalid(_NUMBERS_FOR_STRINGS.format(alias=spec.alias))
     if target.kind == "b":
         if kind != "b":
             raise _invalid(f"{spec.alias}: expecting true/false values for a {spec.dtype.short} input, got numbers")
@@ -252,7 +278,7 @@ def _cast(array: Array, spec: TensorSpec) -> Array:
     if kind == "b":
         raise _invalid(f"{spec.alias}: expecting numbers for a {spec.dtype.short} input, got true/false")
     if target.kind in "iu":
-        if kind == "f":
+        if kind == "f" and array.size:  # numpy makes an empty list float64: no decimal in it
             raise _invalid(
                 f"{spec.alias}: expecting integers for a {spec.dtype.short} input, got decimals "
                 f"(for example {array.flat[int(np.argmax(array != np.round(array)))]})"
@@ -262,7 +288,8 @@ def _cast(array: Array, spec: TensorSpec) -> Array:
             raise _invalid(
                 f"{spec.alias}: values must lie in [{info.min}, {info.max}] for a {spec.dtype.short} input"
             )
-    return array.astype(target, copy=False)
+    with np.errstate(over="ignore"):  # 1e300 as a float is inf, as TF Serving's cast makes it
+        return array.astype(target, copy=False)
 
 
 def _strings(value: Any, spec: TensorSpec, *, batched: bool) -> Array:
@@ -284,7 +311,7 @@ def _strings(value: Any, spec: TensorSpec, *, batched: bool) -> Array:
             flat.append(_b64decode(item["b64"]))
         else:
             raise _invalid(
-                f"JSON Value: {_show(item)} Type: {_json_type(item)} is not of expected type: string "
+                f"JSON Value: {snippet(item)} Type: {json_type(item)} is not of expected type: string "
                 '(send text, or bytes as {"b64": "<base64>"})'
             )
 
@@ -311,7 +338,7 @@ def _explain(value: Any, spec: TensorSpec, *, batched: bool) -> str:
     expected = spec.dtype.short
     found, bad = _first_bad_leaf(value, spec.dtype is DType.DT_STRING)
     if found:
-        return f"JSON Value: {_show(bad)} Type: {_json_type(bad)} is not of expected type: {expected}"
+        return f"JSON Value: {snippet(bad)} Type: {json_type(bad)} is not of expected type: {expected}"
     if batched and isinstance(value, list) and value:
         first = _json_shape(value[0])
         for index, item in enumerate(value):
@@ -352,25 +379,6 @@ def _json_shape(value: Any) -> list[int]:
     return shape
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "Null"
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, int | float):
-        return "Number"
-    if isinstance(value, str):
-        return "String"
-    if isinstance(value, list):
-        return "Array"
-    return "Object"
-
-
-def _show(value: Any, limit: int = 200) -> str:
-    text = orjson.dumps(value).decode()
-    return text if len(text) <= limit else text[:limit] + "...(truncated)"
-
-
 def _dims(shape: Sequence[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
@@ -381,9 +389,14 @@ def _invalid(message: str) -> RequestError:
 
 def check_input(array: Array, spec: TensorSpec) -> None:
     """Raise INVALID_ARGUMENT unless ``array`` fits the signature input ``spec``."""
+    check_shape(array.shape, spec)
+
+
+def check_shape(got: tuple[int, ...], spec: TensorSpec) -> None:
+    """Raise INVALID_ARGUMENT unless a tensor of shape ``got`` fits the input ``spec``."""
     if spec.shape is None:
         return
-    expected, got = spec.shape, array.shape
+    expected = spec.shape
     if len(expected) != len(got) or any(e not in (-1, g) for e, g in zip(expected, got, strict=True)):
         hint = ""
         if len(expected) == len(got) + 1:
@@ -402,7 +415,9 @@ def encode_json_response(outputs: Mapping[str, Array], fmt: RequestFormat) -> by
         raise RequestError(Code.INVALID_ARGUMENT, "Cannot convert empty tensor map to JSON")
     values = {name: _jsonable(name, array) for name, array in outputs.items()}
     if fmt == "columnar":
-        body: Any = next(iter(values.values())) if len(values) == 1 else values
+        body: Any = numbers(next(iter(values.values()))) if len(values) == 1 else {
+            name: numbers(value) for name, value in values.items()
+        }
         return orjson.dumps({"outputs": body}, option=orjson.OPT_SERIALIZE_NUMPY)
     batch = None
     for name, array in outputs.items():
@@ -415,15 +430,15 @@ def encode_json_response(outputs: Mapping[str, Array], fmt: RequestFormat) -> by
             )
         batch = array.shape[0]
     if len(values) == 1:
-        rows: Any = next(iter(values.values()))
+        rows: Any = numbers(next(iter(values.values())))
     else:
-        rows = [{name: value[i] for name, value in values.items()} for i in range(batch or 0)]
+        rows = [{name: numbers(value[i]) for name, value in values.items()} for i in range(batch or 0)]
     return orjson.dumps({"predictions": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _jsonable(name: str, array: Array) -> Any:
     if array.dtype.kind != "O" and array.dtype.kind != "S":
-        return np.ascontiguousarray(array)
+        return array if array.ndim == 0 else np.ascontiguousarray(array)
     as_b64 = name.endswith("_bytes")
 
     def convert(item: Any) -> Any:

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from canary.errors import ServingError
-from serving.flags import FlagError, map_container_path, parse_flags
+from serving.flags import FlagError, flag_help, map_container_path, parse_flags
+from serving.limits import DEFAULT_MAX_REQUEST_BYTES
 from serving.metrics import LATENCY_BUCKETS_US, Metrics
 from serving.status import Code, RequestError, from_exception, http_status
 
@@ -34,6 +35,9 @@ BASE = ["--model_base_path=/models/m"]
         (["--file_system_poll_wait_seconds=0", *BASE], {"file_system_poll_wait_seconds": 0}),
         (["--per_process_gpu_memory_fraction=0.5", "--grpc_channel_arguments=a=1", *BASE], {}),
         (["--version"], {"version": True}),
+        (BASE, {"canary_max_request_bytes": 64 * 2**20, "enable_signature_method_name_check": False}),
+        (["--canary_max_request_bytes=1048576", "--enable_signature_method_name_check", *BASE],
+         {"canary_max_request_bytes": 1048576, "enable_signature_method_name_check": True}),
     ],
 )
 def test_parses_tf_serving_flags(argv: list[str], expected: dict[str, object]) -> None:
@@ -55,6 +59,9 @@ def test_parses_tf_serving_flags(argv: list[str], expected: dict[str, object]) -
         (["--port=9000", "--rest_api_port=9000", *BASE], "cannot be the same as --port"),
         (["--model_config_file=/c.conf", *BASE], "--model_config_file is not supported"),
         (["--port"], "needs a value"),
+        (["--canary_max_request_bytes=0", *BASE], "must lie between 1 and 2147483647"),
+        (["--canary_max_request_bytes=2147483648", *BASE], "must lie between 1 and 2147483647"),
+        (["--canary_max_request_bytes=64MiB", *BASE], "expects an integer"),
     ],
 )
 def test_bad_flags_are_usage_errors(argv: list[str], fragment: str) -> None:
@@ -141,7 +148,9 @@ def test_tensorflow_op_errors_keep_their_code() -> None:
         mapped = from_exception(error)
     assert mapped.code is Code.INVALID_ARGUMENT
     assert mapped.message.startswith("Unknown image file format"), mapped.message
-    assert from_exception(ValueError("boom")).code is Code.INTERNAL
+    internal = from_exception(ValueError("boom"))
+    assert internal.code is Code.INTERNAL
+    assert "boom" in internal.message and "ValueError" not in internal.message  # no Python class names
     original = RequestError(Code.NOT_FOUND, "x")
     assert from_exception(original) is original
 
@@ -172,3 +181,12 @@ def test_metrics_render_with_tf_serving_names() -> None:
     assert {s.labels["API"] for s in buckets} == {"predict"}
     runtime = families[":tensorflow:serving:runtime_latency"]
     assert {s.labels["model_name"] for s in runtime.samples} == {'we"ird\\name'}
+
+
+def test_help_documents_the_request_size_limit() -> None:
+    text = flag_help()
+    line = f"--canary_max_request_bytes=int (default {DEFAULT_MAX_REQUEST_BYTES!r})"
+    assert line in text
+    explained = text.split(line, 1)[1].splitlines()[1]
+    assert "413" in explained and "RESOURCE_EXHAUSTED" in explained and "canary's own" in explained
+    assert "--enable_signature_method_name_check=bool (default False)\n" in text

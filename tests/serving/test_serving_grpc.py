@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -14,10 +15,12 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from tests.serving.conftest import GRACE_HOPPER, MODEL_NAME, RunningServer
@@ -168,15 +171,76 @@ def test_get_model_status(models: model_service_pb2_grpc.ModelServiceStub) -> No
     assert "Could not find version 3" in caught.value.details()
 
 
-def test_unsupported_methods_are_unimplemented(
+def test_classify_regress_and_multi_inference_answer_as_tf_serving(
     prediction: prediction_service_pb2_grpc.PredictionServiceStub, models: model_service_pb2_grpc.ModelServiceStub
 ) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        prediction.Classify(classification_pb2.ClassificationRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    with pytest.raises(grpc.RpcError) as caught:
-        models.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    """TF Serving's checks of a predict-only signature (classifier.cc, regressor.cc, multi_inference.cc)."""
+    def refused(call: Any, message: Any) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as caught:
+            call(message, timeout=30)
+        return caught.value
+
+    missing = refused(prediction.Classify, classification_pb2.ClassificationRequest())
+    assert (missing.code(), missing.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name = MODEL_NAME
+    error = refused(prediction.Classify, classify)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("No classification inputs found in SignatureDef: ")
+    assert 'method_name: "tensorflow/serving/predict"' in error.details()
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name = MODEL_NAME
+    regress.model_spec.signature_name = "serving_preprocess"
+    error = refused(prediction.Regress, regress)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("No regression inputs found in SignatureDef: ")
+    regress.model_spec.name = "ghost"
+    assert refused(prediction.Regress, regress).code() == grpc.StatusCode.NOT_FOUND
+    multi = inference_pb2.MultiInferenceRequest()
+    task = multi.tasks.add()
+    task.model_spec.name = MODEL_NAME
+    task.method_name = "tensorflow/serving/classify"
+    error = refused(prediction.MultiInference, multi)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("No classification inputs found in SignatureDef: ")
+    task.method_name = "tensorflow/serving/predict"
+    error = refused(prediction.MultiInference, multi)
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.UNIMPLEMENTED, "Unsupported signature method_name: tensorflow/serving/predict"
+    )
+    reload = refused(models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())
+    assert reload.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("method", ["PredictionService/Predict", "PredictionService/Classify", "ModelService/GetModelStatus"])
+def test_undecodable_bytes_are_internal_as_grpc_cpp_answers(
+    channel: grpc.Channel, server: RunningServer, method: str
+) -> None:
+    """grpc C++'s GenericDeserialize answers INTERNAL; grpcio would say UNKNOWN and name a Python class."""
+    call = channel.unary_unary(f"/tensorflow.serving.{method}")  # raw bytes in, raw bytes out
+    for garbage in (b"\xff\xff\xff", b"\x0a\x05abc", b"not a protocol buffer"):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(garbage, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL, caught.value.details()
+        assert "Failed to parse the request" in caught.value.details()
+        assert "Error" not in caught.value.details() and "class" not in caught.value.details()
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_non_finite_values_pass_both_ways(
+    prediction: prediction_service_pb2_grpc.PredictionServiceStub, server: RunningServer
+) -> None:
+    """gRPC carries NaN and Infinity as it carries any float; REST reads and writes them as TF Serving does."""
+    image = IMAGE.copy()
+    image[0, 0, 0, :] = [np.nan, np.inf, -np.inf]
+    by_grpc = tf.make_ndarray(prediction.Predict(request(image), timeout=30).outputs["probabilities"])
+    body = json.dumps({"instances": image.tolist()}).encode()  # NaN, Infinity, -Infinity
+    with urllib.request.urlopen(f"{server.rest}/v1/models/{MODEL_NAME}:predict", data=body, timeout=30) as rest:
+        text = rest.read()
+    by_rest = np.asarray(json.loads(text)["predictions"], dtype=np.float32)
+    assert np.isnan(by_grpc).all()  # the NaN pixel spreads to every probability
+    np.testing.assert_array_equal(by_rest, by_grpc)
+    assert b"NaN" in text and b"null" not in text  # json_tensor.cc WriteDecimal's spelling, not JSON's null
 
 
 def test_grpc_requests_are_counted(server: RunningServer, prediction: prediction_service_pb2_grpc.PredictionServiceStub) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
+import tracemalloc
 from collections.abc import Mapping
 
 import numpy as np
 import orjson
 import pytest
 
+from serving.jsonarray import GENERAL_PARSE_MAX_BYTES, NumericArray
 from serving.status import Code, RequestError
 from serving.tensors import (
     DType,
@@ -27,6 +30,8 @@ SIGNATURES: dict[str, dict[str, TensorSpec]] = {
     "serving_default": {"input_image": IMAGE},
     "serving_preprocess": {"bytes_inputs": BYTES},
     "two": {"a": TensorSpec("a", DType.DT_INT32, (-1, 2)), "b": TensorSpec("b", DType.DT_FLOAT, (-1,))},
+    "bytes": {"k": TensorSpec("k", DType.DT_UINT8, (-1, 2))},
+    "flags": {"f": TensorSpec("f", DType.DT_BOOL, (-1,))},
 }
 
 
@@ -56,6 +61,7 @@ DECODE_CASES = [
      {"a": (np.int32, (2, 2)), "b": (np.float32, (2,))}),
     ({"signature_name": "two", "inputs": {"a": [[1, 2]], "b": [3], "ignored": 1}}, "two", "columnar",
      {"a": (np.int32, (1, 2)), "b": (np.float32, (1,))}),
+    ({"signature_name": "bytes", "instances": [[0, 255], [7, 8]]}, "bytes", "row", {"k": (np.uint8, (2, 2))}),
 ]
 
 
@@ -110,6 +116,15 @@ ERROR_CASES = [
     (b'{"signature_name": "two", "inputs": {"a": [[1, 2]]}}', Code.INVALID_ARGUMENT, "Missing named input: b"),
     (b'{"signature_name": "two", "inputs": {"a": [[1.5, 2]], "b": [1]}}', Code.INVALID_ARGUMENT, "expecting integers"),
     (b'{"signature_name": "two", "inputs": {"a": [[1, 2]], "b": ["x"]}}', Code.INVALID_ARGUMENT, "is not of expected type: float"),
+    # a plain numeric array, refused from its shape and the number syntax alone
+    (b'{"signature_name": "bytes", "instances": [[1, 300]]}', Code.INVALID_ARGUMENT, "k: values must lie in [0, 255] for a uint8 input"),
+    (b'{"signature_name": "bytes", "instances": [[1, 2.5e0]]}', Code.INVALID_ARGUMENT, "got decimals (for example 2.5e0)"),
+    (b'{"signature_name": "bytes", "instances": [[1, 2, 3]]}', Code.INVALID_ARGUMENT, "expects shape [-1,2] (-1: any size) but got [1,3]"),
+    (b'{"signature_name": "flags", "instances": [1, 0]}', Code.INVALID_ARGUMENT, "expecting true/false values"),
+    (b'{"signature_name": "serving_preprocess", "inputs": [1, 2]}', Code.INVALID_ARGUMENT, "expecting strings"),
+    (b'{"instances": [[[[1, 2, 3]]]], "signature_name": 7}', Code.INVALID_ARGUMENT, "must be a string"),
+    (b'{"instances": [[[[1, 2, 3]]]]} x', Code.INVALID_ARGUMENT, "JSON Parse error"),
+    (b'{"instances": [[[[NaN, 2, 3]]]', Code.INVALID_ARGUMENT, "JSON Parse error"),
 ]
 
 
@@ -201,3 +216,67 @@ def test_tensor_proto_with_repeated_values_and_bad_content() -> None:
     bad.tensor_content = bad.tensor_content[:-4]
     with pytest.raises(RequestError, match="tensor_content has 12 bytes"):
         tensor_proto_to_ndarray(bad)
+
+
+def test_nan_and_infinity_are_numbers_as_tf_serving_reads_them() -> None:
+    """rapidjson's kParseNanAndInfFlag (json_tensor.cc ParseJson): on the fast and the general path."""
+    fast = decode_json_request(b'{"instances": [[[[NaN, Infinity, -Infinity]]]]}', lookup)
+    general = decode_json_request(b'{"instances": [{"input_image": [[[NaN, Infinity, -Infinity]]]}]}', lookup)
+    for request in (fast, general):
+        values = request.inputs["input_image"].reshape(-1)
+        assert values.dtype == np.float32
+        assert np.isnan(values[0]) and values[1] == np.inf and values[2] == -np.inf
+
+
+def test_encodes_non_finite_outputs_as_tf_serving_writes_them() -> None:
+    """json_tensor.cc WriteDecimal writes NaN, Infinity and -Infinity (orjson alone writes null)."""
+    p = np.array([[0.5, np.nan], [np.inf, -np.inf]], np.float32)
+    assert encode_json_response({"p": p}, "row") == b'{"predictions":[[0.5,NaN],[Infinity,-Infinity]]}'
+    assert encode_json_response({"p": p}, "columnar") == b'{"outputs":[[0.5,NaN],[Infinity,-Infinity]]}'
+    rows = encode_json_response({"p": p, "k": np.array([1, 2])}, "row")
+    assert rows == b'{"predictions":[{"p":[0.5,NaN],"k":1},{"p":[Infinity,-Infinity],"k":2}]}'
+    scalar = encode_json_response({"s": np.array(np.nan, np.float64)}, "columnar")
+    assert scalar == b'{"outputs":NaN}'
+    assert json.loads(rows)["predictions"][1]["p"] == [float("inf"), float("-inf")]  # what clients parse
+
+
+def test_wrong_shape_is_refused_before_any_value_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(self: NumericArray, dtype: object = None) -> None:
+        raise AssertionError("values parsed for a body of the wrong shape")
+
+    monkeypatch.setattr(NumericArray, "values", never)
+    with pytest.raises(RequestError, match=r"expects shape \[-1,-1,-1,3\] \(-1: any size\) but got \[5\]"):
+        decode_json_request(b'{"instances": [0, 1, 2, 3, 4]}', lookup)
+
+
+def test_a_large_malformed_array_is_refused_without_building_it() -> None:
+    zeros = b",".join([b"0"] * (GENERAL_PARSE_MAX_BYTES // 2 + 1))
+    with pytest.raises(RequestError) as caught:
+        decode_json_request(b'{"instances": [[' + zeros + b"], [0]]}", lookup)
+    assert caught.value.code is Code.INVALID_ARGUMENT
+    assert "not a rectangular array of JSON numbers" in caught.value.message
+
+
+def peak_bytes(body: bytes) -> tuple[int, object]:
+    tracemalloc.start()
+    try:
+        try:
+            result: object = decode_json_request(body, lookup)
+        except RequestError as error:
+            result = error
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_stays_a_few_times_the_body() -> None:
+    """A numeric body is parsed without one Python object per number (which cost ~25x the body)."""
+    wrong = b'{"instances": [' + b",".join([b"0"] * (4 << 20)) + b"]}"  # 8 MiB, the wrong rank
+    peak, result = peak_bytes(wrong)
+    assert isinstance(result, RequestError) and "but got [4194304]" in result.message
+    assert peak < 4 * len(wrong), f"peak {peak / len(wrong):.1f}x the body"
+    row = b"[" + b",".join([b"[0,0,0]"] * 512) + b"]"
+    valid = b'{"instances": [[' + b",".join([row] * 512) + b"]]}"  # 4 MiB; float32 values take 3 MiB
+    peak, result = peak_bytes(valid)
+    assert not isinstance(result, RequestError), result
+    assert peak < 5 * len(valid), f"peak {peak / len(valid):.1f}x the body"
