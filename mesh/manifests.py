@@ -7,6 +7,12 @@ a batch. ``apply`` merges a batch into the current set (create or replace, by
 identity) and ``validate_set`` checks the cross-references of a whole set.
 Everything here is pure but for reading the files.
 
+YAML is read strictly by :func:`~mesh.manifest_yaml.load_yaml_documents`
+(re-exported here, and meant for any other YAML the tool reads): duplicate
+keys are errors, dates stay strings, anchors and aliases are refused, and a
+file holds at most :data:`MAX_MANIFEST_BYTES` bytes and
+:data:`MAX_MANIFEST_DOCUMENTS` documents.
+
 Both readers take a ``target`` (:class:`~mesh.manifest_fields.Target`): the
 local mesh (the default, refusing whatever it does not implement) or a
 cluster (accepting whatever Kubernetes and Istio define, and any other kind as
@@ -20,11 +26,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, overload
 
-import yaml
-
 from canary.errors import ManifestError
 from mesh.manifest_fields import Node, Target, Where
 from mesh.manifest_refs import validate_set
+from mesh.manifest_yaml import (
+    MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_DOCUMENTS,
+    load_yaml_documents,
+    read_yaml_file,
+)
 from mesh.manifests_istio import parse_destination_rule, parse_gateway
 from mesh.manifests_k8s import (
     check_dns_label,
@@ -41,11 +51,14 @@ __all__ = [
     "CLUSTER_SCOPED_KINDS",
     "KIND_ORDER",
     "MANIFEST_SUFFIXES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_MANIFEST_DOCUMENTS",
     "SUPPORTED_KINDS",
     "Target",
     "apply",
     "kind_rank",
     "load_manifests",
+    "load_yaml_documents",
     "manifest_files",
     "parse_objects",
     "read_documents",
@@ -193,7 +206,7 @@ def load_manifests(
     """
     docs: list[tuple[str, object]] = []
     for path in manifest_files(paths):
-        docs.extend((str(path), doc) for doc in _read_yaml(path))
+        docs.extend((str(path), doc) for doc in read_yaml_file(path))
     return parse_objects(docs, target=target)
 
 
@@ -217,59 +230,11 @@ def manifest_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
-# libyaml's parser when it is there: several times faster than the pure-Python one.
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _StrictLoader(_SafeLoader):  # type: ignore[misc, valid-type]
-    """YAML as Kubernetes reads it: duplicate keys are errors, dates stay strings."""
-
-
-_StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_mapping(
-    loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False
-) -> dict[object, object]:
-    loader.flatten_mapping(node)
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if not isinstance(key, str | int | float | bool):
-            continue
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"mapping key {key!r} appears twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _read_yaml(path: Path) -> list[object]:
-    """Every document of the file; empty ones as None, so that documents keep their numbers."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(str(path), "", "", f"cannot read: {error}") from error
-    try:
-        return list(yaml.load_all(text, Loader=_StrictLoader))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ManifestError(str(path), "", "", f"invalid YAML: {where}{problem}") from error
-
-
 def read_documents(path: Path) -> list[object]:
     """Every YAML document of a manifest file, read as :func:`load_manifests` reads it (strict:
-    no duplicate keys, bounded aliases); :class:`ManifestError` naming the file otherwise."""
-    return _read_yaml(Path(path))
+    no duplicate keys, no anchors or aliases, bounded size); :class:`ManifestError` naming the
+    file otherwise."""
+    return read_yaml_file(Path(path))
 
 
 # --- documents → objects ---------------------------------------------------------------

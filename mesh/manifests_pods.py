@@ -7,6 +7,12 @@ change what a pod runs or serves and that the local mesh does not reproduce
 the local target and accepted, unmodelled, for the cluster target (see
 :class:`~mesh.manifest_fields.Target`): the model then holds what the local
 mesh would run, the raw document everything the cluster gets.
+
+For the local target, what a pod may reach is confined too (see
+:mod:`mesh.pod_confinement`): env names that change how the local mesh runs its
+processes are refused, and mount and hostPath paths must be absolute without
+``..``; :func:`mesh.pods.plan_pods` checks the rest (hostPaths inside the model
+store, the server's path flags under the container's mounts).
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ from mesh.model import (
     Probe,
     Volume,
     VolumeMount,
+)
+from mesh.pod_confinement import (
+    env_name_problem,
+    env_prefix_problem,
+    host_path_shape_problem,
+    mount_path_problem,
 )
 
 __all__ = ["parse_deployment"]
@@ -238,7 +250,11 @@ def _volume(item: Node) -> tuple[str, Volume | None]:
         reference = source.req("claimName").as_str()
     elif kind == "hostPath" and source is not None:
         source.only({"path", "type"})
-        reference = source.req("path").as_str()
+        path = source.req("path")
+        reference = path.as_str()
+        problem = host_path_shape_problem(reference)  # plan_pods checks it against the store
+        if problem:
+            path.refuse_locally(problem)
     elif kind == "configMap" and source is not None:
         source.only(
             {"name", "optional"},
@@ -338,6 +354,9 @@ def _env(node: Node | None) -> tuple[EnvVar, ...]:
         name = name_node.as_str()
         if not _ENV_NAME.match(name):
             name_node.fail(f"invalid environment variable name {name!r}")
+        problem = env_name_problem(name)
+        if problem:
+            name_node.refuse_locally(problem)
         value, value_from = item.get("value"), item.get("valueFrom")
         if value_from is None:
             out.append(EnvVar(name=name, value=value.as_str(empty=True) if value else ""))
@@ -383,6 +402,9 @@ def _env_from(node: Node | None) -> tuple[EnvFromSource, ...]:
         ref = item.req("configMapRef")
         ref.only({"name", "optional"})
         prefix, optional = item.get("prefix"), ref.get("optional")
+        problem = env_prefix_problem(prefix.as_str(empty=True)) if prefix else ""
+        if prefix and problem:
+            prefix.refuse_locally(problem)
         out.append(
             EnvFromSource(
                 config_map=ref.req("name").as_str(),
@@ -464,10 +486,14 @@ def _volume_mounts(node: Node | None, volume_names: set[str]) -> tuple[VolumeMou
         if name not in volume_names:
             name_node.fail(f"no volume named {name!r} in spec.template.spec.volumes")
         read_only, sub_path = item.get("readOnly"), item.get("subPath")
+        mount_path = item.req("mountPath")
+        problem = mount_path_problem(mount_path.as_str())
+        if problem:
+            mount_path.refuse_locally(problem)
         out.append(
             VolumeMount(
                 name=name,
-                mount_path=item.req("mountPath").as_str(),
+                mount_path=mount_path.as_str(),
                 read_only=read_only.as_bool() if read_only else False,
                 sub_path=sub_path.as_str(empty=True) if sub_path else "",
             )

@@ -4,8 +4,14 @@
 server's argv (the image's entrypoint followed by the container's own
 ``args``), its environment (``envFrom`` then ``env``, with ``$(VAR)``
 expanded as the kubelet does), the volume mounts and the container ports. It
-performs no I/O: the local backend decides host ports, starts and watches the
-processes.
+performs no I/O (but for resolving hostPaths against the model store): the
+local backend decides host ports, starts and watches the processes.
+
+It is also the last check before a pod starts: what is known only with the
+whole set (the keys an envFrom ConfigMap sets, the server's flags once
+``$(VAR)`` is expanded) and with the model store is confined here, as
+:mod:`mesh.pod_confinement` says, raising :class:`ManifestError` naming the
+file, the Deployment and the field.
 """
 
 from __future__ import annotations
@@ -14,11 +20,21 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
 from canary.errors import ManifestError, MeshError
 from mesh.model import ConfigMap, Container, Deployment, MeshObject, Probe, Volume
+from mesh.pod_confinement import (
+    MAPPED_PATH_FLAGS,
+    REFUSED_SERVER_FLAGS,
+    container_path_problem,
+    env_name_problem,
+    host_path_problem,
+    path_flag_values,
+    surely_given_after,
+)
 
 __all__ = [
     "SUPPORTED_IMAGES",
@@ -37,6 +53,7 @@ _IMAGE_ENV = {"MODEL_NAME": "model", "MODEL_BASE_PATH": "/models"}
 _SERVER_BINARIES = ("tensorflow_model_server", "/usr/bin/tensorflow_model_server")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+_CONTAINER = "spec.template.spec.containers[0]"  # plan_pods runs pods of one container only
 
 
 @dataclass(frozen=True)
@@ -78,7 +95,7 @@ def _container_env(
     """envFrom first, then env in order (later entries see earlier ones)."""
     ns = deployment.ref.namespace
     env: dict[str, str] = {}
-    for source in container.env_from:
+    for position, source in enumerate(container.env_from):
         cm = config_maps.get((ns, source.config_map))
         if cm is None:
             if source.optional:
@@ -90,9 +107,23 @@ def _container_env(
             )
         for key, value in cm.data.items():
             name = source.prefix + key
-            if _ENV_NAME.match(name):  # the kubelet skips invalid names
-                env[name] = value
-    for var in container.env:
+            if not _ENV_NAME.match(name):  # the kubelet skips invalid names
+                continue
+            problem = env_name_problem(name)
+            if problem:
+                raise ManifestError(
+                    deployment.source,
+                    str(deployment.ref),
+                    f"{_CONTAINER}.envFrom[{position}]",
+                    f"ConfigMap {ns}/{source.config_map} has the key {key!r}: {problem}",
+                )
+            env[name] = value
+    for position, var in enumerate(container.env):
+        problem = env_name_problem(var.name)  # refused when parsed too: this is the last check
+        if problem:
+            raise ManifestError(
+                deployment.source, str(deployment.ref), f"{_CONTAINER}.env[{position}].name", problem
+            )
         if var.value is not None:
             env[var.name] = expand_vars(var.value, env)
         elif var.config_map is not None:
@@ -118,12 +149,16 @@ def _image_name(image: str) -> str:
     return name
 
 
-def _server_args(deployment: Deployment, container: Container, env: Mapping[str, str]) -> tuple[str, ...]:
+def _server_args(
+    deployment: Deployment, container: Container, env: Mapping[str, str]
+) -> tuple[list[str], list[str], int]:
+    """The server's argv, the field each argument comes from, and where the container's own
+    arguments start (before them: the image entrypoint's defaults, or the command's)."""
     if _image_name(container.image) not in SUPPORTED_IMAGES:
         raise ManifestError(
             deployment.source,
             str(deployment.ref),
-            f"spec.template.spec.containers[{container.name}].image",
+            f"{_CONTAINER}.image",
             f"the local mesh runs only the tensorflow/serving image, not {container.image!r}; "
             "use --backend kube for other images",
         )
@@ -133,10 +168,12 @@ def _server_args(deployment: Deployment, container: Container, env: Mapping[str,
             raise ManifestError(
                 deployment.source,
                 str(deployment.ref),
-                f"spec.template.spec.containers[{container.name}].command",
+                f"{_CONTAINER}.command",
                 f"the local mesh can run tensorflow_model_server only, not {container.command[0]!r}",
             )
         argv = [expand_vars(a, env) for a in container.command[1:]]
+        fields = [f"{_CONTAINER}.command[{i}]" for i in range(1, len(container.command))]
+        own = 0
     else:
         argv = [
             "--port=8500",
@@ -144,8 +181,49 @@ def _server_args(deployment: Deployment, container: Container, env: Mapping[str,
             f"--model_name={image_env['MODEL_NAME']}",
             f"--model_base_path={image_env['MODEL_BASE_PATH']}/{image_env['MODEL_NAME']}",
         ]
+        fields = [f"{_CONTAINER}.env"] * len(argv)  # the entrypoint's, from MODEL_* variables
+        own = len(argv)
     argv += [expand_vars(a, env) for a in container.args]
-    return tuple(argv)
+    fields += [f"{_CONTAINER}.args[{i}]" for i in range(len(container.args))]
+    return argv, fields, own
+
+
+def _check_server_paths(
+    deployment: Deployment, container: Container, argv: list[str], fields: list[str], own: int
+) -> None:
+    """Every path the server's flags can name lies under one of the container's mounts
+    (and so in its volume map); a flag the local mesh cannot confine is refused."""
+    mount_paths = [m.mount_path for m in container.volume_mounts]
+    for index, flag, value in path_flag_values(argv, (*MAPPED_PATH_FLAGS, *REFUSED_SERVER_FLAGS)):
+        if index < own and surely_given_after(argv, flag, own):
+            continue  # the entrypoint's default, replaced by the container's own args
+        if flag in REFUSED_SERVER_FLAGS:
+            problem = f"not supported on the local mesh: {REFUSED_SERVER_FLAGS[flag]}" if value else ""
+        else:
+            problem = container_path_problem(value, mount_paths)
+        if problem:
+            given = (
+                "the image's entrypoint gives --model_base_path=$(MODEL_BASE_PATH)/$(MODEL_NAME)"
+                if index < own and not container.command
+                else f"--{flag}"
+            )
+            raise ManifestError(
+                deployment.source, str(deployment.ref), fields[index], f"{given}: {problem}"
+            )
+
+
+def _check_host_paths(deployment: Deployment, store: Path | None) -> None:
+    for position, volume in enumerate(deployment.volumes):
+        if volume.kind != "hostPath":
+            continue
+        problem = host_path_problem(volume.reference, store)
+        if problem:
+            raise ManifestError(
+                deployment.source,
+                str(deployment.ref),
+                f"spec.template.spec.volumes[{position}].hostPath.path",
+                problem,
+            )
 
 
 def listening_ports(server_args: Sequence[str]) -> tuple[int, int]:
@@ -175,8 +253,14 @@ def _template_hash(deployment: Deployment) -> str:
     return hashlib.sha256(canonical).hexdigest()[:10]
 
 
-def plan_pods(objects: Sequence[MeshObject]) -> list[PodPlan]:
-    """Every pod the Deployments in ``objects`` ask for, sorted by namespace and name."""
+def plan_pods(objects: Sequence[MeshObject], *, store: Path | None = None) -> list[PodPlan]:
+    """Every pod the Deployments in ``objects`` ask for, sorted by namespace and name.
+
+    Raises :class:`ManifestError` for what a local pod may not do (see
+    :mod:`mesh.pod_confinement`): a reserved name set through envFrom, a server path
+    outside the container's mounts, a hostPath volume outside the model ``store``
+    (every hostPath when the store is not given).
+    """
     config_maps = {(o.ref.namespace, o.ref.name): o for o in objects if isinstance(o, ConfigMap)}
     pods: list[PodPlan] = []
     for deployment in (o for o in objects if isinstance(o, Deployment)):
@@ -190,9 +274,7 @@ def plan_pods(objects: Sequence[MeshObject]) -> list[PodPlan]:
             )
         container = deployment.containers[0]
         env = _container_env(deployment, container, config_maps)
-        args = _server_args(deployment, container, env)
-        template_hash = _template_hash(deployment)
-        ports = {(p.name or str(p.container_port)): p.container_port for p in container.ports}
+        argv, fields, own = _server_args(deployment, container, env)
         volumes = {v.name: v for v in deployment.volumes}
         mounts: dict[str, Volume] = {}
         for mount in container.volume_mounts:
@@ -200,10 +282,15 @@ def plan_pods(objects: Sequence[MeshObject]) -> list[PodPlan]:
                 raise ManifestError(
                     deployment.source,
                     str(deployment.ref),
-                    f"spec.template.spec.containers[{container.name}].volumeMounts",
+                    f"{_CONTAINER}.volumeMounts",
                     f"volume {mount.name!r} is mounted but not declared in spec.template.spec.volumes",
                 )
             mounts[mount.mount_path] = volumes[mount.name]
+        _check_host_paths(deployment, store)
+        _check_server_paths(deployment, container, argv, fields, own)
+        args = tuple(argv)
+        template_hash = _template_hash(deployment)
+        ports = {(p.name or str(p.container_port)): p.container_port for p in container.ports}
         for index in range(deployment.replicas):
             pods.append(
                 PodPlan(

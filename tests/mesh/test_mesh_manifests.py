@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from canary.errors import ManifestError
-from mesh.manifests import KIND_ORDER, apply, load_manifests, validate_set
+from mesh.manifests import (
+    KIND_ORDER,
+    MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_DOCUMENTS,
+    apply,
+    load_manifests,
+    load_yaml_documents,
+    read_documents,
+    validate_set,
+)
 from mesh.model import ConfigMap, DestinationRule, HTTPRouteDestination, Service, VirtualService
 from tests.mesh.docs import DELETE, edit, manifest, parse, write
 from tests.mesh.scenarios import MANIFESTS, base_objects
@@ -85,6 +95,74 @@ def test_yaml_errors_say_where(tmp_path: Path, text: str, fragment: str) -> None
         load_manifests([path])
     assert caught.value.file == str(path)
     assert fragment in caught.value.message
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A valid walkthrough Deployment with a "billion laughs" under status: (10**levels values
+    once expanded), under 2 kB."""
+    lines = [(MANIFESTS / "base" / "deployment-resnet50.yaml").read_text().rstrip(), "status:"]
+    lines.append('  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]')
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path / "bomb.yaml", _alias_bomb())
+    started = time.perf_counter()
+    with pytest.raises(ManifestError) as caught:
+        load_manifests([path])
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, f"took {elapsed:.3f} s"
+    assert (caught.value.file, caught.value.obj, caught.value.field) == (str(path), "", "")
+    line = _alias_bomb().splitlines().index("status:") + 2
+    assert caught.value.message.startswith(f"invalid YAML: line {line}, column 7: the anchor &l0: ")
+    assert "anchors and aliases are not accepted" in caught.value.message
+    with pytest.raises(ManifestError, match="anchors and aliases"):
+        read_documents(path)  # what rollout reads a VirtualService with
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a: &x 1\n", "line 1, column 4: the anchor &x:"),  # an anchor alone, unused
+        ("a: 1\nb: *x\n", "line 2, column 4: the alias *x:"),  # an alias to nothing
+        ("base: &b {k: v}\nother:\n  <<: *b\n", "line 1, column 7: the anchor &b:"),  # merge key
+    ],
+)
+def test_anchors_and_aliases_are_refused(text: str, fragment: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_yaml_documents(text, "kubeconfig")
+    assert caught.value.file == "kubeconfig"
+    assert caught.value.message.startswith(f"invalid YAML: {fragment} YAML anchors and aliases")
+
+
+def test_anchor_and_alias_characters_in_values_are_fine() -> None:
+    text = 'hosts: ["*"]\nregex: "a&b*c"\nplain: a&b\n'
+    assert load_yaml_documents(text, "s") == [{"hosts": ["*"], "regex": "a&b*c", "plain": "a&b"}]
+
+
+def test_a_manifest_file_is_bounded_in_size_and_documents(tmp_path: Path) -> None:
+    namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n"
+    big = write(tmp_path / "big.yaml", namespace + "#" * MAX_MANIFEST_BYTES + "\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifests([big])
+    assert caught.value.file == str(big)
+    assert "larger than 1024 KiB (1048576 bytes)" in caught.value.message
+    assert "split it into several files" in caught.value.message
+    with pytest.raises(ManifestError, match="larger than 1024 KiB"):
+        load_yaml_documents("é" * (MAX_MANIFEST_BYTES // 2 + 1), "s")  # counted as UTF-8 bytes
+    many = write(tmp_path / "many.yaml", "---\n" * (MAX_MANIFEST_DOCUMENTS + 1) + namespace)
+    with pytest.raises(ManifestError) as caught:
+        load_manifests([many])
+    assert caught.value.file == str(many)
+    assert f"more than {MAX_MANIFEST_DOCUMENTS} YAML documents" in caught.value.message
+    at_bound = write(tmp_path / "ok.yaml", "---\n" * MAX_MANIFEST_DOCUMENTS + namespace)
+    assert [o.ref.name for o in load_manifests([at_bound])] == ["a"]
+
+
+def test_the_repository_manifests_use_no_anchors_or_aliases() -> None:
+    for path in sorted(MANIFESTS.rglob("*.yaml")):
+        read_documents(path)  # raises on an anchor or alias
 
 
 def test_missing_paths_and_empty_directories_are_errors(tmp_path: Path) -> None:

@@ -41,7 +41,12 @@ def _cm(name: str, data: dict[str, str]) -> ConfigMap:
     return ConfigMap(ref=ObjectRef("ConfigMap", "ns", name), source="cm.yaml", raw={}, data=data)
 
 
-def _deployment(container: Container, replicas: int = 1, volumes: tuple[Volume, ...] = ()) -> Deployment:
+MODELS = Volume("models", "persistentVolumeClaim", "model-store")
+
+
+def _deployment(
+    container: Container, replicas: int = 1, volumes: tuple[Volume, ...] = (MODELS,)
+) -> Deployment:
     return Deployment(
         ref=ObjectRef("Deployment", "ns", "web"),
         source="d.yaml",
@@ -62,6 +67,7 @@ def _container(**kw: object) -> Container:
         "args": ("--model_name=$(MODEL_NAME)", "--model_base_path=$(MODEL_PATH)"),
         "env_from": (EnvFromSource("cfg"),),
         "ports": (ContainerPort(8501, "http"), ContainerPort(8500, "grpc")),
+        "volume_mounts": (VolumeMount("models", "/models"),),
     }
     base.update(kw)
     return Container(**base)  # type: ignore[arg-type]
@@ -84,16 +90,16 @@ def test_entrypoint_then_args_with_configmap_env() -> None:
 
 
 def test_env_overrides_env_from_and_sees_earlier_values() -> None:
-    cm = _cm("cfg", {"MODEL_NAME": "from-cm", "MODEL_PATH": "/p"})
+    cm = _cm("cfg", {"MODEL_NAME": "from-cm", "MODEL_PATH": "/models/p"})
     container = _container(env=(EnvVar("MODEL_NAME", value="x-$(MODEL_PATH)"),))
     [pod] = plan_pods([cm, _deployment(container)])
-    assert pod.env["MODEL_NAME"] == "x-/p"
-    assert pod.server_args[-2] == "--model_name=x-/p"
+    assert pod.env["MODEL_NAME"] == "x-/models/p"
+    assert pod.server_args[-2] == "--model_name=x-/models/p"
 
 
 def test_replicas_and_the_pod_template_hash() -> None:
-    cm_a = _cm("cfg", {"MODEL_NAME": "a", "MODEL_PATH": "/a"})
-    cm_b = _cm("cfg", {"MODEL_NAME": "b", "MODEL_PATH": "/a"})
+    cm_a = _cm("cfg", {"MODEL_NAME": "a", "MODEL_PATH": "/models/a"})
+    cm_b = _cm("cfg", {"MODEL_NAME": "b", "MODEL_PATH": "/models/a"})
     d = _deployment(_container(), replicas=2)
     pods_a = plan_pods([cm_a, d])
     assert [p.name.rsplit("-", 1)[1] for p in pods_a] == ["0", "1"]
@@ -110,7 +116,11 @@ def test_missing_configmap_is_a_clear_error() -> None:
 
 
 def test_optional_missing_configmap_is_fine() -> None:
-    [pod] = plan_pods([_deployment(_container(env_from=(EnvFromSource("cfg", optional=True),)))])
+    container = _container(
+        env_from=(EnvFromSource("cfg", optional=True),),
+        args=("--model_name=$(MODEL_NAME)", "--model_base_path=/models/m"),
+    )
+    [pod] = plan_pods([_deployment(container)])
     assert pod.server_args[-2] == "--model_name=$(MODEL_NAME)"
 
 
@@ -131,10 +141,8 @@ def test_what_the_local_mesh_cannot_run_names_the_field(container: Container, fi
 
 
 def test_mounts_resolve_to_volumes() -> None:
-    volume = Volume("models", "persistentVolumeClaim", "model-store")
-    container = _container(volume_mounts=(VolumeMount("models", "/models"),))
-    [pod] = plan_pods([_cm("cfg", {}), _deployment(container, volumes=(volume,))])
-    assert pod.mounts == {"/models": volume}
+    [pod] = plan_pods([_cm("cfg", {"MODEL_PATH": "/models/m"}), _deployment(_container())])
+    assert pod.mounts == {"/models": MODELS}
 
 
 @pytest.mark.parametrize(

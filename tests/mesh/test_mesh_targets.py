@@ -205,6 +205,16 @@ LOCAL_ONLY: list[tuple[str, str, object, str]] = [
         {"name": "models", "secret": {"secretName": "models"}},
         "spec.template.spec.volumes[0].secret",
     ),
+    # what a local pod may reach (a cluster's containers have their own files and env)
+    (DEP_FILE, f"{CONTAINER}.env", [{"name": "PYTHONPATH", "value": "/app"}], f"{CONTAINER}.env[0].name"),
+    (DEP_FILE, f"{CONTAINER}.envFrom[0].prefix", "CANARY_", f"{CONTAINER}.envFrom[0].prefix"),
+    (
+        DEP_FILE,
+        "spec.template.spec.volumes[0]",
+        {"name": "models", "hostPath": {"path": "models"}},
+        "spec.template.spec.volumes[0].hostPath.path",
+    ),
+    (DEP_FILE, f"{CONTAINER}.volumeMounts[0].mountPath", "models", f"{CONTAINER}.volumeMounts[0].mountPath"),
     # --- ConfigMap, metadata
     (CM_FILE, "binaryData", {"weights": "AAEC"}, "binaryData"),
     (SVC_FILE, "metadata.generateName", "image-classifier-", "metadata.generateName"),
