@@ -12,7 +12,14 @@ API server accepts all of them are they applied for real, in dependency order
 Deployments are then watched until their rollout completes.
 
 The API is the official ``kubernetes`` client's dynamic client, over HTTP
-(tests run it against a fake API server on loopback).
+(tests run it against a fake API server on loopback), bounded in time
+(:mod:`mesh.kube_client`), on a kubeconfig read strictly
+(:mod:`mesh.kubeconfig`). Whatever the client raises is caught here and said
+in one line (:mod:`mesh.kube_errors`): an unreachable server, a refused
+credential (401), a TLS failure or a failing server (5xx) is a MeshError naming
+the server and the context; a refusal of an object in the dry run (invalid,
+forbidden ...) is a ManifestError naming its file and the object. No
+credential of the kubeconfig is ever in a message.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from canary.errors import ManifestError, MeshError
+from mesh.kube_errors import Call, ClusterProblem, api_message
+from mesh.kubeconfig import ClusterTarget
 from mesh.manifest_fields import Target
 from mesh.manifests import kind_rank, load_manifests, validate_set
 from mesh.model import Deployment, ManifestObject, ObjectRef, OtherObject
@@ -35,10 +44,17 @@ FIELD_MANAGER = "canary"
 
 
 class DynamicApi(Protocol):
-    """The part of ``kubernetes.dynamic.DynamicClient`` this backend uses."""
+    """The part of ``kubernetes.dynamic.DynamicClient`` this backend uses, and what
+    :class:`~mesh.kube_client.ClusterClient` adds: the cluster it talks to, and what an
+    exception of the client means (:func:`~mesh.kube_errors.cluster_problem`)."""
 
     @property
     def resources(self) -> Any: ...
+
+    @property
+    def target(self) -> ClusterTarget: ...
+
+    def problem(self, exc: BaseException, call: Call) -> ClusterProblem | None: ...
 
     def server_side_apply(
         self,
@@ -66,63 +82,42 @@ def connect(
     *,
     config_file: str | os.PathLike[str] | None = None,
     discovery_cache: str | os.PathLike[str] | None = None,
+    connect_timeout: float | None = None,
+    read_timeout: float | None = None,
 ) -> DynamicApi:
     """A dynamic client for the cluster of the kubeconfig's current (or the given) context.
 
     The kubeconfig is ``config_file``, else ``$KUBECONFIG`` as it is now (a
-    list of files, as kubectl reads it), else ``~/.kube/config``; when none
-    exists, the in-cluster service account. ``discovery_cache`` is the file the
-    client keeps the API server's discovery in (default: the client's own, in
-    the temporary directory, named after the server's URL).
+    list of files, as kubectl reads it), else ``~/.kube/config``, read strictly
+    (no YAML aliases) by :mod:`mesh.kubeconfig`; when none exists and no context
+    is asked for, the in-cluster service account. ``discovery_cache`` is the
+    file the client keeps the API server's discovery in (default: the client's
+    own, in the temporary directory, named after the server's URL). Requests
+    time out (``connect_timeout``, ``read_timeout``; defaults in
+    :mod:`mesh.kube_client`). MeshError, one line naming the context and the
+    server, when the kubeconfig or the context is missing or unusable or the API
+    server cannot be reached, refuses the credentials or fails.
     """
-    from kubernetes import client, config, dynamic
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
-    from urllib3.exceptions import HTTPError
+    from mesh.kube_client import open_cluster
 
-    configuration = client.Configuration()
-    if config_file is not None:
-        path = os.fspath(config_file)
-    else:
-        path = os.environ.get("KUBECONFIG") or "~/.kube/config"
-    found = [p for p in path.split(os.pathsep) if p and Path(p).expanduser().exists()]
-    try:
-        if found or config_file is not None:
-            config.load_kube_config(
-                config_file=path, context=context, client_configuration=configuration
-            )
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-    except ConfigException as exc:
-        if found or config_file is not None:
-            raise MeshError(f"cannot use the kubeconfig {path}: {exc}") from exc
-        raise MeshError(
-            "no Kubernetes cluster configured: set KUBECONFIG or ~/.kube/config "
-            "(and --context), or use the local mesh (the default backend)"
-        ) from exc
-    cache = os.fspath(discovery_cache) if discovery_cache is not None else None
-    try:
-        api: DynamicApi = dynamic.DynamicClient(client.ApiClient(configuration), cache_file=cache)
-    except (ApiException, HTTPError, OSError) as exc:
-        raise MeshError(f"cannot reach the API server {configuration.host}: {exc}") from exc
-    return api
-
-
-def _api_message(exc: Exception) -> str:
-    """The API server's own reason, from an ApiException body when there is one."""
-    body = getattr(exc, "body", None)
-    if body:
-        try:
-            import orjson
-
-            return str(orjson.loads(body).get("message", body))
-        except (ValueError, AttributeError):
-            return str(body)
-    return str(exc)
+    return open_cluster(
+        context,
+        config_file=config_file,
+        discovery_cache=discovery_cache,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
 
 
 def _is_missing_namespace(exc: Exception) -> bool:
-    return getattr(exc, "status", None) == 404 and "namespaces" in _api_message(exc)
+    return getattr(exc, "status", None) == 404 and "namespaces" in api_message(exc)
+
+
+def _rbac_name(resource: Any) -> str:
+    """``deployments.apps``, ``services``: the resource as RBAC and ``kubectl auth can-i`` name it."""
+    plural = str(getattr(resource, "name", "") or "objects")
+    group = getattr(resource, "group", "")
+    return f"{plural}.{group}" if group else plural
 
 
 def _apply_order(obj: ManifestObject) -> tuple[int, ObjectRef]:
@@ -158,6 +153,20 @@ class KubeMesh:
                 f"the cluster serves no {obj.ref.kind} in {version} (is its "
                 "CustomResourceDefinition installed? Istio's?); nothing was applied",
             ) from exc
+        except Exception as exc:  # discovery asked the API server, and failed
+            raise self._failure(exc, Call("get", f"the API discovery of {version}")) from exc
+
+    def _call(self, obj: ManifestObject) -> Call:
+        """The server-side apply of ``obj``, as RBAC names it (a PATCH)."""
+        resource = self._resource(obj)  # discovered already: the client keeps it
+        namespaced = getattr(resource, "namespaced", True)
+        return Call("patch", _rbac_name(resource), obj.ref.namespace if namespaced else "")
+
+    def _failure(self, exc: BaseException, call: Call, prefix: str = "") -> MeshError:
+        """``exc`` as one line: what the cluster's problem is, or the API server's own words."""
+        problem = self.api.problem(exc, call)
+        said = problem.message if problem else self.api.target.redact(api_message(exc))
+        return MeshError(f"{prefix}{said}")
 
     def _apply(self, obj: ManifestObject, *, dry_run: bool) -> None:
         resource = self._resource(obj)
@@ -185,23 +194,22 @@ class KubeMesh:
                 self._apply(obj, dry_run=True)
             except ManifestError:
                 raise
+            except MeshError as error:
+                raise MeshError(f"{error}; nothing was applied") from error
             except Exception as exc:
                 if obj.ref.namespace in new_namespaces and _is_missing_namespace(exc):
                     continue  # its namespace is created by this same apply
-                raise ManifestError(
-                    obj.source,
-                    str(obj.ref),
-                    "",
-                    f"the API server rejects it: {_api_message(exc)}; nothing was applied",
-                ) from exc
+                raise self._dry_run_refusal(obj, exc) from exc
         applied: list[str] = []
         for obj in objects:
             try:
                 self._apply(obj, dry_run=False)
             except Exception as exc:
-                raise MeshError(
+                raise self._failure(
+                    exc,
+                    self._call(obj),
                     f"applying {obj.ref} failed after {len(applied)} object(s) were applied "
-                    f"({', '.join(applied) or 'none'}): {_api_message(exc)}"
+                    f"({', '.join(applied) or 'none'}): ",
                 ) from exc
             applied.append(str(obj.ref))
         deployments = [o for o in objects if isinstance(o, Deployment)]
@@ -209,14 +217,31 @@ class KubeMesh:
             self.wait_rolled_out(deployment, rollout_timeout)
         return KubeApplyResult(applied=applied, rolled_out=[str(d.ref) for d in deployments])
 
+    def _dry_run_refusal(self, obj: ManifestObject, exc: Exception) -> ManifestError | MeshError:
+        """The dry run of ``obj`` failed: the object's refusal (or a forbidden apply) names its
+        file and object; a cluster that cannot be reached or fails is a MeshError."""
+        problem = self.api.problem(exc, self._call(obj))
+        if problem is not None and problem.kind != "forbidden":
+            return MeshError(f"{problem.message}; nothing was applied")
+        said = problem.message if problem else (
+            f"the API server rejects it: {self.api.target.redact(api_message(exc))}"
+        )
+        return ManifestError(obj.source, str(obj.ref), "", f"{said}; nothing was applied")
+
     def wait_rolled_out(self, deployment: Deployment, timeout: float) -> None:
         """As ``kubectl rollout status``: the new ReplicaSet's pods are updated and available."""
-        resource = self.api.resources.get(api_version="apps/v1", kind="Deployment")
+        resource = self._resource(deployment)
+        call = Call("get", _rbac_name(resource), deployment.ref.namespace)
         deadline = self.clock() + timeout
         while True:
-            live = self.api.get(
-                resource, name=deployment.ref.name, namespace=deployment.ref.namespace
-            )
+            try:
+                live = self.api.get(
+                    resource, name=deployment.ref.name, namespace=deployment.ref.namespace
+                )
+            except Exception as exc:
+                raise self._failure(
+                    exc, call, f"applied, but watching {deployment.ref} roll out failed: "
+                ) from exc
             live = live.to_dict() if hasattr(live, "to_dict") else live
             spec, status = live["spec"], live.get("status") or {}
             want = spec.get("replicas", 1)

@@ -8,17 +8,25 @@ a dry run stores nothing) and GET of objects and collections. Deployments
 report themselves rolled out (or not: :attr:`FakeApiServer.rolled_out`). A
 namespaced object in a namespace that does not exist gets the API server's 404,
 and :meth:`FakeApiServer.reject` makes it refuse a named object with a
-Kubernetes ``Status`` body. Every request is recorded.
+Kubernetes ``Status`` body; :meth:`FakeApiServer.fail` answers every request
+of a method with an error status (403, 503 ...), and
+:attr:`FakeApiServer.required_token` answers 401 to any other bearer token.
+Every request is recorded.
 
-The server is a ``ThreadingHTTPServer`` on ``127.0.0.1``, port 0, in a thread;
-tests reach it through a kubeconfig (:meth:`FakeApiServer.write_kubeconfig`).
+The server is a ``ThreadingHTTPServer`` on ``127.0.0.1``, port 0, in a thread,
+over HTTPS when given a certificate (:func:`self_signed` makes one); tests
+reach it through a kubeconfig (:meth:`FakeApiServer.write_kubeconfig`).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
+import shutil
+import ssl
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterable
@@ -31,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-__all__ = ["RESOURCES", "ApiResource", "FakeApiServer", "Request"]
+__all__ = ["RESOURCES", "ApiResource", "FakeApiServer", "Request", "self_signed"]
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -187,11 +195,14 @@ class FakeApiServer:
         resources: Iterable[ApiResource] = RESOURCES,
         *,
         namespaces: Iterable[str] = BUILTIN_NAMESPACES,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.resources = tuple(resources)
         self.requests: list[Request] = []
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.rejections: dict[tuple[str, str], tuple[int, str, str]] = {}
+        self.failures: dict[str, tuple[int, str, str, bool | None]] = {}
+        self.required_token: str | None = None  # else any request is served
         self.rolled_out = True  # what Deployments report in their status
         self._lock = threading.Lock()
         self._versions = 0
@@ -199,6 +210,12 @@ class FakeApiServer:
             self.add_namespace(name)
         handler = type("Handler", (_Handler,), {"api": self})
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._scheme = "http"
+        if tls is not None:  # certificate and key files
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+            self._scheme = "https"
         self._http.daemon_threads = True
         self._thread = threading.Thread(
             target=self._http.serve_forever, args=(0.02,), name="fake-apiserver", daemon=True
@@ -210,7 +227,7 @@ class FakeApiServer:
     @property
     def url(self) -> str:
         host, port = self._http.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def start(self) -> None:
         self._thread.start()
@@ -224,13 +241,26 @@ class FakeApiServer:
         self._http.server_close()
         self._thread.join(timeout=5)
 
-    def write_kubeconfig(self, path: Path, context: str = "fake") -> Path:
-        """A kubeconfig whose ``context`` (also the current one) points at this server."""
+    def write_kubeconfig(
+        self,
+        path: Path,
+        context: str = "fake",
+        *,
+        server: str | None = None,
+        user: dict[str, Any] | None = None,
+        ca: Path | None = None,
+    ) -> Path:
+        """A kubeconfig whose ``context`` (also the current one) points at this server (or at
+        ``server``), its user entry ``fake-user`` being ``user`` (default: a token), trusting
+        the certificate in ``ca`` when given."""
+        cluster: dict[str, Any] = {"server": server or self.url}
+        if ca is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "fake-cluster", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake-user", "user": {"token": "fake-token"}}],
+            "clusters": [{"name": "fake-cluster", "cluster": cluster}],
+            "users": [{"name": "fake-user", "user": user or {"token": "fake-token"}}],
             "contexts": [
                 {"name": context, "context": {"cluster": "fake-cluster", "user": "fake-user"}}
             ],
@@ -244,6 +274,13 @@ class FakeApiServer:
     ) -> None:
         """Refuse every apply of ``kind/name`` (dry run or not) with a ``Status`` body."""
         self.rejections[(kind, name)] = (code, reason, message)
+
+    def fail(
+        self, method: str, code: int, reason: str, message: str, *, dry_run: bool | None = None
+    ) -> None:
+        """Answer every ``method`` request (``GET``, ``PATCH``) with ``code`` and a ``Status``;
+        only dry runs, or only real requests, when ``dry_run`` says so."""
+        self.failures[method] = (code, reason, message, dry_run)
 
     def add_namespace(self, name: str) -> None:
         self.objects[("", "namespaces", "", name)] = self._stored(
@@ -261,7 +298,9 @@ class FakeApiServer:
 
     # --- serving -------------------------------------------------------------------
 
-    def handle(self, method: str, target: str, content_type: str, raw: bytes) -> tuple[int, Any]:
+    def handle(
+        self, method: str, target: str, content_type: str, raw: bytes, authorization: str = ""
+    ) -> tuple[int, Any]:
         url = urlsplit(target)
         query = parse_qs(url.query)
         body: Any = None
@@ -272,6 +311,12 @@ class FakeApiServer:
                 body = raw.decode("utf-8", "replace")
         with self._lock:
             self.requests.append(Request(method, url.path, query, content_type, body))
+            if self.required_token is not None and authorization != f"Bearer {self.required_token}":
+                return 401, _status(401, "Unauthorized", "Unauthorized")
+            if method in self.failures:
+                code, reason, message, dry_run = self.failures[method]
+                if dry_run is None or dry_run == (query.get("dryRun") == ["All"]):
+                    return code, _status(code, reason, message)
             try:
                 return self._route(method, url.path, query, content_type, body)
             except _ApiError as error:
@@ -494,7 +539,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         code, body = self.api.handle(
-            self.command, self.path, self.headers.get("Content-Type", ""), raw
+            self.command,
+            self.path,
+            self.headers.get("Content-Type", ""),
+            raw,
+            self.headers.get("Authorization", ""),
         )
         data = json.dumps(body).encode("utf-8")
         self.send_response(code, HTTPStatus(code).phrase)
@@ -507,3 +556,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by ``openssl`` (the test skips without it)."""
+    import pytest
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key

@@ -96,10 +96,15 @@ def test_connect_names_a_bad_kubeconfig_or_context(
     api_server: FakeApiServer, tmp_path: Path
 ) -> None:
     config = api_server.write_kubeconfig(tmp_path / "config", "canary-test")
-    with pytest.raises(MeshError, match="cannot use the kubeconfig"):
+    with pytest.raises(MeshError) as info:
         connect("no-such-context", config_file=config, discovery_cache=tmp_path / "d.json")
-    with pytest.raises(MeshError, match="cannot use the kubeconfig"):
+    assert str(info.value) == (
+        f'the kubeconfig {config} has no context "no-such-context": its contexts are '
+        "canary-test (current: canary-test)"
+    )
+    with pytest.raises(MeshError, match=r"no kubeconfig at .*missing: no such file"):
         connect(config_file=tmp_path / "missing", discovery_cache=tmp_path / "d.json")
+    assert not api_server.requests
 
 
 def test_an_unreachable_api_server_is_a_clear_error(
@@ -107,8 +112,11 @@ def test_an_unreachable_api_server_is_a_clear_error(
 ) -> None:
     config = api_server.write_kubeconfig(tmp_path / "config")
     api_server.stop()
-    with pytest.raises(MeshError, match="cannot reach the API server"):
+    with pytest.raises(MeshError) as info:
         connect(config_file=config, discovery_cache=tmp_path / "d.json")
+    assert str(info.value).startswith(
+        f'cannot reach the API server {api_server.url} of context "fake": connection refused;'
+    )
 
 
 def test_a_namespace_neither_on_the_cluster_nor_in_the_manifests_is_refused(
@@ -125,3 +133,43 @@ def test_a_namespace_neither_on_the_cluster_nor_in_the_manifests_is_refused(
     assert not api_server.applies(dry_run=False)
     api_server.add_namespace("tf-serving")  # applied alone: the cluster holds the rest
     assert kube_mesh.apply([routing]).applied == ["VirtualService/tf-serving/image-classifier"]
+
+
+def test_a_failure_part_way_names_what_was_applied_and_the_cluster_problem(
+    api_server: FakeApiServer, kube_mesh: KubeMesh
+) -> None:
+    api_server.fail("PATCH", 403, "Forbidden", "no", dry_run=False)
+    with pytest.raises(MeshError) as info:
+        kube_mesh.apply([default_manifests("base")])
+    assert str(info.value) == (
+        "applying Namespace/tf-serving failed after 0 object(s) were applied (none): forbidden: "
+        'user "fake-user" of context "fake" may not patch namespaces (the API server '
+        f"{api_server.url} says: no); ask for that permission or use another context (check "
+        "with `kubectl --context fake auth can-i patch namespaces`)"
+    )
+    assert len(api_server.applies(dry_run=True)) == BASE_OBJECTS
+
+
+def test_a_failing_rollout_watch_is_named(api_server: FakeApiServer, kube_mesh: KubeMesh) -> None:
+    kube_mesh.apply([default_manifests("base")])  # the client keeps the discovery from now on
+    api_server.fail("GET", 503, "ServiceUnavailable", "etcd is down")
+    with pytest.raises(MeshError) as info:
+        kube_mesh.apply([default_manifests("base")])
+    assert str(info.value).startswith(
+        "applied, but watching Deployment/tf-serving/image-classifier-resnet101 roll out failed: "
+        f'the API server {api_server.url} of context "fake" failed with 503 Service Unavailable '
+        'while trying to get deployments.apps in namespace "tf-serving": etcd is down;'
+    )
+    assert len(api_server.applies(dry_run=False)) == 2 * BASE_OBJECTS
+
+
+def test_a_failing_discovery_is_named(api_server: FakeApiServer, kube_mesh: KubeMesh) -> None:
+    api_server.fail("GET", 503, "ServiceUnavailable", "etcd is down")
+    with pytest.raises(MeshError) as info:
+        kube_mesh.apply([default_manifests("base")])
+    assert str(info.value) == (
+        f'the API server {api_server.url} of context "fake" failed with 503 Service Unavailable '
+        "while trying to get the API discovery of v1: etcd is down; retry, or check the "
+        "cluster's control plane (`kubectl --context fake get --raw /readyz`); nothing was applied"
+    )
+    assert not api_server.applies(dry_run=False)
