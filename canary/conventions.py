@@ -79,11 +79,13 @@ class ExitCode(enum.IntEnum):
     FAILED = 1  # refuted, or failed
     INCONCLUSIVE = 2  # too few requests for the asked tolerance
     USAGE = 3  # bad usage or unreadable input
+    INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM before its end (128 + SIGINT, as a shell reports it)
 
 
 EXIT_CODES_HELP = (
     "exit codes: 0 verified (or done), 1 refuted (or failed), "
-    "2 inconclusive (too few requests for the tolerance), 3 bad usage or unreadable input"
+    "2 inconclusive (too few requests for the tolerance), 3 bad usage or unreadable input, "
+    "130 interrupted (Ctrl-C or SIGTERM; a load test's run.json says so)"
 )
 
 

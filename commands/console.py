@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 from rich.markup import escape
 
+from canary.conventions import ExitCode
 from canary.errors import CanaryError
 
 __all__ = ["Consoles", "consoles", "run_command"]
 
-INTERRUPTED = 130  # as a shell reports a command stopped by SIGINT
+INTERRUPTED = int(ExitCode.INTERRUPTED)  # as a shell reports a command stopped by SIGINT
 
 
 class Consoles:

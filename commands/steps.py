@@ -204,6 +204,8 @@ def run_step(
     try:
         with load_progress(request) as bar:
             load = run_load(request, progress=bar)
+        if load.exit_code == ExitCode.INTERRUPTED:  # the run kept its records; the sequence stops here
+            raise KeyboardInterrupt
         verification, _ = verify_and_report(VerifyRequest(
             run_dir=run_dir, expected=spec.expected,
             manifests=(spec.from_manifest,) if spec.from_manifest else (),

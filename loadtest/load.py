@@ -10,6 +10,14 @@ whether every protocol x group gets a user. After the run, the result says why
 requests failed, most common reason first, from the run's records.
 The wait is bounded: Locust is stopped if its progress stalls for
 ``stall_s`` or the run overshoots its run time by ``grace_s``.
+
+Ctrl-C or SIGTERM to ``canary load`` is passed on to Locust's master only
+(Locust runs in its own session, so the terminal's Ctrl-C reaches nobody
+else): the master stops its workers through their messages, keeps every
+record (:mod:`loadtest.interrupt`) and exits 130, which ``canary load``
+passes on. The wait for it is bounded (``STOP_WAIT_S``); a Locust that
+outstays it is killed with its whole process group (exit code 130 all the
+same), and a second Ctrl-C gives up waiting (the group is killed 5 s later).
 """
 
 from __future__ import annotations
@@ -19,15 +27,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from locust.util.timespan import parse_timespan
 
-from canary.conventions import CANARY_HOME_ENV
+from canary.conventions import CANARY_HOME_ENV, ExitCode
 from canary.errors import CanaryError, UsageError
 from canary.rundir.document import RunDocument, parse_run_document
 from canary.rundir.layout import RunDir, default_run_dir
@@ -40,6 +49,7 @@ from mesh.api import MeshSnapshot, snapshot
 __all__ = [
     "LOCUSTFILE",
     "STARTING",
+    "STOP_WAIT_S",
     "LoadRequest",
     "LoadResult",
     "RichProgress",
@@ -55,6 +65,17 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 WarnCallback = Callable[[str], None]
 STARTING: dict[str, Any] = {"state": "starting"}
 """What :func:`run_load` hands its progress callback once Locust is started, before Locust's own progress."""
+STOP_WAIT_S = 120.0
+"""How long a stopped Locust may take to write its run: the stop timeout (30 s) for requests in flight,
+the master's wait for the workers' last records (30 s more), Locust's statistics and the mesh's counters."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to ``canary load``: it stops Locust as Ctrl-C does."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 def parse_run_time(text: str) -> int:
@@ -178,19 +199,21 @@ def run_load(
         env[CANARY_HOME_ENV] = str(Path(request.home).resolve())
     run_time = request.effective_run_time
     deadline = time.monotonic() + (parse_run_time(run_time) + grace_s if run_time else float("inf"))
-    with open(log, "wb") as out:
-        # Its own process group: a Ctrl-C here is forwarded once to Locust and all its workers, as a
-        # terminal would deliver it, and nothing is left behind if they do not stop.
+    with open(log, "wb") as out, _sigterm_as_interrupt():
+        # Its own session: the terminal's Ctrl-C reaches canary only, which passes it on to Locust's
+        # master once; the master stops its workers, and nothing is left behind if they do not stop.
         child = subprocess.Popen(locust_argv(request, host, run.root), stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         if progress is not None:
             progress(STARTING)
         try:
             code = _follow(child, run, progress, poll_s, stall_s, deadline)
-        except KeyboardInterrupt:
-            code = _stop(child, signal.SIGINT, wait_s=90.0)
+        except KeyboardInterrupt as stop:
+            code = _stop(child, signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT, STOP_WAIT_S)
+            if code < 0:  # killed: it never wrote that the run was interrupted, but it was
+                code = int(ExitCode.INTERRUPTED)
         except BaseException:
-            _stop(child, signal.SIGINT, wait_s=90.0)
+            _stop(child, signal.SIGINT, wait_s=STOP_WAIT_S)
             raise
         finally:
             _reap_group(child)
@@ -202,7 +225,8 @@ def run_load(
 
 def _failures(run: RunDir, document: RunDocument | None) -> tuple[tuple[str, int], ...]:
     """Why the run's requests failed (nothing when run.json counts no failure, or no record is readable)."""
-    if document is not None and not document.requests.by_outcome.get("failed"):
+    outcomes = document.requests.by_outcome if document is not None else {}
+    if document is not None and not (outcomes.get("failed") or outcomes.get("interrupted")):
         return ()
     try:
         return tuple(failure_counts(read_records(run.root)))
@@ -228,15 +252,31 @@ def _follow(child: subprocess.Popen[bytes], run: RunDir, progress: ProgressCallb
         now = time.monotonic()
         if now - last_change > stall_s or now > deadline:
             why = "made no progress" if now <= deadline else "ran past its run time"
-            code = _stop(child, signal.SIGINT, wait_s=90.0)
+            code = _stop(child, signal.SIGINT, wait_s=STOP_WAIT_S)
             raise CanaryError(f"Locust {why}; stopped it (exit code {code}); see {run.root / 'locust.log'}")
         time.sleep(poll_s)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While Locust runs, SIGTERM to canary stops it as Ctrl-C does (:class:`Terminated`), instead of
+    leaving it running alone in its own session."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _stop(child: subprocess.Popen[bytes], sig: int, wait_s: float) -> int:
-    """Signal Locust's process group (master and workers); kill the group if it outstays ``wait_s``."""
+    """Signal Locust's master (it stops its workers, and keeps every record); kill Locust's whole
+    process group if it outstays ``wait_s``."""
     if child.poll() is None:
-        _signal_group(child, sig)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(sig)
     try:
         return child.wait(timeout=wait_s)
     except subprocess.TimeoutExpired:

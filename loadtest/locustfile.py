@@ -1,8 +1,11 @@
 """canary's locustfile: REST and gRPC predict traffic, attributed per response, one run directory per test.
 
-    locust -f loadtest/locustfile.py --host http://127.0.0.1:8080                 # web UI (Canary tab)
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:8080                 # web UI (Canary tab) on
+                                                                                  # 127.0.0.1:8089 (--web-host
+                                                                                  # 0.0.0.0: every interface)
     locust -f loadtest/locustfile.py --headless -u 20 -r 5 -t 60s --host ...      # CI: non-zero exit on
-                                                                                  # failed or unattributed requests
+                                                                                  # failed or unattributed requests,
+                                                                                  # 130 when interrupted
     locust -f loadtest/locustfile.py --headless --processes 2 ...                 # or --master / --worker
 
 The canary options (``--protocol``, ``--canary-share``, ``--canary-header``,

@@ -9,6 +9,13 @@ test stops it asks every worker to stop its users and ship what is left,
 waits for each to say so, and writes the final ``run.json``; at ``quitting``
 it checks that nothing was lost, failed or left unattributed and sets the
 process exit code.
+
+Ctrl-C or SIGTERM during a test (:mod:`loadtest.interrupt`) reaches
+``quitting`` with the test still running: the same collection then runs there
+(users finish their requests in flight), and run.json says the run was
+``interrupted`` (which signal, when), with exit code 130 whatever else it
+found. A stop already under way when Locust shuts down is waited for, never
+cut short.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from locust.runners import STATE_MISSING, STATE_SPAWNING, LocalRunner
+import gevent.event
+from locust.runners import STATE_MISSING, STATE_SPAWNING, STATE_STOPPED, STATE_STOPPING, LocalRunner
 
 from canary.errors import CanaryError
 from canary.files import write_atomic
 from canary.rundir.document import (
     CalibrationSummary,
     ExpectedSplit,
+    InterruptionRecord,
     ModelRecord,
     PayloadRecord,
     PayloadsRecord,
@@ -39,7 +48,9 @@ from canary.rundir.document import (
 from canary.rundir.layout import RunDir, default_run_dir, utc_now, versions
 from canary.stats import Expectation, expectations_by_group
 from loadtest.budget import Ledger
+from loadtest.endchecks import end_checks, lost_records, unconfirmed_workers
 from loadtest.fingerprint import Calibration
+from loadtest.interrupt import Interruption
 from loadtest.items import group_of
 from loadtest.meshinfo import mesh_record, routing_record, run_mesh, try_snapshot
 from loadtest.options import CanaryOptions, options_from_parsed
@@ -61,7 +72,7 @@ class MasterSide:
 
     progress_interval_s = 0.5
     flush_grace_s = 30.0
-    stats_wait_s = 5.0
+    stats_wait_s = 10.0
     stale_budget_s = 15.0
 
     def __init__(self, environment: Any, options: CanaryOptions, payloads: PayloadSet,
@@ -99,8 +110,28 @@ class MasterSide:
         self.subsets: list[str] | None = None  # the mesh's subsets, stable first (for --until-verified)
         self.sequential: SequentialMonitor | None = None  # --until-verified
         self.stop_reason = ""
+        self.signalled: tuple[Interruption, int] | None = None  # the signal that interrupts this test, records by then
+        self.finalizing = False
+        self.quitting = False
+        self._final = gevent.event.Event()  # set once the test's final state is written
         self._progress: gevent.Greenlet | None = None
         self._last_rows = (0, time.monotonic())
+
+    @property
+    def test_running(self) -> bool:
+        """A test is under way (started, its final state not written yet)."""
+        return self.run is not None and self.sink is not None and not self.finalized
+
+    @property
+    def ending(self) -> bool:
+        """The test is ending for its own reason (run time, --requests, --until-verified, the web UI's stop)."""
+        return self.finalizing or (self.stopping and not self.finalized)
+
+    def note_signal(self, interruption: Interruption) -> None:
+        """Ctrl-C or SIGTERM (:mod:`loadtest.interrupt`): it interrupts the test if one is running and
+        not already ending."""
+        if self.test_running and not self.ending and self.signalled is None and self.sink is not None:
+            self.signalled = (interruption, self.sink.stats.rows)
 
     # --- wiring --------------------------------------------------------------------
 
@@ -115,6 +146,16 @@ class MasterSide:
         events.test_start.add_listener(self.on_test_start)
         events.test_stop.add_listener(self.on_test_stop)
         events.quitting.add_listener(self.on_quitting)
+        self._locust_quit = runner.quit
+        runner.quit = self._quit_after_collecting
+
+    def _quit_after_collecting(self) -> None:
+        """Locust's ``runner.quit``, once a collection under way has ended: quitting kills the runner's
+        greenlets, the message loop the workers' last records arrive on among them (the run time can run
+        out while an interrupted test is being collected, or the last worker quit)."""
+        if self.finalizing:
+            self._final.wait(timeout=self.collect_bound_s + self.stats_wait_s + 30)
+        self._locust_quit()
 
     def _reply(self, kind: str, data: dict[str, Any], node: str) -> None:
         self.runner.send_message(kind, data, client_id=node)
@@ -161,7 +202,9 @@ class MasterSide:
         self.ledger = Ledger(self.options.requests) if self.options.requests else None
         self.enrolled, self.groups, self.flushed = Counter(), Counter(), {}
         self.notes, self.problems = [], []
-        self.finalized = self.stopping = False
+        self.finalized = self.stopping = self.finalizing = False
+        self.signalled = None
+        self._final.clear()
         self.exit_code = None
         self.stop_reason = ""
         self.sequential = self._sequential_monitor()
@@ -301,7 +344,20 @@ class MasterSide:
         """Collect every worker's last records, then write the run's final state (once per test)."""
         if self.finalized or self.run is None or self.sink is None:
             return
-        self.finalized = True
+        self.finalized = self.finalizing = True
+        try:
+            self._finalize(status)
+        finally:
+            self.finalizing = False
+            self._final.set()
+
+    def _finalize(self, status: str) -> None:
+        assert self.sink is not None
+        if status == "interrupted":
+            if self.signalled is not None:
+                self.stop_reason = self.stop_reason or f"interrupted by {self.signalled[0].signal}"
+            if not self.local and self.runner.state not in (STATE_STOPPING, STATE_STOPPED):
+                self.runner.stop(send_stop_to_client=False)  # spawn no more: a worker that quits is not replaced
         self._collect_from_workers()
         self._poll_phases(everything=True)
         self.problems.extend(self.phases.problems)
@@ -309,7 +365,8 @@ class MasterSide:
         self._wait_for_locust_stats()
         self.mesh_after = try_snapshot() if self.mesh_before is not None else None
         if self.sequential is not None:
-            self.sequential.stop(self.stop_reason or "the test ended (--run-time or stopped)", self._active_cells())
+            self.sequential.stop(self.stop_reason or ("interrupted" if status == "interrupted" else
+                                                      "the test ended (--run-time or stopped)"), self._active_cells())
         self.status = status
         self.ended_at = utc_now()
         self.exit_code = self._exit_code(log=False)
@@ -320,18 +377,24 @@ class MasterSide:
         if self.local:
             self.runner.send_message(MSG.STOP, None)
             return
-        stop_timeout = float(getattr(self.environment, "stop_timeout", 0.0) or 0.0)
-        deadline = time.monotonic() + stop_timeout + self.flush_grace_s
+        bound = self.collect_bound_s
+        deadline = time.monotonic() + bound
         pending = {c.id for c in self.runner.clients.all if c.state != STATE_MISSING}
         for node in pending:
             self._reply(MSG.STOP, {}, node)
-        while time.monotonic() < deadline:
+        waiting = set(pending)
+        while waiting and time.monotonic() < deadline:
+            gevent.sleep(0.05)
             connected = {c.id for c in self.runner.clients.all}
             waiting = {n for n in pending if n not in self.flushed and n in connected}
-            if not waiting:
-                return
-            gevent.sleep(0.05)
-        self.notes.append(f"workers {', '.join(sorted(waiting))} did not confirm their last records in time")
+        assert self.sink is not None
+        self.notes.extend(unconfirmed_workers(self.sink.stats, pending, self.flushed, waiting, bound))
+
+    @property
+    def collect_bound_s(self) -> float:
+        """How long the master waits for the workers' last records: the stop timeout (users finish their
+        requests in flight), then ``flush_grace_s`` for the records to travel."""
+        return float(getattr(self.environment, "stop_timeout", 0.0) or 0.0) + self.flush_grace_s
 
     def _wait_for_locust_stats(self) -> None:
         """Workers report Locust's statistics every few seconds; wait until they cover every record."""
@@ -341,10 +404,15 @@ class MasterSide:
             gevent.sleep(0.1)
 
     def on_quitting(self, environment: Any, **_: Any) -> None:
+        """Locust is exiting: a test still running was interrupted (Ctrl-C, SIGTERM: collect and write it
+        all the same); a stop under way is waited for (bounded), never cut short."""
+        self.quitting = True
         if self.run is None or self.sink is None:
             return
+        if self.finalizing:
+            self._final.wait(timeout=self.collect_bound_s + self.stats_wait_s + 30)
         if not self.finalized:
-            self.finalize("interrupted")
+            self.finalize("finished" if self.stopping else "interrupted")
         self.sink.close()
         self.exit_code = self._exit_code(log=True)
         self.write_run()
@@ -356,48 +424,38 @@ class MasterSide:
 
     def _lost(self) -> dict[str, int]:
         assert self.sink is not None
-        tallies = self.sink.stats.workers
-        lost = {}
-        for info in self.flushed.values():
-            worker = str(info.get("worker"))
-            received = tallies[worker].received if worker in tallies else 0
-            if int(info.get("produced", 0)) > received:
-                lost[worker] = int(info.get("produced", 0)) - received
-        return lost
+        return lost_records(self.flushed, self.sink.stats)
 
     def _exit_code(self, log: bool) -> int | None:
-        """The end-of-run checks: sets ``problems``; the exit code they call for (None: all good)."""
+        """The end-of-run checks (:mod:`loadtest.endchecks`): sets ``problems``; the exit code they call
+        for (None: all good)."""
         assert self.sink is not None
-        stats = self.sink.stats
-        problems = list(self.notes)
-        locust_total = self.runner.stats.total.num_requests
-        failed, unknown = stats.by_outcome.get("failed", 0), stats.by_outcome.get("unknown", 0)
-        lost = sum(self._lost().values()) + stats.missing
-        if stats.rows == 0:
-            problems.append("no request was sent")
-        if lost:
-            problems.append(f"{lost} records were lost on the way to the master")
-        if locust_total > stats.rows or (locust_total < stats.rows and self.status != "interrupted"):
-            # (interrupted, workers may quit before their last statistics report: Locust then counts fewer)
-            problems.append(f"Locust counted {locust_total} requests but {stats.rows} records arrived")
-        if unknown:
-            problems.append(f"{unknown} responses could not be attributed to a subset (subset 'unknown'; "
-                            "see the records' error and top5 columns, or recalibrate)")
-        if failed:
-            problems.append(f"{failed} requests failed (subset 'error'; see the records' status and error)")
+        sequential = self.sequential
+        self.problems, code = end_checks(
+            self.sink.stats, notes=self.notes, lost=self._lost(), locust_requests=self.runner.stats.total.num_requests,
+            interrupted=self.status == "interrupted",
+            exit_code_on_error=int(getattr(self.environment.parsed_options, "exit_code_on_error", 1) or 1),
+            sequential_exit=sequential.exit_code if sequential is not None and sequential.ended else None)
         if log:
-            for problem in problems:
+            for problem in self.problems:
                 logger.error("canary: %s", problem)
-        self.problems = problems
-        if failed:
-            return int(getattr(self.environment.parsed_options, "exit_code_on_error", 1) or 1)
-        if problems:
-            return 1
-        if self.sequential is not None and self.sequential.ended:
-            return self.sequential.exit_code or None
-        return None
+            if self.status == "interrupted":
+                stop = self.interruption()
+                logger.warning("canary: the run was interrupted%s after %d requests; every record is in %s "
+                               "(exit code %s)", f" by {stop.signal} at {stop.at}" if stop.signal else "",
+                               self.sink.stats.rows, self.run.root if self.run else "the run directory", code)
+        return code
 
     # --- files ---------------------------------------------------------------------
+
+    def interruption(self) -> InterruptionRecord:
+        """run.json's ``interrupted`` section (for an interrupted test)."""
+        cut = self.sink.stats.by_outcome.get("interrupted", 0) if self.sink else 0
+        if self.signalled is None:
+            rows = self.sink.stats.rows if self.sink else 0  # Locust quit without a signal (an error): at the end
+            return InterruptionRecord(signal=None, at=self.ended_at or None, requests=rows, in_flight=cut)
+        signalled, rows = self.signalled
+        return InterruptionRecord(signal=signalled.signal, at=signalled.at, requests=rows, in_flight=cut)
 
     def write_progress(self) -> None:
         if self.run is None or self.sink is None:
@@ -481,6 +539,7 @@ class MasterSide:
             sequential=self.sequential.record() if self.sequential is not None else None,
             problems=list(self.problems),
             exit_code=self.exit_code,
+            interrupted=self.interruption() if self.status == "interrupted" else None,
         )
 
 

@@ -15,7 +15,15 @@ called with each batch of records the master (or local run) accepts.
 
 Users in flight when a test stops finish their request: unless
 ``--stop-timeout`` is given, it is set to 30 s, so every request Envoy saw
-gets its record.
+gets its record (one still in flight then is recorded as ``interrupted``).
+Ctrl-C and SIGTERM stop the test at a safe point and keep every record
+(:mod:`loadtest.interrupt`, installed first at ``init`` in every process); an
+interrupted run exits 130.
+
+Locust's web UI listens on 127.0.0.1 (loopback) unless ``--web-host`` says
+otherwise (``--web-host 0.0.0.0`` for every interface): the plugin sets the
+option's default where Locust lets a locustfile change its options
+(``init_command_line_parser``).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from loadtest.calibration import (
     mesh_to_calibrate,
 )
 from loadtest.fingerprint import Calibration
+from loadtest.interrupt import install as install_interrupts
 from loadtest.master import MasterSide
 from loadtest.meshinfo import model_metadata, subsets_in_order, try_snapshot
 from loadtest.options import CanaryOptions, add_arguments, options_from_parsed
@@ -45,7 +54,7 @@ from loadtest.worker import WorkerSide
 from mesh.api import MeshSnapshot
 from payloads import PayloadSet, load_payloads
 
-__all__ = ["DRAIN_S", "install", "on_records", "setup_environment"]
+__all__ = ["DRAIN_S", "WEB_HOST", "install", "on_records", "setup_environment"]
 
 logger = logging.getLogger("canary.loadtest")
 
@@ -53,6 +62,8 @@ on_records: list[Callable[[list[dict[str, Any]]], None]] = []
 """Called with each batch of records the master (or the local runner) accepts."""
 
 DRAIN_S = 30.0
+WEB_HOST = "127.0.0.1"
+"""Where Locust's web UI listens unless ``--web-host`` is given (Locust's own default: every interface)."""
 _installed: set[int] = set()
 
 
@@ -71,11 +82,17 @@ def install(events: Any = None) -> None:
 
 def _on_parser(parser: Any, **_: Any) -> None:
     add_arguments(parser)
+    parser.set_defaults(web_host=WEB_HOST)  # --web-host and LOCUST_WEB_HOST still win
+    for action in getattr(parser, "_actions", ()):
+        if action.dest == "web_host":
+            action.help = (f"Host to bind the web interface to (canary's default: {WEB_HOST}, loopback only; "
+                           "'*' or 0.0.0.0 for every interface)")
 
 
 def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
     if runner is None:
         return
+    install_interrupts(environment, worker=isinstance(runner, WorkerRunner))  # before anything can be lost
     try:
         setup_environment(environment)
     except CanaryError as error:

@@ -7,6 +7,12 @@ reference is ``unknown`` with its own top-5 kept for diagnosis. A failure's
 ``error`` says why as the server put it (``404 Not Found: <TF Serving's
 message>``, ``UNAVAILABLE: <details>``), else names the exception. This never
 raises: whatever goes wrong is written into the record's ``error``.
+
+A request still in flight when Locust's stop timeout ran out is killed with
+it; the user then fires its request event with :class:`RequestInterrupted`,
+so Locust counts it and its record says so (status ``interrupted``, subset
+``error``, never an answer): records, Locust's count and the requests sent
+stay equal.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from typing import Any
 
 from canary.conventions import ERROR, UNKNOWN
 from canary.errors import CanaryError
+from canary.rundir.records import INTERRUPTED_STATUS
 from loadtest.fingerprint import Fingerprinter
 from payloads.responses import rest_error_text
 from payloads.wire import response_model_version
 
-__all__ = ["META_KEY", "SERVER_TIME_HEADER", "SERVER_TIME_KEY", "RequestMeta", "make_row", "server_ms"]
+__all__ = ["META_KEY", "SERVER_TIME_HEADER", "SERVER_TIME_KEY", "RequestInterrupted", "RequestMeta", "make_row",
+           "server_ms"]
 
 META_KEY = "canary"
 SERVER_TIME_KEY = "canary_server_ms"  # a gRPC user's request context: the upstream time from its initial metadata
@@ -44,7 +52,17 @@ class RequestMeta:
     label: int | None
 
 
+class RequestInterrupted(Exception):
+    """A request the load test stopped while it was in flight (its user was killed at the stop timeout)."""
+
+    def __init__(self, after_s: float) -> None:
+        super().__init__(f"the load test stopped while this request was in flight: no response within the stop "
+                         f"timeout ({after_s:g} s after the stop); the mesh may or may not have counted it")
+
+
 def _status(protocol: str, response: Any, exception: BaseException | None) -> str:
+    if isinstance(exception, RequestInterrupted):
+        return INTERRUPTED_STATUS
     if protocol == "grpc":
         code = getattr(exception, "code", None)
         if exception is None:
@@ -180,6 +198,8 @@ def _describe(status: str, response: Any, exception: BaseException | None) -> st
     ``NOT_FOUND: <details>`` for a gRPC error, else the exception (a refused connection, a timeout)."""
     if exception is None:
         return ""
+    if isinstance(exception, RequestInterrupted):
+        return str(exception)
     details = getattr(exception, "details", None)
     if callable(details):
         try:

@@ -19,7 +19,7 @@ from typing import Any
 
 from canary.conventions import UNKNOWN
 from canary.rundir.document import RecordsRecord, WorkerTallyRecord
-from canary.rundir.records import next_part_number, write_chunk
+from canary.rundir.records import next_part_number, outcome, write_chunk
 
 __all__ = ["RecordSink", "SinkStats", "WorkerTally"]
 
@@ -45,7 +45,7 @@ class SinkStats:
     written: int = 0
     chunks: int = 0
     by_subset: dict[str, int] = field(default_factory=dict)
-    by_outcome: dict[str, int] = field(default_factory=dict)  # ok / failed / unknown
+    by_outcome: dict[str, int] = field(default_factory=dict)  # canary.rundir.records.OUTCOMES
     workers: dict[str, WorkerTally] = field(default_factory=dict)
 
     @property
@@ -145,8 +145,8 @@ class RecordSink:
         stats.rows += 1
         subset = str(row.get("subset") or UNKNOWN)
         stats.by_subset[subset] = stats.by_subset.get(subset, 0) + 1
-        outcome = "failed" if not row.get("ok") else ("unknown" if subset == UNKNOWN else "attributed")
-        stats.by_outcome[outcome] = stats.by_outcome.get(outcome, 0) + 1
+        ended = outcome(row.get("ok"), subset, row.get("status"))
+        stats.by_outcome[ended] = stats.by_outcome.get(ended, 0) + 1
 
     def _write_locked(self) -> None:
         if not self._buffer:

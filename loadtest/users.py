@@ -12,6 +12,11 @@ forks ``--processes`` workers), with ``GRPC_ENABLE_FORK_SUPPORT=0`` and
 ``GRPC_POLL_STRATEGY=poll`` unless already set; every channel is created in
 ``on_start``, so after any fork, one per user. A channel created before the
 fork makes the forked workers hang (no request sent, or no exit).
+
+A user stopped while its request is in flight finishes it (Locust's
+``--stop-timeout``); one the stop timeout kills fires the request event with
+:class:`loadtest.recording.RequestInterrupted` on its way out, so the request
+is counted by Locust and recorded (status ``interrupted``) all the same.
 """
 
 from __future__ import annotations
@@ -22,13 +27,21 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gevent
+from gevent import GreenletExit
 from locust import FastHttpUser, User, constant, task
 from locust.dispatch import UsersDispatcher
 from locust.runners import WorkerNode
 
 from canary.conventions import GRPC_PREDICT_METHOD
 from loadtest.items import PredictItem, grpc_target
-from loadtest.recording import META_KEY, SERVER_TIME_HEADER, SERVER_TIME_KEY, RequestMeta, server_ms
+from loadtest.recording import (
+    META_KEY,
+    SERVER_TIME_HEADER,
+    SERVER_TIME_KEY,
+    RequestInterrupted,
+    RequestMeta,
+    server_ms,
+)
 from loadtest.worker import Enrollment, WorkerSide, worker_side
 
 __all__ = ["GrpcUser", "RestUser", "init_grpc_for_gevent", "users_per_protocol"]
@@ -90,6 +103,22 @@ class _CanaryMixin:
         meta = self._metas.get(id(item))
         return meta if meta is not None else self._make_meta(item)
 
+    def _interrupted(self, request_type: str, item: PredictItem, start_time: float, started: float,
+                     url: str) -> None:
+        """The stop timeout killed this user with its request in flight: count and record the request
+        (Locust's request event, with :class:`RequestInterrupted`) before the user goes."""
+        self.environment.events.request.fire(
+            request_type=request_type,
+            name=item.name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            response=None,
+            exception=RequestInterrupted(float(getattr(self.environment, "stop_timeout", 0) or 0)),
+            context={META_KEY: self._meta(item)},
+            start_time=start_time,
+            url=url,
+        )
+
     def _make_meta(self, item: PredictItem) -> RequestMeta:
         header = self.enrollment.header
         return RequestMeta(
@@ -124,8 +153,13 @@ class RestUser(_CanaryMixin, FastHttpUser):
         item = self._next()
         if item is None:
             return
-        self.client.post(item.path, data=item.body, headers=self._headers, name=item.name,
-                         context={META_KEY: self._meta(item)})
+        start_time, started = time.time(), time.perf_counter()
+        try:
+            self.client.post(item.path, data=item.body, headers=self._headers, name=item.name,
+                             context={META_KEY: self._meta(item)})
+        except GreenletExit:
+            self._interrupted("POST", item, start_time, started, f"{self.host}{item.path}")
+            raise
 
 
 class GrpcUser(_CanaryMixin, User):
@@ -169,6 +203,9 @@ class GrpcUser(_CanaryMixin, User):
             upstream_ms = server_ms(next((v for k, v in call.initial_metadata() or () if k == SERVER_TIME_HEADER), None))
         except self._rpc_error as error:
             exception = error
+        except GreenletExit:
+            self._interrupted("grpc", item, start_time, started, self._url)
+            raise
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.environment.events.request.fire(
             request_type="grpc",

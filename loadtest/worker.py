@@ -17,6 +17,13 @@ Messages (all carry plain msgpack-able data):
 ``canary:calibration``  master -> worker  ``{"json"}``: the calibration to attribute with
 ``canary:need-calibration`` worker -> master: a late worker asks for it
 ``canary:stop``         master -> worker: stop users (gracefully), ship everything, answer ``flushed``
+
+When Locust shuts the worker down (the master's quit, or Ctrl-C / SIGTERM to
+the worker: :mod:`loadtest.interrupt`), ``quitting`` does the same, then sends
+Locust's last statistics, so the master's count covers every record. A stop
+already under way (the master's ``canary:stop`` and the worker's own signal
+at once) is waited for, not repeated: the records are handed over once,
+complete.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ from typing import Any
 
 import gevent
 import gevent.event
-from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
+from locust.runners import (
+    STATE_CLEANUP,
+    STATE_RUNNING,
+    STATE_SPAWNING,
+    STATE_STOPPING,
+    WorkerRunner,
+)
 
 from canary.errors import CanaryError
 from loadtest.budget import BudgetClient
@@ -74,6 +87,7 @@ class WorkerSide:
     ship_interval_s = 0.5
     enroll_timeout_s = 10.0
     calibration_timeout_s = 120.0
+    stop_wait_s = 5.0  # beyond the stop timeout, for a stop under way to end
 
     def __init__(self, environment: Any, options: CanaryOptions, payloads: PayloadSet) -> None:
         self.environment = environment
@@ -96,6 +110,7 @@ class WorkerSide:
         self._shipper: gevent.Greenlet | None = None
         self._asked_calibration = False
         self.calibration_problem = ""
+        self.quitting = False  # Locust's shutdown of this process has begun
 
     # --- wiring --------------------------------------------------------------------
 
@@ -191,21 +206,43 @@ class WorkerSide:
         self.ship()
         self._send(MSG.FLUSHED, {"worker": self.worker_id, "produced": self.produced, "last_seq": self.seq - 1})
 
+    def stop_users(self) -> None:
+        """Stop this process's users; each finishes its request in flight (at most the stop timeout, then
+        it is recorded as interrupted). A stop already under way is waited for (bounded), not repeated."""
+        runner = self.runner
+        if runner.state in (STATE_RUNNING, STATE_SPAWNING):
+            runner.stop()
+            return
+        bound = float(getattr(self.environment, "stop_timeout", 0.0) or 0.0) + self.stop_wait_s
+        deadline = time.monotonic() + bound
+        while runner.state in (STATE_CLEANUP, STATE_STOPPING) and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+
     def _on_stop(self, environment: Any, msg: Any, **_: Any) -> None:
-        if self.runner.state in (STATE_RUNNING, STATE_SPAWNING):
-            self.runner.stop()  # users finish their request in flight (stop_timeout)
+        self.stop_users()
         self._flushed()
+        self._send_locust_stats()  # the master's count covers every record now, not at the next report
 
     def on_test_stop(self, environment: Any, **_: Any) -> None:
         self.ship()
 
     def on_quitting(self, environment: Any, **_: Any) -> None:
+        self.quitting = True
         if self.started:
-            if self.runner.state in (STATE_RUNNING, STATE_SPAWNING):
-                self.runner.stop()  # Ctrl-C: let requests in flight finish and be recorded
+            self.stop_users()  # Ctrl-C, SIGTERM, the master's quit: requests in flight finish and are recorded
             self._flushed()
+            self._send_locust_stats()
         if self._shipper is not None:
             self._shipper.kill(block=False)
+
+    def _send_locust_stats(self) -> None:
+        """Locust's statistics report, now (Locust sends one every few seconds, and on the master's quit)."""
+        send = getattr(self.runner, "_send_stats", None)
+        if isinstance(self.runner, WorkerRunner) and callable(send):
+            try:
+                send()
+            except Exception as error:  # the connection to the master may be gone
+                logger.error("canary: could not send Locust's last statistics to the master: %s", error)
 
     # --- what users ask ------------------------------------------------------------
 

@@ -37,6 +37,7 @@ __all__ = [
     "CalibrationSummary",
     "CanaryOptions",
     "ExpectedSplit",
+    "InterruptionRecord",
     "MeshRecord",
     "ModelRecord",
     "PayloadRecord",
@@ -260,6 +261,8 @@ class SubsetCounts(Section):
     by_class: dict[str, int] = Field(default_factory=dict)
     by_port: dict[str, int] = Field(default_factory=dict)
     clusters: list[str] = Field(default_factory=list)
+    # cluster -> {"requests", "timed" (upstream_rq_time samples: kept by /reset_counters), "active"}
+    by_cluster: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class RoutingObject(Section):
@@ -295,9 +298,16 @@ class MeshRecord(Section):
     counters_after: dict[str, SubsetCounts] | None = None
     delta: dict[str, int] | None = None  # requests per subset during the run
     routing: list[RoutingRecord] = Field(default_factory=list)  # one per phase, in order
+    # Envoy's counters were zeroed during the run (POST /reset_counters), so after − before
+    # means nothing; why the mesh's histograms say so, one line per cluster
+    counters_reset: bool = False
+    counters_reset_evidence: list[str] = Field(default_factory=list)
 
     def requests_during_run(self) -> dict[str, int] | None:
-        """Requests per subset over the run: ``delta``, else after − before; None when unknown."""
+        """Requests per subset over the run: ``delta``, else after − before; None when unknown
+        (or when the counters were reset during the run)."""
+        if self.counters_reset:
+            return None
         if self.delta is not None:
             return dict(self.delta)
         if self.counters_before is None or self.counters_after is None:
@@ -366,12 +376,25 @@ class SequentialRecord(Section):
     cells: list[SequentialCellRecord] = Field(default_factory=list)
 
 
+class InterruptionRecord(Section):
+    """Why and when a run stopped before its end (run.json ``interrupted``; status ``interrupted``).
+
+    Every request the run made is still in its records: requests in flight when the signal
+    came were let finish (at most Locust's ``--stop-timeout``), or recorded with status
+    ``interrupted`` when they did not."""
+
+    signal: str | None = None  # SIGINT (Ctrl-C) or SIGTERM; None when Locust stopped for another reason
+    at: str | None = None  # when the load test got it (ISO 8601 UTC)
+    requests: int = 0  # records received by then
+    in_flight: int = 0  # requests the stop timeout cut short (records with status "interrupted")
+
+
 class RunDocument(Section):
     """The whole of run.json."""
 
     format: int = RUN_FORMAT
     run_id: str = ""
-    status: str = "running"  # running, finished, interrupted
+    status: str = "running"  # running, finished, interrupted (then ``interrupted`` says why and when)
     started_at: str | None = None  # ISO 8601 UTC
     ended_at: str | None = None
     host: str | None = None
@@ -389,6 +412,7 @@ class RunDocument(Section):
     sequential: SequentialRecord | None = None
     problems: list[str] = Field(default_factory=list)
     exit_code: int | None = None
+    interrupted: InterruptionRecord | None = None
 
     @field_validator("format")
     @classmethod

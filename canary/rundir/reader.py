@@ -6,6 +6,11 @@ from them: the canary header and model name the run used, the subsets that
 answered, the protocol x group cells that had users or records, the paths
 each cell sent, the models' weights, and notes on anything a reader should
 know (an interrupted run, problems the load test reported).
+
+Records the run cannot be judged by are unreadable input (a
+:class:`~canary.errors.UsageError`, exit code 3), never an empty run that
+some verdict is made of: no chunk at all under ``records/``, a damaged or
+foreign chunk, or fewer records or chunks than run.json says were written.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from typing import Any
 
 import pandas as pd
 
-from canary.conventions import ERROR, UNKNOWN, Cell, order_cells, parse_header
+from canary.conventions import ERROR, UNKNOWN, Cell, ExitCode, order_cells, parse_header
+from canary.errors import UsageError
 from canary.rundir.document import ModelRecord, RunDocument, parse_run_document
-from canary.rundir.layout import CALIBRATION_FILE, RUN_FILE, read_json
-from canary.rundir.records import read_records
+from canary.rundir.layout import CALIBRATION_FILE, RECORDS_DIR, RUN_FILE, read_json
+from canary.rundir.records import chunk_files, read_records
 
 __all__ = ["Run", "read_run"]
 
@@ -102,13 +108,49 @@ def _weights(document: RunDocument, calibration: Mapping[str, Any] | None) -> di
     return found
 
 
+def _whole_records(root: Path, document: RunDocument) -> pd.DataFrame:
+    """The run's records, refusing a folder that lacks what run.json says was written."""
+    records = read_records(root)  # no records/ folder, a damaged or foreign chunk: UsageError
+    folder = root / RECORDS_DIR
+    said = document.records
+    parts = chunk_files(root)
+    if not parts:
+        written = f"run.json says {said.rows} were written" if said.rows else "run.json counts none"
+        raise UsageError(
+            f"{folder} holds no record chunk (part-*.parquet; {written}), so the run has nothing to judge: "
+            "give the run directory that `canary load` wrote, whole, or load again"
+        )
+    if len(parts) < said.chunks or len(records) < said.rows:
+        raise UsageError(
+            f"{folder} is incomplete: {len(records)} records in {len(parts)} chunk(s), but run.json says "
+            f"{said.rows} records in {said.chunks} chunk(s) were written; copy the whole run directory, "
+            "or load again"
+        )
+    return records
+
+
+def _interruption_note(document: RunDocument, records: int) -> str | None:
+    """What a reader should know of a run that did not finish."""
+    if document.status == "finished":
+        return None
+    stop = document.interrupted
+    if document.status == "interrupted" and stop is not None:
+        how = f"by {stop.signal}" if stop.signal else "before its end"
+        when = f" at {stop.at}" if stop.at else ""
+        cut = (f"; {stop.in_flight} request(s) in flight were cut short by the stop timeout (status 'interrupted', "
+               "counted as failed, never as answered)") if stop.in_flight else ""
+        return (f"the run was interrupted {how}{when} (the load test exited {int(ExitCode.INTERRUPTED)}): the verdicts cover the {records} requests "
+                f"it made before it stopped{cut}")
+    return f"run.json says the run is {document.status!r}: the verdicts cover the records written so far"
+
+
 def read_run(run_dir: Path) -> Run:
     """Read one run directory; :class:`~canary.errors.UsageError` naming the file when
     something is missing or unreadable."""
     root = Path(run_dir)
     document = parse_run_document(read_json(root / RUN_FILE), where=str(root / RUN_FILE))
     calibration = read_json(root / CALIBRATION_FILE) if (root / CALIBRATION_FILE).is_file() else None
-    records = read_records(root)
+    records = _whole_records(root, document)
     options = document.options
     notes: list[str] = []
     if "canary_header" not in options.model_fields_set:
@@ -134,8 +176,8 @@ def read_run(run_dir: Path) -> Run:
             cell = (str(protocol), str(group))
             cells.add(cell)
             paths[cell] = tuple(sorted({str(p) for p in seen.dropna() if str(p)}))
-    if document.status != "finished":
-        notes.append(f"run.json says the run is {document.status!r}: the verdicts cover the records written so far")
+    if (stopped := _interruption_note(document, len(records))) is not None:
+        notes.append(stopped)
     notes.extend(f"the load test reported: {problem}" for problem in document.problems)
     return Run(
         root=root,

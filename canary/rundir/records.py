@@ -17,7 +17,11 @@ Columns (one row per request, in the order of :data:`SCHEMA`):
 ``format``         ``instances`` (serving_default) | ``b64`` (serving_preprocess)
 ``path``           REST URL path, or the gRPC method
 ``versioned``      the request named model version (``/versions/N`` or ``model_spec.version``)
-``status``         HTTP status (``200``), gRPC code name (``OK``), or the exception's name
+``status``         HTTP status (``200``), gRPC code name (``OK``), the exception's name, or
+                   ``interrupted``: the load test stopped (Ctrl-C, SIGTERM, the end of the run)
+                   and its ``--stop-timeout`` ran out while the request was in flight. Such a
+                   record is no response (subset ``error``, ``ok`` false): it is never counted
+                   as answered, and the mesh may or may not have counted the request
 ``ok``             the request succeeded (what Locust counts as a success)
 ``latency_ms``     Locust's response time
 ``bytes``          response size
@@ -50,12 +54,16 @@ from canary.errors import UsageError
 from canary.rundir.layout import RECORDS_DIR
 
 __all__ = [
+    "INTERRUPTED_STATUS",
+    "OUTCOMES",
     "REQUIRED_COLUMNS",
     "SCHEMA",
     "answered",
     "cell_counts",
+    "chunk_files",
     "failure_counts",
     "next_part_number",
+    "outcome",
     "read_records",
     "rows_to_table",
     "write_chunk",
@@ -98,6 +106,20 @@ REQUIRED_COLUMNS = (
 )
 """The columns every reader relies on; a chunk without one of them is refused."""
 
+INTERRUPTED_STATUS = "interrupted"
+"""The status of a request the load test stopped while it was in flight (see the module docstring)."""
+
+OUTCOMES = ("attributed", "unknown", "failed", "interrupted")
+"""How a request ended, as run.json's ``by_outcome`` counts them."""
+
+
+def outcome(ok: Any, subset: Any, status: Any) -> str:
+    """A record's outcome (one of :data:`OUTCOMES`) from its ``ok``, ``subset`` and ``status``."""
+    if not ok:
+        return "interrupted" if status == INTERRUPTED_STATUS else "failed"
+    return "unknown" if str(subset or UNKNOWN) == UNKNOWN else "attributed"
+
+
 _DEFAULTS: dict[str, Any] = {"header": "", "status": "", "ok": False, "latency_ms": 0.0, "bytes": 0,
                              "subset": UNKNOWN, "worker": "", "seq": 0, "protocol": "", "group": "default",
                              "phase": 0}
@@ -134,6 +156,11 @@ def write_chunk(directory: Path, number: int, rows: Sequence[Mapping[str, Any]])
     return final
 
 
+def chunk_files(run_dir: Path | str) -> list[Path]:
+    """The record chunks (``part-*.parquet``) of a run directory (or of its ``records/``), in order."""
+    return sorted(_records_dir(run_dir).glob("part-*.parquet"))
+
+
 def _records_dir(run_dir: Path | str) -> Path:
     """The run's ``records/`` (given the run, or the folder of chunks itself)."""
     path = Path(run_dir)
@@ -155,7 +182,7 @@ def read_records(run_dir: Path | str) -> pd.DataFrame:
     if not directory.is_dir():
         raise UsageError(f"{run_dir} has no {RECORDS_DIR}/ folder; is it a run directory written by `canary load`?")
     tables: list[pa.Table] = []
-    for part in sorted(directory.glob("part-*.parquet")):
+    for part in chunk_files(directory):
         try:
             table = pq.read_table(part)
         except (OSError, pa.ArrowException) as error:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from canary.conventions import (
+    EXIT_CODES_HELP,
     ExitCode,
     canary_home,
     order_cells,
@@ -50,4 +51,5 @@ def test_cells_come_rest_first_default_first() -> None:
 
 def test_usage_errors_exit_3() -> None:
     assert UsageError("x").exit_code == CanaryError("x").exit_code == ExitCode.USAGE == 3
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 130]
+    assert ExitCode.INTERRUPTED == 130 and "130 interrupted" in EXIT_CODES_HELP

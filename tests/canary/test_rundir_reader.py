@@ -184,3 +184,47 @@ def test_weights_from_run_json_or_the_savedmodel(tmp_path: Path) -> None:
     (root / "calibration.json").write_text(json.dumps(
         {"subsets": ["resnet101", "resnet50"], "meta": {"model_dirs": {"resnet50": str(model), "resnet101": "/nowhere"}}}))
     assert read_run(root).weights == {"resnet50": "seeded"}
+
+
+# --- records a run cannot be judged by: unreadable input ------------------------------------------
+
+
+def test_a_records_folder_without_chunks_is_unreadable(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "run", COUNTS, run_extra={"records": {"rows": 17, "chunks": 2}})
+    for part in (root / "records").glob("part-*.parquet"):
+        part.unlink()
+    (root / "records" / ".part-00002.parquet.tmp").write_bytes(b"half")  # a chunk being written is no chunk
+    with pytest.raises(UsageError, match=r"records holds no record chunk \(part-\*.parquet; run.json says 17 were "
+                                         r"written\), so the run has nothing to judge"):
+        read_run(root)
+
+
+@pytest.mark.parametrize(("said", "drop"), [({"rows": 18, "chunks": 2}, False), ({"rows": 17, "chunks": 2}, True)])
+def test_fewer_records_or_chunks_than_run_json_says_is_unreadable(tmp_path: Path, said: dict, drop: bool) -> None:
+    root = make_run(tmp_path / "run", COUNTS, run_extra={"records": said})
+    if drop:
+        (root / "records" / "part-00001.parquet").unlink()
+    with pytest.raises(UsageError, match=r"records is incomplete: \d+ records in \d chunk\(s\), but run.json says "
+                                         rf"{said['rows']} records in 2 chunk\(s\) were written"):
+        read_run(root)
+    complete = make_run(tmp_path / "whole", COUNTS, run_extra={"records": {"rows": 17, "chunks": 2}})
+    assert len(read_run(complete).records) == 17
+
+
+def test_a_truncated_chunk_is_unreadable(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "run", COUNTS)
+    part = root / "records" / "part-00000.parquet"
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    with pytest.raises(UsageError, match=r"part-00000.parquet.*damaged"):
+        read_run(root)
+
+
+def test_an_interrupted_run_says_by_what_and_when(tmp_path: Path) -> None:
+    stop = {"signal": "SIGTERM", "at": "2026-01-31T12:00:00.500000Z", "requests": 15, "in_flight": 1}
+    run = read_run(make_run(tmp_path / "run", COUNTS, status="interrupted", run_extra={"interrupted": stop}))
+    assert run.document.interrupted is not None and run.document.interrupted.signal == "SIGTERM"
+    assert run.notes == (
+        "the run was interrupted by SIGTERM at 2026-01-31T12:00:00.500000Z (the load test exited 130): the verdicts "
+        "cover the 17 requests it made before it stopped; 1 request(s) in flight were cut short by the stop "
+        "timeout (status 'interrupted', counted as failed, never as answered)",
+    )

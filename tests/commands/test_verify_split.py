@@ -218,3 +218,27 @@ def test_plan_in_load_test_requests(capsys: pytest.CaptureFixture[str], tmp_path
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "exit codes: 0 verified (or done), 1 refuted (or failed), 2 inconclusive" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["no chunk", "truncated chunk", "fewer records than run.json"])
+def test_records_that_cannot_be_judged_exit_3(damage: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty, damaged or partial records/ folder is unreadable input, never a refuted run: verify-split
+    and `canary report` both exit 3 and say what is missing."""
+    from commands.cli import main as canary
+
+    root = make_run(tmp_path / "run", {("rest", "default"): {"resnet50": 70, "resnet101": 30}},
+                    run_extra={"records": {"rows": 100, "chunks": 2}})
+    parts = sorted((root / "records").glob("part-*.parquet"))
+    if damage == "no chunk":
+        for part in parts:
+            part.unlink()
+    elif damage == "truncated chunk":
+        parts[1].write_bytes(parts[1].read_bytes()[:100])
+    else:
+        parts[1].unlink()
+    assert main([str(root), "--expected", "70/30", "--no-write"]) == 3
+    assert canary(["report", str(root)]) == 3
+    err = capsys.readouterr().err
+    assert err.count({"no chunk": "holds no record chunk", "truncated chunk": "the chunk is damaged",
+                      "fewer records than run.json": "is incomplete"}[damage]) == 2

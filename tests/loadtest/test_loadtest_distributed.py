@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -95,8 +96,10 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def _locust(mesh: Mesh, run_dir: Path, *args: str, locustfile: Path = LOCUSTFILE, timeout: float = 120,
-            interrupt_after_requests: int | None = None, env: dict[str, str] | None = None) -> Run:
-    """Run Locust headless in its own process group; optionally Ctrl-C it once traffic flows."""
+            interrupt_after_requests: int | None = None, interrupt_with: signal.Signals = signal.SIGINT,
+            interrupt_delay_s: float = 0.0, env: dict[str, str] | None = None) -> Run:
+    """Run Locust headless in its own process group; optionally signal the whole group (what Ctrl-C in a
+    terminal does, or ``kill -TERM -- -PGID``) ``interrupt_delay_s`` after it has made that many requests."""
     argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", mesh.url,
             "--run-dir", str(run_dir), "--only-summary", *args]
     before = mesh.counts()
@@ -105,13 +108,9 @@ def _locust(mesh: Mesh, run_dir: Path, *args: str, locustfile: Path = LOCUSTFILE
                              cwd=run_dir.parent)
     try:
         if interrupt_after_requests is not None:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and child.poll() is None:
-                progress = run_dir / "progress.json"
-                if progress.exists() and orjson.loads(progress.read_bytes()).get("requests", 0) >= interrupt_after_requests:
-                    os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-                    break
-                time.sleep(0.2)
+            _when_requests(child, run_dir, interrupt_after_requests)
+            time.sleep(interrupt_delay_s)
+            os.killpg(child.pid, interrupt_with)
         output, _ = child.communicate(timeout=timeout)
     finally:
         if child.poll() is None:
@@ -124,12 +123,24 @@ def _locust(mesh: Mesh, run_dir: Path, *args: str, locustfile: Path = LOCUSTFILE
     return Run(child.returncode, text, document, read_records(run_dir), _delta(before, mesh.counts()))
 
 
+def _when_requests(child: subprocess.Popen[bytes], run_dir: Path, requests: int, within_s: float = 60) -> None:
+    """Return once the run's progress.json counts ``requests`` (bounded; fails if it never does)."""
+    progress = run_dir / "progress.json"
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and child.poll() is None:
+        try:
+            if progress.exists() and orjson.loads(progress.read_bytes()).get("requests", 0) >= requests:
+                return
+        except orjson.JSONDecodeError:  # replaced while read
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"the run never counted {requests} requests (exit {child.poll()})")
+
+
 def _check_focused(records: pd.DataFrame) -> None:
     """Canary header -> resnet101, no header -> resnet50, for every protocol x format x path."""
     assert not records.empty
-    wanted = {"canary": "resnet101", "default": "resnet50"}
-    wrong = records[records["subset"] != records["group"].map(wanted)]
-    assert wrong.empty, wrong[["protocol", "group", "subset", "status", "error"]].head()
+    _check_focused_subsets(records)
     seen = set(records[["protocol", "group", "format", "versioned"]].itertuples(index=False, name=None))
     assert seen == {(p, g, f, v) for p in ("rest", "grpc") for g in ("default", "canary")
                     for f in ("instances", "b64") for v in (False, True)}
@@ -224,41 +235,173 @@ def test_two_processes_lose_no_record(mesh: Mesh, tmp_path: Path) -> None:
     _check_focused(records)
 
 
-def test_ctrl_c_on_canary_load_keeps_every_record_received(mesh: Mesh, tmp_path: Path) -> None:
-    """Ctrl-C to `canary load` reaches Locust's master and workers once each; what they recorded is kept."""
-    mesh.apply(FOCUSED)
-    run_dir = tmp_path / "run"
+def _canary_load(mesh: Mesh, run_dir: Path, *args: str, interrupt_after_requests: int,
+                 interrupt_with: signal.Signals = signal.SIGINT, interrupt_delay_s: float = 0.0) -> Run:
+    """`canary load` in a subprocess, signalled (to canary only: Locust runs in its own session, so a
+    terminal's Ctrl-C reaches nothing else) once the run has made that many requests."""
     before = mesh.counts()
-    child = subprocess.Popen([sys.executable, "-m", "commands.cli", "load", "--processes", "2", "-u", "6", "-t", "60s",
-                              "--run-dir", str(run_dir)],
+    child = subprocess.Popen([sys.executable, "-m", "commands.cli", "load", "--run-dir", str(run_dir), *args],
                              env={**os.environ, "CANARY_HOME": str(mesh.home)}, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+                             stderr=subprocess.STDOUT, start_new_session=True, cwd=run_dir.parent)
     try:
-        deadline = time.monotonic() + 60
-        progress = run_dir / "progress.json"
-        while time.monotonic() < deadline and child.poll() is None:
-            if progress.exists() and orjson.loads(progress.read_bytes()).get("requests", 0) >= 150:
-                break
-            time.sleep(0.2)
-        child.send_signal(signal.SIGINT)  # to canary only, as a terminal's Ctrl-C would reach it
-        output, _ = child.communicate(timeout=120)
+        _when_requests(child, run_dir, interrupt_after_requests)
+        time.sleep(interrupt_delay_s)
+        child.send_signal(interrupt_with)
+        output, _ = child.communicate(timeout=180)
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait(timeout=30)
-    doc = json.loads((run_dir / "run.json").read_text())
-    records = read_records(run_dir)
-    assert child.returncode == 0, output.decode(errors="replace")[-3000:]
-    assert doc["status"] == "interrupted" and len(records) >= 150
-    # every record a worker made reached the run directory ...
-    assert doc["records"]["lost"] == {} and doc["records"]["missing"] == 0
-    assert len(records) == doc["requests"]["total"] and len(set(records["worker"])) == 2
-    # ... and only a request in flight when the signal landed (one per user at most) lacks one, as in
-    # Locust's own statistics: Python raises KeyboardInterrupt in whichever greenlet is running
-    assert 0 <= sum(_delta(before, mesh.counts()).values()) - PREFLIGHT - len(records) <= 6
-    _check_focused(records)
+    text = output.decode(errors="replace") if output else ""
+    document = json.loads((run_dir / "run.json").read_text())
+    return Run(child.returncode, text, document, read_records(run_dir), _delta(before, mesh.counts()))
+
+
+def _check_interrupted(run: Run, signalled: signal.Signals, *, locust_counted: int | None = None,
+                       before_the_run: int = 0) -> None:
+    """Exit code 130, run.json says interrupted (by what, when), and records = Locust's count = Envoy's
+    count over the run (run.json's mesh record, and as measured here) = the records run.json counts."""
+    assert run.code == 130, run.output[-3000:]
+    doc = run.run
+    assert doc["status"] == "interrupted" and doc["exit_code"] == 130
+    assert doc["interrupted"]["signal"] == signalled.name and doc["interrupted"]["at"] >= doc["started_at"]
+    assert doc["interrupted"]["in_flight"] == 0  # the tiny models answer long before the stop timeout
+    records = len(run.records)
+    assert records == doc["requests"]["total"] == doc["records"]["rows"]
+    assert records == doc["requests"]["locust"]["requests"] == (locust_counted if locust_counted is not None
+                                                                else records)
+    assert records == sum(doc["mesh"]["delta"].values()) == sum(run.envoy.values()) - before_the_run
+    assert doc["records"]["lost"] == {} and doc["records"]["missing"] == 0 and doc["problems"] == []
+    if records:
+        _check_focused_subsets(run.records)
+
+
+def _check_focused_subsets(records: pd.DataFrame) -> None:
+    """Canary header -> resnet101, no header -> resnet50."""
+    wanted = {"canary": "resnet101", "default": "resnet50"}
+    wrong = records[records["subset"] != records["group"].map(wanted)]
+    assert wrong.empty, wrong[["protocol", "group", "subset", "status", "error"]].head()
+
+
+def test_ctrl_c_on_canary_load_keeps_every_record_received(mesh: Mesh, tmp_path: Path) -> None:
+    """Ctrl-C to `canary load` reaches Locust's master, which stops its workers: every request made has
+    its record, counted by Locust and Envoy alike, and the run exits 130 saying it was interrupted."""
+    mesh.apply(FOCUSED)
+    run_dir = tmp_path / "run"
+    run = _canary_load(mesh, run_dir, "--processes", "2", "-u", "6", "-t", "60s", interrupt_after_requests=150)
+    _check_interrupted(run, signal.SIGINT, before_the_run=PREFLIGHT)
+    assert len(run.records) >= 150 and len(set(run.records["worker"])) == 2
+    assert "the run was interrupted by SIGINT" in run.output and "exit code 130" in run.output
+    _check_focused(run.records)
     # nothing of Locust is left running (a stray worker would join the next test's master)
     assert _processes_mentioning(str(run_dir)) == []
+
+
+def test_runs_interrupted_at_random_moments_keep_every_request(mesh: Mesh, tmp_path: Path) -> None:
+    """Ten runs stopped at random moments (seeded) by SIGINT or SIGTERM: plain Locust (the whole process
+    group signalled, as a terminal's Ctrl-C or `kill -- -PGID` does; one process or --processes 2) and
+    `canary load`. Each: exit code 130, and records = Locust's count = Envoy's count for the run."""
+    mesh.apply(FOCUSED)
+    rng = random.Random(20261201)
+    ways = ["locust"] * 5 + ["locust --processes 2"] * 3 + ["canary load"] * 2
+    rng.shuffle(ways)
+    for i, way in enumerate(ways):
+        sig = (signal.SIGINT, signal.SIGTERM)[i % 2]
+        after, delay = rng.randrange(0, 300), rng.uniform(0.0, 0.5)
+        run_dir = tmp_path / f"run-{i}"
+        started = time.monotonic()
+        if way == "canary load":
+            run = _canary_load(mesh, run_dir, "-u", "4", "-t", "60s", interrupt_after_requests=after,
+                               interrupt_with=sig, interrupt_delay_s=delay)
+            counted = None
+        else:
+            stats = tmp_path / f"stats-{i}"  # Locust's own final count, as it prints it (Locust adds .json)
+            processes = ("--processes", "2") if "processes" in way else ()
+            run = _locust(mesh, run_dir, "-u", "4", "-r", "4", "-t", "60s", *processes, "--json-file", str(stats),
+                          interrupt_after_requests=after, interrupt_with=sig, interrupt_delay_s=delay)
+            counted = sum(entry["num_requests"] for entry in json.loads(stats.with_suffix(".json").read_text()))
+        took = time.monotonic() - started
+        print(f"{way}: {sig.name} after {after} requests + {delay:.2f} s: {len(run.records)} records, {took:.1f} s")
+        _check_interrupted(run, sig, locust_counted=counted, before_the_run=PREFLIGHT if way == "canary load" else 0)
+        assert _processes_mentioning(str(run_dir)) == []
+
+
+def test_requests_the_stop_timeout_cuts_short_are_recorded_as_interrupted(mesh: Mesh, tmp_path: Path) -> None:
+    """The canary group's route holds each request 30 s (an Istio delay fault) and --stop-timeout is 1 s: on
+    SIGTERM the canary users' requests in flight are killed, yet each has its record (status 'interrupted',
+    never an answer) and Locust's count: records = Locust's count; Envoy, whose delay filter held them
+    before any upstream, counts the others; verify-split's cross-check accounts for them."""
+    import yaml
+
+    from commands.verify_split import main as verify_split
+
+    routing = yaml.safe_load(default_manifests(*FOCUSED).read_text())
+    for route in routing["spec"]["http"]:
+        if route["name"].endswith("-canary"):
+            route["fault"] = {"delay": {"fixedDelay": "30s", "percentage": {"value": 100}}}
+    held = tmp_path / "virtualservice-canary-held.yaml"
+    held.write_text(yaml.safe_dump(routing))
+    mesh_apply([held], home=mesh.home)
+    try:
+        stats = tmp_path / "stats"
+        run = _locust(mesh, tmp_path / "run", "-u", "4", "-r", "4", "-t", "60s", "--stop-timeout", "1",
+                      "--json-file", str(stats), interrupt_after_requests=60, interrupt_with=signal.SIGTERM)
+    finally:
+        mesh.apply(FOCUSED)
+    assert run.code == 130, run.output[-3000:]
+    records, doc = run.records, run.run
+    cut = records[records["status"] == "interrupted"]
+    assert len(cut) == 2 and set(cut["group"]) == {"canary"} and set(cut["protocol"]) == {"rest", "grpc"}
+    assert not cut["ok"].any() and set(cut["subset"]) == {"error"} and cut["error"].str.contains("stop timeout").all()
+    answered = records[records["status"] != "interrupted"]
+    assert answered["ok"].all() and set(answered["group"]) == {"default"}
+    locust_counted = sum(entry["num_requests"] for entry in json.loads(stats.with_suffix(".json").read_text()))
+    assert len(records) == locust_counted == doc["requests"]["locust"]["requests"]
+    assert doc["interrupted"]["signal"] == "SIGTERM" and doc["interrupted"]["in_flight"] == 2
+    assert doc["requests"]["by_outcome"] == {"attributed": len(answered), "interrupted": 2}
+    assert sum(run.envoy.values()) == sum(doc["mesh"]["delta"].values()) == len(answered)
+    assert any("2 requests were still in flight when the stop timeout ran out" in p for p in doc["problems"])
+    summary = tmp_path / "summary.json"
+    verify_split([str(tmp_path / "run"), "--expected", "default: 100/0; canary: 0/100", "--json", str(summary),
+                  "--no-write"])
+    judged = json.loads(summary.read_text())
+    assert judged["crosscheck"]["status"] == "agree", judged["crosscheck"]
+    assert any(n.startswith("the run was interrupted by SIGTERM") for n in judged["notes"])
+
+
+def _listening_on(pid: int, port: int, within_s: float = 60) -> set[str]:
+    """The addresses process ``pid`` listens on at ``port``, once it does (bounded)."""
+    import psutil
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        found = {c.laddr.ip for c in psutil.Process(pid).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        if found:
+            return found
+        time.sleep(0.1)
+    pytest.fail(f"nothing listened on port {port} within {within_s:g} s")
+
+
+@pytest.mark.parametrize(("web_host", "address"), [(None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])
+def test_the_web_ui_listens_on_loopback_unless_asked(mesh: Mesh, tmp_path: Path, web_host: str | None,
+                                                     address: str) -> None:
+    """`locust -f loadtest/locustfile.py --host URL`, as the README starts it: the web UI listens on
+    127.0.0.1 only; `--web-host 0.0.0.0` still opens it to every interface. Ctrl-C then quits (exit 0)."""
+    port = procs.free_port()  # the default 8089 may be taken on a shared machine; the host is the point
+    argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", mesh.url, "--web-port", str(port),
+            *(("--web-host", web_host) if web_host else ())]
+    child = subprocess.Popen(argv, env={**os.environ, "CANARY_HOME": str(mesh.home)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    try:
+        assert _listening_on(child.pid, port) == {address}
+        child.send_signal(signal.SIGINT)
+        output, _ = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=30)
+    assert child.returncode == 0, output.decode(errors="replace")[-3000:]
 
 
 def _processes_mentioning(text: str) -> list[int]:
