@@ -56,7 +56,7 @@ from loadtest.calibration import save_calibration
 from loadtest.fingerprint import Fingerprinter, build_calibration, rest_probabilities
 from loadtest.items import PredictItem, build_items
 from mesh.local import procs
-from mesh.local.envoy import EnvoyAdmin, envoy_binary
+from mesh.local.envoy import ADMIN_SOCKET_MODE, EnvoyAdmin, envoy_binary
 from payloads import load_payloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,8 +175,9 @@ def predictions_body(seed: int = 20240601) -> bytes:
     return orjson.dumps({"predictions": probs[None]}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def envoy_bootstrap(port: int, admin_port: int, body: bytes) -> dict[str, Any]:
-    """A static Envoy: predict paths answered by ``direct_response`` after the whole request is read."""
+def envoy_bootstrap(port: int, admin_socket: Path, body: bytes) -> dict[str, Any]:
+    """A static Envoy: predict paths answered by ``direct_response`` after the whole request is read;
+    its admin on a Unix socket only this user may open, as the mesh's."""
     route_config = {
         "name": "trivial",
         "max_direct_response_body_size_bytes": max(len(body) + 1024, 4096),
@@ -208,7 +209,7 @@ def envoy_bootstrap(port: int, admin_port: int, body: bytes) -> dict[str, Any]:
     }
     return {
         "node": {"id": "bench-loadtest", "cluster": "bench"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": ADMIN_SOCKET_MODE}}},
         "static_resources": {"listeners": [{
             "name": "ingress",
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
@@ -220,13 +221,13 @@ def envoy_bootstrap(port: int, admin_port: int, body: bytes) -> dict[str, Any]:
 
 
 def start_envoy(children: Children, work: Path, body: bytes) -> tuple[subprocess.Popen[bytes], int]:
-    port, admin_port = procs.free_port(), procs.free_port()
+    port, admin_socket = procs.free_port(), work / "admin.sock"  # work: mkdtemp's, mode 0700
     config = work / "envoy.json"
-    config.write_bytes(orjson.dumps(envoy_bootstrap(port, admin_port, body)))
+    config.write_bytes(orjson.dumps(envoy_bootstrap(port, admin_socket, body)))
     argv = [str(envoy_binary()), "-c", str(config), "--disable-hot-restart",
             "--concurrency", "1", "--log-level", "warn"]
     proc = children.start(argv, work / "envoy.log")
-    admin = EnvoyAdmin(admin_port, timeout=1.0)
+    admin = EnvoyAdmin(admin_socket, timeout=1.0)
     deadline = time.monotonic() + 30
     while not admin.is_ready():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -78,17 +78,25 @@ def _mesh_status(args: argparse.Namespace, io: Consoles) -> int:
         return 0
     st = status.state
     io.out.print(f"ingress {st.ingress_url}   Envoy pid {st.envoy_pid} "
-                 f"({'running' if status.envoy_running else 'NOT RUNNING'}), admin 127.0.0.1:{st.admin_port}, "
+                 f"({'running' if status.envoy_running else 'NOT RUNNING'}), admin socket {st.admin_socket or '(none)'}, "
                  f"config version {st.version}")
     objects = Table("kind", "namespace", "name", "from", title="objects")
     for obj in status.view.objects:
         objects.add_row(obj.ref.kind, obj.ref.namespace or "-", obj.ref.name, Path(obj.source).name)
     io.out.print(objects)
-    pods = Table("pod", "version", "pid", "ports (container→host)", "state", title="pods")
+    pods = Table("pod", "version", "pid", "server pid", "ports (container→host)", "state", "restarts",
+                 "last exit", title="pods")
     for p in st.pods:
         ports = ", ".join(f"{c}→{h}" for c, h in sorted(p.ports.items()))
-        pods.add_row(f"{p.namespace}/{p.name}", p.labels.get("version", ""), str(p.pid), ports,
-                     "running" if status.pods_running.get(p.name) else "EXITED")
+        c = status.containers.get(p.name)
+        if c is not None and c.state == "waiting":
+            state = f"restarting at {c.restart_at} (back-off)"
+        else:
+            state = "running" if status.pods_running.get(p.name) else "EXITED"
+        last = "–" if c is None or c.last_exit is None else f"{c.last_exit.describe()}, at {c.last_exit.finished_at}"
+        pods.add_row(f"{p.namespace}/{p.name}", p.labels.get("version", ""), str(p.pid),
+                     str(c.server_pid) if c and c.server_pid else "–", ports, state,
+                     "–" if c is None else str(c.restarts), last)
     io.out.print(pods)
     io.out.print(_counters_table(status))
     return 0
@@ -194,6 +202,11 @@ def _load(args: argparse.Namespace, io: Consoles) -> int:
     _print_failures(result.failures, io)
     if outcome.problem:
         io.warn(outcome.problem)
+    if run is not None and run.interrupted is not None:
+        stop = run.interrupted
+        io.warn(f"the run was interrupted{f' by {stop.signal} at {stop.at}' if stop.signal else ''} after "
+                f"{run.requests.total} requests: every record it made is in the run directory (exit code "
+                f"{result.exit_code})")
     io.out.print(f"run directory: {result.run_dir}   (Locust's log: {result.log.name}; exit code {result.exit_code})")
     if outcome.report is not None:
         io.out.print(f"report: {outcome.report}")

@@ -18,7 +18,7 @@ import orjson
 
 from canary.errors import CanaryError
 from canary.rundir.document import MeshRecord, ModelRecord, RoutingRecord
-from mesh.api import MeshSnapshot, snapshot
+from mesh.api import MeshSnapshot, counters_reset, snapshot
 
 __all__ = [
     "mesh_record",
@@ -80,9 +80,11 @@ def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapsh
                 routing: Sequence[RoutingRecord] = ()) -> MeshRecord:
     """run.json's ``mesh`` section: the manifests applied, the routing of each phase and the
     mesh's counters around the run, when the run's host is the local mesh's ingress;
-    ``local: false`` otherwise."""
+    ``local: false`` otherwise. Counters reset during the run (``POST /reset_counters``) are
+    recorded as such (``counters_reset``), with no ``delta``."""
     if before is None or run_mesh(host, before) is None:
         return MeshRecord(local=False)
+    reset = counters_reset(before.counters, after.counters) if after else []
     record = MeshRecord.model_validate({
         "local": True,
         "home": before.home,
@@ -91,6 +93,8 @@ def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapsh
         "counters_before": before.counters,
         "counters_after": after.counters if after else None,
         "routing": [r.model_dump() for r in (routing or [routing_record(before)])],
+        "counters_reset": bool(reset),
+        "counters_reset_evidence": reset,
     })
     return record.model_copy(update={"delta": record.requests_during_run()})
 

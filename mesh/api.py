@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from canary.conventions import canary_home, utc_now
+from mesh.counters import counters_reset
 from mesh.kube import KubeApplyResult, KubeMesh, connect
 from mesh.local.backend import ApplyResult, LocalMesh, MeshStatus, Progress, no_progress
 from mesh.local.state import ROUTING_KINDS, AppliedVersion, MeshHome, MeshState, routing_documents
@@ -29,6 +30,7 @@ __all__ = [
     "MeshView",
     "SubsetEndpoint",
     "SubsetServers",
+    "counters_reset",
     "default_manifests",
     "kube_apply",
     "mesh_apply",
@@ -50,7 +52,9 @@ class MeshSnapshot:
     ingress_url: str
     view: MeshView
     applied: tuple[dict[str, Any], ...]  # each applied manifest file: path, sha256, objects
-    counters: dict[str, dict[str, Any]]  # subset ("" : no subset) -> the mesh's own request counts
+    # subset ("": no subset) -> the mesh's own request counts (SubsetCounters.to_dict(): with
+    # by_cluster, whose histogram counts tell a reset of the counters, see counters_reset)
+    counters: dict[str, dict[str, Any]]
     running: bool  # the ingress (Envoy) is up
     version: int = 0  # the configuration version live now (each apply adds one)
     applied_at: str | None = None  # when that version was acknowledged by the ingress

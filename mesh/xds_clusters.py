@@ -3,6 +3,16 @@
 One cluster per Service port and subset (plus the subset-less cluster of all
 the Service's pods), named as Istio names them:
 ``outbound|<port>|<subset>|<service FQDN>``.
+
+On a cluster, a pod whose readiness fails leaves the Service's endpoints. The
+local mesh has no endpoint controller watching its pods after a push, so Envoy
+checks them itself (:data:`HEALTH_CHECK`): a TCP connection to the endpoint's
+port every half second, one failure takes the endpoint out of the load
+balancing and one success puts it back. A host Envoy has not checked yet (a
+pod just started) is routed to as soon as its first check passes, and while
+no host passes, Envoy's panic threshold routes to all of them, as before; a
+host the push removes is dropped at once (``ignore_health_on_host_removal``),
+whatever its last check said.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from mesh.xds_types import ClusterKey, PodEndpoint, XdsLayout
 
 __all__ = [
     "CLUSTER_TYPE",
+    "HEALTH_CHECK",
     "ClusterSpec",
     "cluster_name",
     "cluster_resource",
@@ -31,6 +42,15 @@ LOAD_ASSIGNMENT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoad
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 CONNECT_TIMEOUT = "10s"  # Istio's default connectTimeout
 UNLIMITED = 4294967295  # Istio lifts Envoy's circuit breakers (default 1024 requests, 3 retries)
+HEALTH_CHECK: dict[str, Any] = {
+    "tcp_health_check": {},  # connect only: the server accepts once its model is loaded
+    "interval": "0.5s",
+    "timeout": "1s",
+    "no_traffic_interval": "1s",  # Envoy's default (60 s) for clusters never routed to yet
+    "unhealthy_threshold": 1,
+    "healthy_threshold": 1,
+    "reuse_connection": False,  # a fresh connection each time: a server closing an idle one is no failure
+}
 
 
 def cluster_name(port: int, subset: str, host: str) -> str:
@@ -105,6 +125,8 @@ def cluster_resource(spec: ClusterSpec, xds: XdsLayout) -> dict[str, Any]:
         },
         "connect_timeout": CONNECT_TIMEOUT,
         "lb_policy": spec.lb_policy,
+        "health_checks": [dict(HEALTH_CHECK)],
+        "ignore_health_on_host_removal": True,
         "circuit_breakers": {
             "thresholds": [
                 {

@@ -25,7 +25,11 @@ scrape may trail the run's end). A mismatch means the mesh did something the
 responses do not show (or other traffic went through the ingress, or a
 retried attempt was counted twice): it makes the overall verdict *refuted*.
 No counters (a run that did not target the local mesh, and no
-``--prometheus``) is *unavailable* and leaves the verdict alone.
+``--prometheus``) is *unavailable* and leaves the verdict alone; so are
+Envoy's counters reset during the run (``POST /reset_counters``: run.json
+``mesh.counters_reset``, told by Envoy's histograms, which a reset leaves
+alone): their after − before is no count of the run's requests, and the
+cross-check says so rather than refuting the run.
 
 The Prometheus query (HTTP API ``/api/v1/query``, evaluated at the run's end)::
 
@@ -198,6 +202,12 @@ def crosscheck(
 def mesh_counts_from_run(document: RunDocument) -> tuple[dict[str, int] | None, str]:
     """Envoy's per-subset requests over the run from run.json, or ``(None, why not)``."""
     mesh = document.mesh
+    if mesh.counters_reset:
+        evidence = "; ".join(mesh.counters_reset_evidence)
+        return None, (
+            "the mesh's counters were reset during the run (POST /reset_counters on Envoy's admin); "
+            "cannot cross-check records against the mesh" + (f" ({evidence})" if evidence else "")
+        )
     if not mesh.local:
         return None, (
             "the run did not target the local mesh, so run.json holds no mesh counters; "

@@ -173,10 +173,11 @@ def gates_passed(gates: Sequence[GateRecord]) -> bool:
 
 def mesh_error_counts(document: RunDocument) -> dict[str, tuple[int, int]]:
     """subset → (4xx and 5xx answers, requests) the mesh counted during the run (Envoy's
-    counters after − before; HTTP classes, so REST only: a gRPC error travels in a 200)."""
+    counters after − before; HTTP classes, so REST only: a gRPC error travels in a 200); empty when
+    unknown, including after a reset of the counters during the run."""
     mesh = document.mesh
-    if mesh is None or mesh.counters_before is None or mesh.counters_after is None:
-        return {}
+    if mesh is None or mesh.counters_reset or mesh.counters_before is None or mesh.counters_after is None:
+        return {}  # unknown; after a reset of Envoy's counters, after − before means nothing
     out: dict[str, tuple[int, int]] = {}
     for subset, after in mesh.counters_after.items():
         before = mesh.counters_before.get(subset)

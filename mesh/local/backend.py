@@ -1,23 +1,23 @@
 """The local mesh: the manifests running on one machine, on loopback only.
 
-Each Deployment replica is a model server process started from the
-container's own args and env; the Gateway, VirtualServices and
-DestinationRules become the configuration of one real Envoy, pushed by
-file-based xDS. Applying manifests works like ``kubectl apply``: changed
-Deployments get new pods that must be ready before Envoy moves traffic to
-them (old pods stop afterwards), routing objects only reload Envoy, and a
-manifest that fails validation changes nothing.
+Each Deployment replica is a pod: its kubelet (:mod:`mesh.local.kubelet`)
+keeps a model server running from the container's own args, in the
+container's environment, and restarts it when it dies. The Gateway,
+VirtualServices and DestinationRules become the configuration of one real
+Envoy (admin on a private Unix socket), pushed by file-based xDS, which
+health-checks every pod. Applying manifests works like ``kubectl apply``:
+changed Deployments get new pods that must be ready before Envoy moves
+traffic to them (old pods stop afterwards), routing objects only reload
+Envoy, and a manifest that fails validation changes nothing. An apply is all
+or nothing: interrupted or failing, the configuration before it stays or
+goes back live, and the state says which version Envoy has.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -29,11 +29,17 @@ from mesh.counters import (
     SubsetCounters,
     counter_marks,
     counts_since,
-    shares,
     subset_counters,
 )
-from mesh.local import procs
-from mesh.local.envoy import EnvoyAdmin, XdsFiles, bootstrap_config, envoy_binary
+from mesh.local import pod_processes, procs
+from mesh.local.envoy import (
+    EnvoyAdmin,
+    XdsFiles,
+    admin_socket_path,
+    bootstrap_config,
+    envoy_binary,
+    private_admin_dir,
+)
 from mesh.local.state import (
     AppliedFile,
     AppliedVersion,
@@ -47,10 +53,11 @@ from mesh.local.state import (
     routing_documents,
     sha256_file,
 )
+from mesh.local.status import ApplyResult, MeshStatus
 from mesh.manifests import apply as apply_objects
 from mesh.manifests import load_manifests, manifest_files, parse_objects, validate_set
 from mesh.model import Gateway, MeshObject
-from mesh.pods import PodPlan, listening_ports, plan_pods
+from mesh.pods import PodPlan, plan_pods
 from mesh.query import MeshView
 from mesh.translate import ClusterKey, EnvoyResources, IngressSettings, PodEndpoint, translate
 
@@ -62,69 +69,6 @@ RESTARTS = 2  # early exits tolerated per pod start (a port taken between choosi
 
 def no_progress(_: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    version: int
-    files: list[AppliedFile]
-    started: list[str]  # pods
-    stopped: list[str]
-    unchanged: bool
-
-
-@dataclass(frozen=True)
-class MeshStatus:
-    state: MeshState
-    envoy_running: bool
-    pods_running: dict[str, bool]
-    counters: dict[str, SubsetCounters]
-    view: MeshView  # the objects and the pods that run, for the mesh's queries
-    since_change: SinceChange | None = None  # None: Envoy down, or no counts kept at the change
-
-    def subset_counts(self) -> dict[str, dict[str, Any]]:
-        """Per subset ("": no subset): Envoy's counters and their share of all requests, and
-        ``since_change``: the requests since the last routing change and their share."""
-        total_share = shares({k: c.requests for k, c in self.counters.items()})
-        since = self.since_change
-        since_share = shares({k: since.requests(k) for k in self.counters}) if since else {}
-        rows: dict[str, dict[str, Any]] = {}
-        for subset, counters in self.counters.items():
-            rows[subset] = {**counters.to_dict(), "share": total_share[subset], "since_change": None}
-            if since is not None:
-                by_class = {k: n for k, n in sorted(since.counts.get(subset, {}).items()) if k != "total"}
-                rows[subset]["since_change"] = {
-                    "requests": since.requests(subset), "share": since_share[subset], "by_class": by_class,
-                }
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        """``canary mesh status --json``."""
-        st = self.state
-        return {
-            "ingress_url": st.ingress_url,
-            "admin_port": st.admin_port,
-            "envoy": {"pid": st.envoy_pid, "running": self.envoy_running},
-            "version": st.version,
-            "store": st.store,
-            "objects": sorted({str(obj.ref) for obj in self.view.objects}),
-            "pods": [
-                {
-                    "namespace": p.namespace,
-                    "name": p.name,
-                    "deployment": p.deployment,
-                    "labels": p.labels,
-                    "pid": p.pid,
-                    "ports": {str(k): v for k, v in p.ports.items()},
-                    "running": self.pods_running.get(p.name, False),
-                }
-                for p in st.pods
-            ],
-            "counters": {k or "(no subset)": v for k, v in self.subset_counts().items()},
-            "routing_change": None if self.since_change is None else {
-                "version": self.since_change.version, "applied_at": self.since_change.applied_at,
-            },
-        }
 
 
 def _pod_endpoints(pods: Sequence[PodState], running: dict[str, bool] | None = None) -> list[PodEndpoint]:
@@ -155,10 +99,11 @@ class LocalMesh:
                 self._stop_all(self.home.load())  # what a mesh that died left behind
             objects = load_manifests(list(manifests))  # validate before starting anything
             validate_set(objects)
+            plan_pods(objects, store=store)  # every pod's refusals before Envoy starts
             state = MeshState(
                 ingress_address="127.0.0.1",
                 ingress_ports=self._ingress_ports(objects, port),
-                admin_port=procs.free_port(),
+                admin_socket=str(admin_socket_path(self.home.root)),
                 store=str(store),
                 tiny=tiny,
             )
@@ -174,7 +119,9 @@ class LocalMesh:
 
     def check_can_start(self, port: int) -> None:
         """Raise :class:`MeshError` when a mesh already runs on this home or ``port`` is taken.
-        Cheap and changes nothing: ``mesh up`` asks before exporting models, and again under the lock."""
+        Cheap and changes nothing: ``mesh up`` asks before exporting models, and again under the lock.
+        A home whose path is too long for Envoy's admin socket is refused here too."""
+        admin_socket_path(self.home.root)
         if self.home.exists():
             state = self.home.load()
             if procs.is_running(state.envoy_pid, state.envoy_marker):
@@ -205,11 +152,14 @@ class LocalMesh:
             change = last_routing_change(state.history)
             if change is not None and change.applied_at and change.counters is not None:
                 since = SinceChange(change.version, change.applied_at, counts_since(counters, change.counters))
-        running = {p.name: procs.is_running(p.pid, p.marker) for p in state.pods}
+        containers = {p.name: c for p in state.pods
+                      if procs.is_running(p.pid, p.marker) and (c := pod_processes.container_status(p))}
+        running = {p.name: pod_processes.serving(p, containers.get(p.name)) for p in state.pods}
         return MeshStatus(
             state=state,
             envoy_running=envoy_up,
             pods_running=running,
+            containers=containers,
             counters=counters,
             view=MeshView(tuple(objects), tuple(_pod_endpoints(state.pods, running))),
             since_change=since,
@@ -217,8 +167,21 @@ class LocalMesh:
 
     @staticmethod
     def _counters(state: MeshState, cluster_index: Mapping[str, ClusterKey]) -> dict[str, SubsetCounters]:
-        """Envoy's own request counters per DestinationRule subset (as istio_requests_total)."""
-        return subset_counters(EnvoyAdmin(state.admin_port).stats_prometheus(), cluster_index)
+        """Envoy's own request counters per DestinationRule subset (as istio_requests_total), with
+        the histograms merged, so the counts of timed requests are whole (see ``mesh.counters``)."""
+        return subset_counters(LocalMesh._admin(state).stats_prometheus(merged=True), cluster_index)
+
+    @staticmethod
+    def _admin(state: MeshState) -> EnvoyAdmin:
+        """The mesh's Envoy admin, on its private socket; a mesh an older canary started (admin on
+        a TCP port every local user could reach) is refused with what to do."""
+        if not state.admin_socket:
+            raise MeshError(
+                f"this mesh was started by an older canary, whose Envoy admin listens on TCP port "
+                f"{state.admin_port} where any local user can stop it or reset its counters; "
+                "run `canary mesh down`, then `canary mesh up`"
+            )
+        return EnvoyAdmin(state.admin_socket)
 
     def _counters_at_ack(self, state: MeshState, resources: EnvoyResources) -> dict[str, dict[str, int]] | None:
         """The counts a version keeps from its acknowledgement (None when Envoy's admin does not answer:
@@ -248,7 +211,7 @@ class LocalMesh:
         new_objects = load_manifests(files)
         merged = apply_objects(self._objects(state), new_objects)
         validate_set(merged)
-        plans = plan_pods(merged)  # raises before anything starts
+        plans = plan_pods(merged, store=Path(state.store))  # raises before anything starts
         applied = [
             AppliedFile(
                 path=str(f),
@@ -376,7 +339,10 @@ class LocalMesh:
     # --- Envoy -------------------------------------------------------------------
 
     def _start_envoy(self, state: MeshState) -> None:
-        """Start Envoy with an empty configuration; its admin port is retried if taken meanwhile."""
+        """Start Envoy with an empty configuration and its admin on a socket only this user may
+        open (mode 0600, in a folder of mode 0700 inside the mesh's home, itself 0700)."""
+        socket_path = Path(state.admin_socket)
+        private_admin_dir(socket_path)
         self.home.xds_dir.mkdir(parents=True, exist_ok=True)
         self.home.logs.mkdir(parents=True, exist_ok=True)
         self.xds.write(self.xds.lds, "0", [])
@@ -387,11 +353,11 @@ class LocalMesh:
         self.progress("starting Envoy (ingress gateway)")
         for attempt in range(RESTARTS + 1):
             self.home.bootstrap.write_bytes(
-                orjson.dumps(bootstrap_config(state.admin_port, self.xds), option=orjson.OPT_INDENT_2)
+                orjson.dumps(bootstrap_config(socket_path, self.xds), option=orjson.OPT_INDENT_2)
             )
             state.envoy_pid = procs.spawn(argv, {}, log)
             state.envoy_marker = str(self.home.bootstrap)
-            admin = EnvoyAdmin(state.admin_port)
+            admin = EnvoyAdmin(socket_path)
             try:
                 procs.wait_until(
                     functools.partial(admin.is_ready, str(self.home.bootstrap)),
@@ -405,11 +371,11 @@ class LocalMesh:
                 procs.stop([(state.envoy_pid, state.envoy_marker)])
                 if attempt == RESTARTS:
                     raise
-                state.admin_port = procs.free_port()
+                private_admin_dir(socket_path)  # the exited Envoy's socket
 
     def _push(self, state: MeshState, res: EnvoyResources) -> None:
         """Make-before-break: new endpoints and clusters first, then routes and listeners."""
-        admin = EnvoyAdmin(state.admin_port)
+        admin = self._admin(state)
         version = str(state.version)
         log = self.home.logs / "envoy.log"
         before = {p: s[1] for p, s in admin.subscription_states().items()}
@@ -444,114 +410,34 @@ class LocalMesh:
             for index, plan in enumerate(plans):
                 for attempt in range(RESTARTS + 1):
                     try:
-                        self._wait_ready(started[index], plan)
+                        pod_processes.wait_ready(started[index], plan)
                         break
                     except ProcessExitedError:
                         if attempt == RESTARTS:
                             raise
                         self.progress(f"pod {plan.namespace}/{plan.name} exited early; restarting it")
-                        procs.stop([(started[index].pid, started[index].marker)])
+                        procs.stop(pod_processes.stop_targets([started[index]]))
                         started[index] = self._spawn_pod(state, plan)
                 self.progress(f"pod {plan.namespace}/{plan.name} is ready")
         except BaseException:
-            procs.stop((p.pid, p.marker) for p in started)
+            procs.stop(pod_processes.stop_targets(started))
             raise
         return started
 
-    def _volume_map(self, state: MeshState, plan: PodPlan) -> dict[str, str]:
-        mapping: dict[str, str] = {}
-        for mount_path, volume in plan.mounts.items():
-            if volume.kind == "persistentVolumeClaim":
-                mapping[mount_path] = state.store
-            elif volume.kind == "hostPath":
-                mapping[mount_path] = volume.reference
-            elif volume.kind == "emptyDir":
-                local = self.home.pod_dir(plan.name) / volume.name
-                local.mkdir(parents=True, exist_ok=True)
-                mapping[mount_path] = str(local)
-            else:
-                raise MeshError(
-                    f"Deployment {plan.namespace}/{plan.deployment}: the local mesh cannot mount a "
-                    f"{volume.kind} volume ({volume.name}); use a persistentVolumeClaim for the model store"
-                )
-        return mapping
-
     def _spawn_pod(self, state: MeshState, plan: PodPlan) -> PodState:
-        grpc_port, rest_port = listening_ports(plan.server_args)
-        host_ports = {p: procs.free_port() for p in (grpc_port, rest_port) if p}
-        port_flags = [f"--port={host_ports[grpc_port]}"]
-        port_flags.append(f"--rest_api_port={host_ports[rest_port]}" if rest_port else "--rest_api_port=0")
-        marker = f"{self.home.root}#{plan.namespace}/{plan.name}"
-        env = {
-            **os.environ,
-            **plan.env,
-            "CANARY_VOLUME_MAP": orjson.dumps(self._volume_map(state, plan)).decode(),
-            "CANARY_POD": marker,
-            "PYTHONUNBUFFERED": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        log = self.home.logs / f"{plan.namespace}_{plan.name}.log"
-        argv = [sys.executable, "-m", "serving.server", *plan.server_args, *port_flags]
-        pid = procs.spawn(argv, env, log)
-        port_names = {name: port for name, port in plan.container_ports.items() if not name.isdigit()}
-        return PodState(
-            namespace=plan.namespace,
-            name=plan.name,
-            deployment=plan.deployment,
-            labels=plan.labels,
-            template_hash=plan.template_hash,
-            pid=pid,
-            marker=marker,
-            ports=host_ports,
-            port_names=port_names,
-            log=str(log),
-        )
-
-    def _wait_ready(self, pod: PodState, plan: PodPlan) -> None:
-        """The readiness probe as the kubelet runs it; without one, every declared port must accept."""
-        probe = plan.readiness_probe
-
-        def host_port(port: int | str) -> int:
-            container_port = plan.container_ports.get(str(port)) if isinstance(port, str) else port
-            if container_port is None or container_port not in pod.ports:
-                raise MeshError(
-                    f"{plan.namespace}/{plan.deployment}: the readiness probe's port {port} is not a "
-                    "port the model server listens on (--port / --rest_api_port)"
-                )
-            return pod.ports[container_port]
-
-        if probe is None:
-            ports = list(pod.ports.values())
-
-            def ready() -> bool:
-                return all(procs.probe_tcp(p) for p in ports)
-
-            timeout = 300.0
-        else:
-            target = host_port(probe.port)
-            if probe.kind == "httpGet":
-                path = probe.path
-
-                def ready() -> bool:
-                    return procs.probe_http(target, path)
-            else:  # tcpSocket, and grpc probes checked as a connection like tcpSocket
-
-                def ready() -> bool:
-                    return procs.probe_tcp(target)
-
-            timeout = probe.initial_delay_seconds + probe.period_seconds * probe.failure_threshold
-        procs.wait_until(
-            ready,
-            lambda: procs.is_running(pod.pid, pod.marker),
-            timeout=max(timeout, 5.0),
-            what=f"model server pod {plan.namespace}/{plan.name}",
-            log=Path(pod.log),
-        )
+        """Start the pod's kubelet (``mesh.local.kubelet``), which runs the model server on fresh
+        host ports, in the container's environment, and restarts it there when it exits."""
+        return pod_processes.spawn_pod(self.home, plan, pod_processes.volume_map(self.home, state.store, plan))
 
     def _stop_all(self, state: MeshState) -> list[str]:
-        running = [p for p in state.pods if procs.is_running(p.pid, p.marker)]
-        targets = [(p.pid, p.marker) for p in running]
-        names = [f"pod {p.namespace}/{p.name} (pid {p.pid})" for p in running]
+        """Stop every pod (kubelet and model server, even one whose kubelet was killed) and Envoy."""
+        targets: list[tuple[int, str]] = []
+        names: list[str] = []
+        for pod in state.pods:
+            live = [t for t in pod_processes.stop_targets([pod]) if procs.is_running(*t)]
+            if live:
+                targets += live
+                names.append(f"pod {pod.namespace}/{pod.name} (pid {live[0][0]})")
         if state.envoy_pid and procs.is_running(state.envoy_pid, state.envoy_marker):
             targets.append((state.envoy_pid, state.envoy_marker))
             names.append(f"envoy (pid {state.envoy_pid})")

@@ -8,29 +8,40 @@ is replaced by an atomic rename, which Envoy notices and applies without a
 restart and without dropping a request, as Istio's pilot pushes config to
 its gateways. Every write carries one version string, and :meth:`EnvoyAdmin.
 wait_for_version` waits until each subscription reports it (``version_text``).
+
+Envoy's admin interface can stop Envoy (``/quitquitquit``) and zero its
+counters (``/reset_counters``), so it listens on a Unix domain socket of mode
+0600 in a folder of mode 0700 (:func:`admin_socket_path`), never on a TCP
+port every local user could reach; :class:`EnvoyAdmin` speaks HTTP over it.
 """
 
 from __future__ import annotations
 
+import http.client
+import os
+import socket
+import stat
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from canary.conventions import CANARY_HOME_ENV
 from canary.errors import MeshError
 from canary.files import write_atomic
 from mesh.xds_clusters import config_source
 from mesh.xds_types import CDS_FILE, LDS_FILE, EnvoyResources, eds_file, rds_file
 
 __all__ = [
+    "ADMIN_SOCKET_MODE",
     "EnvoyAdmin",
     "XdsFiles",
+    "admin_socket_path",
     "bootstrap_config",
     "envoy_binary",
+    "private_admin_dir",
 ]
 
 _TYPE = "type.googleapis.com/envoy.service.discovery.v3.DiscoveryResponse"
@@ -108,12 +119,53 @@ class XdsFiles:
                 path.unlink(missing_ok=True)
 
 
-def bootstrap_config(admin_port: int, xds: XdsFiles, node_id: str = "canary-ingress") -> dict[str, Any]:
-    """The static part of Envoy's configuration: admin on loopback (port 0: any free port) and
-    file-based LDS/CDS."""
+ADMIN_SOCKET_MODE = 0o600
+_SUN_PATH_MAX = 107  # bytes: sockaddr_un.sun_path holds 108, the last one a NUL
+
+
+def admin_socket_path(mesh_root: Path) -> Path:
+    """Where the mesh's Envoy admin socket lives: ``<mesh root>/admin/envoy.sock``.
+
+    Raises :class:`MeshError` when that path is longer than a Unix socket's
+    address can hold (107 bytes on Linux), before anything starts."""
+    path = Path(os.path.abspath(mesh_root)) / "admin" / "envoy.sock"
+    size = len(os.fsencode(path))
+    if size > _SUN_PATH_MAX:
+        raise MeshError(
+            f"the Envoy admin socket would be {path} ({size} bytes), longer than the {_SUN_PATH_MAX} bytes "
+            f"a Unix socket's path may have; set {CANARY_HOME_ENV} to a shorter folder "
+            "(e.g. `export CANARY_HOME=$(mktemp -d /tmp/canary.XXXXXX)`)"
+        )
+    return path
+
+
+def private_admin_dir(socket_path: Path) -> None:
+    """Make the socket's folder and the folder above it (the mesh's home) this user's alone
+    (mode 0700), and remove a socket a previous Envoy left there."""
+    for folder in (socket_path.parent.parent, socket_path.parent):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.lstat()
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+            raise MeshError(
+                f"{folder} is {'a symbolic link' if stat.S_ISLNK(info.st_mode) else 'owned by another user'}; "
+                "the mesh keeps Envoy's admin socket there, so it must be a folder of yours: remove it"
+            )
+        os.chmod(folder, 0o700)
+    try:
+        if stat.S_ISSOCK(socket_path.lstat().st_mode):
+            socket_path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def bootstrap_config(admin_socket: Path, xds: XdsFiles, node_id: str = "canary-ingress") -> dict[str, Any]:
+    """The static part of Envoy's configuration: the admin interface on a Unix socket only its
+    user may open (mode 0600), and file-based LDS/CDS. Stats are flushed at each admin read, so
+    a read's histograms are merged from every worker (see :meth:`EnvoyAdmin.stats_prometheus`)."""
     return {
         "node": {"id": node_id, "cluster": "istio-ingressgateway"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": ADMIN_SOCKET_MODE}}},
+        "stats_flush_on_admin": True,
         "dynamic_resources": {
             "lds_config": config_source(str(xds.lds), str(xds.directory)),
             "cds_config": config_source(str(xds.cds), str(xds.directory)),
@@ -133,25 +185,48 @@ def bootstrap_config(admin_port: int, xds: XdsFiles, node_id: str = "canary-ingr
     }
 
 
-class EnvoyAdmin:
-    """Envoy's admin interface on loopback: readiness, config versions, counters."""
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a Unix domain socket."""
 
-    def __init__(self, port: int, timeout: float = 2.0) -> None:
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class EnvoyAdmin:
+    """Envoy's admin interface on its Unix socket: readiness, config versions, counters."""
+
+    def __init__(self, socket_path: Path | str, timeout: float = 2.0) -> None:
+        self.socket_path = str(socket_path)
         self.timeout = timeout
 
-    def get(self, path: str) -> str:
+    def request(self, method: str, path: str) -> str:
+        """The body of Envoy's answer, whatever its status (``/ready`` answers 503 while initialising)."""
+        conn = _UnixHTTPConnection(self.socket_path, self.timeout)
         try:
-            with urllib.request.urlopen(self.base + path, timeout=self.timeout) as resp:
-                return str(resp.read().decode())
-        except urllib.error.HTTPError as exc:  # /ready answers 503 while initialising
-            return str(exc.read().decode())
-        except OSError as exc:
-            raise MeshError(f"Envoy admin at {self.base} does not answer ({exc})") from exc
+            conn.request(method, path)
+            return conn.getresponse().read().decode()
+        except (OSError, http.client.HTTPException) as exc:
+            raise MeshError(f"Envoy admin at {self.socket_path} does not answer ({exc})") from exc
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> str:
+        return self.request("GET", path)
 
     def is_ready(self, config_path: str | None = None) -> bool:
-        """LIVE, and (given ``config_path``) started from that bootstrap: the admin port
-        may have been taken by another Envoy between choosing it and binding it."""
+        """LIVE, and (given ``config_path``) started from that bootstrap, not an Envoy an
+        earlier mesh left on the socket."""
         try:
             info = orjson.loads(self.get("/server_info"))
         except (MeshError, orjson.JSONDecodeError):
@@ -163,8 +238,22 @@ class EnvoyAdmin:
         options = info.get("command_line_options") or {}
         return bool(options.get("config_path") == config_path)
 
-    def stats_prometheus(self) -> str:
-        return self.get("/stats/prometheus")
+    def stats_prometheus(self, *, merged: bool = False) -> str:
+        """``/stats/prometheus``. Each admin read merges the workers' histogram samples, which
+        the next read shows (``stats_flush_on_admin``); with ``merged``, read until two reads
+        agree on every upstream cluster histogram's count (at most 5 reads), so the histograms
+        hold every request completed before the call, as the counters do."""
+        text = self.get("/stats/prometheus")
+        if not merged:
+            return text
+        counts = _histogram_counts(text)
+        for _ in range(4):
+            text = self.get("/stats/prometheus")
+            latest = _histogram_counts(text)
+            if latest == counts:
+                break
+            counts = latest
+        return text
 
     def subscription_states(self) -> dict[str, tuple[str, int]]:
         """Each xDS subscription's accepted ``version_text`` and ``update_rejected`` count."""
@@ -214,6 +303,11 @@ class EnvoyAdmin:
                     f"{', '.join(pending)} within {timeout:.0f}s{_log_tail(log)}"
                 )
             time.sleep(0.02)
+
+
+def _histogram_counts(text: str) -> list[str]:
+    """The upstream clusters' histogram counts (not the admin's own, which each read adds to)."""
+    return [line for line in text.splitlines() if line.startswith("envoy_cluster_") and "_count{" in line]
 
 
 def _log_tail(log: Path | None, lines: int = 8) -> str:

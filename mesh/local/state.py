@@ -54,6 +54,10 @@ class PodState:
     ports: dict[int, int]  # container port → host port
     port_names: dict[str, int]  # container port name → container port
     log: str
+    # ``pid`` is the pod's kubelet (mesh.local.kubelet), which restarts the model server on the
+    # same ports; it writes the server's pid, restarts and last exit here ("" in older states,
+    # whose ``pid`` is the model server itself)
+    status_file: str = ""
 
 
 @dataclass
@@ -135,9 +139,10 @@ def last_routing_change(history: Sequence[AppliedVersion]) -> AppliedVersion | N
 class MeshState:
     ingress_address: str
     ingress_ports: dict[int, int]  # Gateway port → local listener port
-    admin_port: int
     store: str
     tiny: bool
+    admin_socket: str = ""  # Envoy's admin interface: a Unix socket of mode 0600 ("" in older states)
+    admin_port: int = 0  # a state written before the admin socket: that Envoy's admin was on TCP
     envoy_pid: int = 0
     envoy_marker: str = ""
     version: int = 0
@@ -200,7 +205,7 @@ class MeshHome:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One mesh command at a time."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # the mesh's state is its owner's only
         with open(self.root / "lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

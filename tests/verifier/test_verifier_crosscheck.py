@@ -15,6 +15,8 @@ import pytest
 from canary.errors import UsageError
 from canary.rundir import parse_run_document
 from commands.verify_split import main
+from loadtest.meshinfo import mesh_record
+from mesh.api import MeshSnapshot, MeshView
 from tests.verifier.synthetic import CELLS, ONLY_50, ONLY_101, drawn_run
 from verifier.crosscheck import (
     crosscheck,
@@ -69,6 +71,12 @@ def test_mesh_counts_from_run_json() -> None:
     assert "--prometheus" in counts({"local": False})[1]
     assert "--prometheus" in counts(None)[1]
     assert "interrupted" in counts({"local": True, "counters_after": None})[1]
+    assert parse_run_document({"mesh": {"local": True}}).mesh.counters_reset is False  # an older run.json
+    reset = counts({"local": True, "delta": None, "counters_before": before, "counters_after": after,
+                    "counters_reset": True, "counters_reset_evidence": ["resnet50 (c50): 9 request(s) completed"]})
+    assert reset[0] is None
+    assert reset[1].startswith("the mesh's counters were reset during the run (POST /reset_counters")
+    assert "cannot cross-check records against the mesh" in reset[1] and "9 request(s) completed" in reset[1]
 
 
 def _answer(values: dict[str, float]) -> dict:
@@ -169,3 +177,42 @@ def test_cli_envoy_mismatch_refutes_and_missing_counters_do_not(tmp_path: Path) 
     assert main([str(other), "--expected", "100/0", "--no-write"]) == 1
     none = drawn_run(tmp_path / "c", truth, 200, seed=1, mesh=None)
     assert main([str(none), "--expected", "100/0", "--no-write"]) == 0
+
+
+def test_cli_counters_reset_during_the_run_make_the_cross_check_unavailable_not_a_refutation(
+    tmp_path: Path,
+) -> None:
+    """What the adversarial run did: POST /reset_counters half-way, so after − before is far below
+    the fingerprints. Recorded as a reset, the cross-check is unavailable and the split stands."""
+    truth = {("rest", "default"): ONLY_50}
+    counters = {"counters_before": {"resnet50": {"requests": 500}}, "counters_after": {"resnet50": {"requests": 80}}}
+    unflagged = drawn_run(tmp_path / "a", truth, 200, seed=1, mesh={"delta": None, **counters})
+    assert main([str(unflagged), "--expected", "100/0", "--no-write"]) == 1  # read as lost records
+    flagged = drawn_run(tmp_path / "b", truth, 200, seed=1, mesh={
+        "delta": None, **counters, "counters_reset": True,
+        "counters_reset_evidence": ["resnet50 (c50): 200 request(s) completed (Envoy's upstream_rq_time histogram) "
+                                    "but its request counter changed by -420"]})
+    summary = tmp_path / "s.json"
+    assert main([str(flagged), "--expected", "100/0", "--json", str(summary), "--no-write"]) == 0
+    check = json.loads(summary.read_text())["crosscheck"]
+    assert check["status"] == "unavailable" and not check["rows"]
+    assert "the mesh's counters were reset during the run (POST /reset_counters" in check["reason"]
+    assert "cannot cross-check records against the mesh" in check["reason"]
+
+
+def _snapshot(requests: int, timed: int) -> MeshSnapshot:
+    counts = {"subset": "resnet50", "requests": requests,
+              "by_cluster": {"c50": {"requests": requests, "timed": timed, "active": 0}}}
+    return MeshSnapshot(backend="local", home="/h", ingress_url="http://127.0.0.1:8080", view=MeshView((), ()),
+                        applied=(), counters={"resnet50": counts}, running=True)
+
+
+def test_the_run_record_says_when_the_counters_were_reset() -> None:
+    whole = mesh_record("http://127.0.0.1:8080", _snapshot(100, 100), _snapshot(300, 300))
+    assert not whole.counters_reset and whole.delta == {"resnet50": 200}
+    reset = mesh_record("http://127.0.0.1:8080", _snapshot(100, 100), _snapshot(80, 300))
+    assert reset.counters_reset and reset.delta is None and reset.requests_during_run() is None
+    assert reset.counters_reset_evidence == [
+        "resnet50 (c50): 200 request(s) completed (Envoy's upstream_rq_time histogram) "
+        "but its request counter changed by -20"]
+    assert parse_run_document({"mesh": reset.model_dump()}).mesh.counters_reset  # through run.json

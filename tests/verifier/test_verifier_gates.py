@@ -111,3 +111,5 @@ def test_mesh_error_counts_from_the_run_counters() -> None:
              "": SubsetCounts(subset="", requests=0)}
     document = RunDocument.model_construct(mesh=MeshRecord(counters_before=before, counters_after=after))
     assert mesh_error_counts(document) == {"resnet101": (28, 30), "resnet50": (0, 70)}
+    reset = MeshRecord(counters_before=before, counters_after=after, counters_reset=True)
+    assert mesh_error_counts(RunDocument.model_construct(mesh=reset)) == {}  # a reset: after − before means nothing
