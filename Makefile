@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python -m bench.verdict_guarantees
 	$(BIN)/python -m bench.sequential_vs_fixed
 	$(BIN)/python -m bench.percentile_ratio
+	$(BIN)/python -m bench.fuzz_parsing
 
 .PHONY: bench-load
 bench-load: install
@@ -51,3 +52,8 @@ bench-load: install
 clean:
 	-$(BIN)/canary mesh down
 	rm -rf $(VENV) .canary .mypy_cache .ruff_cache .pytest_cache
+
+# Ten minutes of mixed load with a routing change a minute and a replica killed (bench/soak.py).
+.PHONY: soak
+soak: install
+	$(BIN)/python -m bench.soak

@@ -226,8 +226,9 @@ class LocalMesh:
         to_start = [p for p in plans if p.name not in current]
         to_stop = [p for p in state.pods if p.name not in {k.name for k in keep}]
 
-        started = self._start_pods(state, to_start)
+        started: list[PodState] = []
         try:
+            started = self._start_pods(state, to_start)
             pods = sorted(keep + started, key=lambda p: (p.namespace, p.name))
             stored = [StoredObject(source=o.source, document=dict(o.raw)) for o in merged]
             resources = self._translate(state, merged, pods)  # before the switch-over: still interruptible
@@ -246,9 +247,13 @@ class LocalMesh:
             if received:
                 raise KeyboardInterrupt
         except BaseException:
-            procs.stop((p.pid, p.marker) for p in started)
+            procs.stop(pod_processes.stop_targets([*started, *state.starting]))
             raise
-        procs.stop((p.pid, p.marker) for p in to_stop)
+        finally:
+            if state.starting:  # made live, or stopped: either way no longer starting
+                state.starting = []
+                self.home.save(state)
+        procs.stop(pod_processes.stop_targets(to_stop))
         return ApplyResult(
             version=state.version,
             files=applied,
@@ -309,6 +314,11 @@ class LocalMesh:
     def _recover(self, state: MeshState) -> None:
         """A command killed in the middle of a push left Envoy somewhere between two versions:
         push the stored (last acknowledged) configuration again before anything else."""
+        if state.starting:
+            self.progress(f"stopping {len(state.starting)} pod(s) an interrupted apply had started")
+            procs.stop(pod_processes.stop_targets(state.starting))
+            state.starting = []
+            self.home.save(state)
         pending = interrupted_push(state.history)
         if pending is None:
             return
@@ -427,13 +437,16 @@ class LocalMesh:
     def _spawn_pod(self, state: MeshState, plan: PodPlan) -> PodState:
         """Start the pod's kubelet (``mesh.local.kubelet``), which runs the model server on fresh
         host ports, in the container's environment, and restarts it there when it exits."""
-        return pod_processes.spawn_pod(self.home, plan, pod_processes.volume_map(self.home, state.store, plan))
+        pod = pod_processes.spawn_pod(self.home, plan, pod_processes.volume_map(self.home, state.store, plan))
+        state.starting.append(pod)  # known before it is live, so no command can lose track of it
+        self.home.save(state)
+        return pod
 
     def _stop_all(self, state: MeshState) -> list[str]:
         """Stop every pod (kubelet and model server, even one whose kubelet was killed) and Envoy."""
         targets: list[tuple[int, str]] = []
         names: list[str] = []
-        for pod in state.pods:
+        for pod in [*state.pods, *state.starting]:
             live = [t for t in pod_processes.stop_targets([pod]) if procs.is_running(*t)]
             if live:
                 targets += live

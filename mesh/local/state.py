@@ -135,6 +135,10 @@ def last_routing_change(history: Sequence[AppliedVersion]) -> AppliedVersion | N
     return change
 
 
+def _pod_state(data: dict[str, Any]) -> PodState:
+    return PodState(**{**data, "ports": {int(k): int(v) for k, v in data["ports"].items()}})
+
+
 @dataclass
 class MeshState:
     ingress_address: str
@@ -150,6 +154,9 @@ class MeshState:
     pods: list[PodState] = field(default_factory=list)
     applied: list[AppliedFile] = field(default_factory=list)
     history: list[AppliedVersion] = field(default_factory=list)
+    # pods an apply has started but not yet made live: kept so that the pods of an apply killed
+    # half-way (SIGKILL) are stopped by the next command instead of running on unknown
+    starting: list[PodState] = field(default_factory=list)
     format: int = STATE_FORMAT
 
     def to_json(self) -> bytes:
@@ -164,11 +171,8 @@ class MeshState:
         data["objects"] = [StoredObject(**o) for o in data["objects"]]
         data["applied"] = [AppliedFile(**a) for a in data["applied"]]
         data["history"] = [AppliedVersion(**h) for h in data.get("history", [])]
-        pods = []
-        for p in data["pods"]:
-            p["ports"] = {int(k): int(v) for k, v in p["ports"].items()}
-            pods.append(PodState(**p))
-        data["pods"] = pods
+        for key in ("pods", "starting"):
+            data[key] = [_pod_state(p) for p in data.get(key, [])]
         return cls(**data)
 
     @property

@@ -171,7 +171,55 @@ def test_sigterm_while_new_pods_start_stops_them_and_changes_nothing(mesh: Runni
     assert [p.pid for p in after.state.pods] == [p.pid for p in before.pods]
     assert all(after.pods_running.values())
     markers = [f"{MeshHome(mesh.home).root}#{p.stem.replace('_', '/', 1)}" for p in new_logs]
-    leftovers = [pid for pid in Path("/proc").iterdir() if pid.name.isdigit() and _carries(pid, markers)]
-    assert leftovers == []
+    assert _processes_with(markers) == []
     assert _canary_share(mesh) > 0.1
     mesh_apply([default_manifests(*WEIGHT_100)], home=mesh.home)
+
+
+_KILL_WHILE_PODS_START = """
+import os, sys
+from pathlib import Path
+from mesh.local import pod_processes
+from mesh.local.backend import LocalMesh
+from mesh.local.state import MeshHome
+
+def die(pod, plan):
+    print(pod.marker, flush=True)
+    os._exit(9)  # as SIGKILL, with the new pod's kubelet started and nothing made live
+
+pod_processes.wait_ready = die
+LocalMesh(MeshHome(Path(sys.argv[1]))).apply([Path(sys.argv[2])])
+"""
+
+
+def test_pods_of_an_apply_killed_while_they_start_are_stopped_by_the_next_command(
+    mesh: RunningMesh, tmp_path: Path
+) -> None:
+    mesh.apply(*WEIGHT_70)
+    before = mesh_status(home=mesh.home).state
+    changed = tmp_path / "deployment-resnet50.yaml"
+    changed.write_text(
+        default_manifests("base", "deployment-resnet50.yaml").read_text().replace('cpu: "1"', "cpu: 600m")
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_WHILE_PODS_START, str(mesh.home), str(changed)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert killed.returncode == 9, killed.stderr
+    marker = killed.stdout.strip()
+    state = mesh_status(home=mesh.home).state
+    assert [p.marker for p in state.starting] == [marker]  # the state knows the orphan
+    assert state.objects == before.objects and state.version == before.version
+    assert _processes_with([marker])  # still running: nothing else would stop it
+
+    mesh.apply(*WEIGHT_70)  # the next command stops it first
+    assert mesh_status(home=mesh.home).state.starting == []
+    deadline = time.monotonic() + 15
+    while _processes_with([marker]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_with([marker]) == []
+    assert _canary_share(mesh) > 0.1
+
+
+def _processes_with(markers: list[str]) -> list[str]:
+    return [pid.name for pid in Path("/proc").iterdir() if pid.name.isdigit() and _carries(pid, markers)]
