@@ -80,6 +80,10 @@ def _mesh_status(args: argparse.Namespace, io: Consoles) -> int:
     io.out.print(f"ingress {st.ingress_url}   Envoy pid {st.envoy_pid} "
                  f"({'running' if status.envoy_running else 'NOT RUNNING'}), admin socket {st.admin_socket or '(none)'}, "
                  f"config version {st.version}")
+    if status.interrupted_push is not None:
+        io.warn(f"version {status.interrupted_push}'s push never finished (the command that pushed it was "
+                "killed), so Envoy may hold part of it; the next `canary mesh apply` puts the last "
+                "acknowledged configuration back before it applies anything")
     objects = Table("kind", "namespace", "name", "from", title="objects")
     for obj in status.view.objects:
         objects.add_row(obj.ref.kind, obj.ref.namespace or "-", obj.ref.name, Path(obj.source).name)

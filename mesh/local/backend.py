@@ -163,6 +163,8 @@ class LocalMesh:
             counters=counters,
             view=MeshView(tuple(objects), tuple(_pod_endpoints(state.pods, running))),
             since_change=since,
+            interrupted_push=pending.version if (pending := interrupted_push(state.history))
+            and not self.home.busy() else None,
         )
 
     @staticmethod

@@ -222,6 +222,18 @@ class MeshHome:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def busy(self) -> bool:
+        """Whether a mesh command holds the lock now (an apply under way)."""
+        if not (self.root / "lock").exists():
+            return False
+        with open(self.root / "lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return False
+
     def exists(self) -> bool:
         return self.state_file.exists()
 

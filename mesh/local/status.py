@@ -38,6 +38,8 @@ class MeshStatus:
     since_change: SinceChange | None = None  # None: Envoy down, or no counts kept at the change
     # pod name → its running kubelet's status (server pid, restarts, last exit); absent when unknown
     containers: dict[str, KubeletStatus] = field(default_factory=dict)
+    # the version whose push never finished, its command killed (None: none, or an apply under way)
+    interrupted_push: int | None = None
 
     def subset_counts(self) -> dict[str, dict[str, Any]]:
         """Per subset ("": no subset): Envoy's counters and their share of all requests, and
@@ -63,6 +65,7 @@ class MeshStatus:
             "admin_socket": st.admin_socket,
             "envoy": {"pid": st.envoy_pid, "running": self.envoy_running},
             "version": st.version,
+            "interrupted_push": self.interrupted_push,
             "store": st.store,
             "objects": sorted({str(obj.ref) for obj in self.view.objects}),
             "pods": [

@@ -120,8 +120,10 @@ def test_a_command_killed_mid_push_is_recovered_by_the_next_apply(mesh: RunningM
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert killed.returncode == 9, killed.stderr
-    pending = interrupted_push(mesh_status(home=mesh.home).state.history)
-    assert pending is not None  # the state says a push never finished
+    status = mesh_status(home=mesh.home)
+    pending = interrupted_push(status.state.history)
+    assert pending is not None  # the state says a push never finished, and status tells
+    assert status.interrupted_push == pending.version == status.to_dict()["interrupted_push"]
     assert _acknowledged_routing(mesh.home) == live
 
     mesh.apply(*WEIGHT_100)  # the next apply first restores, then applies
@@ -129,6 +131,7 @@ def test_a_command_killed_mid_push_is_recovered_by_the_next_apply(mesh: RunningM
     assert history[-3].version == pending.version and history[-3].failed
     assert history[-2].restored and history[-2].routing_sha256 == live
     assert history[-1].applied_at and not history[-1].restored
+    assert mesh_status(home=mesh.home).interrupted_push is None
     assert _canary_share(mesh, 100) == 0.0
 
 
