@@ -21,11 +21,9 @@ cut short.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gevent
@@ -35,27 +33,22 @@ from locust.runners import STATE_MISSING, STATE_SPAWNING, STATE_STOPPED, STATE_S
 from canary.errors import CanaryError
 from canary.files import write_atomic
 from canary.rundir.document import (
-    CalibrationSummary,
-    ExpectedSplit,
     InterruptionRecord,
     ModelRecord,
-    PayloadRecord,
-    PayloadsRecord,
-    RequestsRecord,
-    RunArguments,
     RunDocument,
 )
-from canary.rundir.layout import RunDir, default_run_dir, utc_now, versions
+from canary.rundir.layout import RunDir, default_run_dir, utc_now
 from canary.stats import Expectation, expectations_by_group
 from loadtest.budget import Ledger
 from loadtest.endchecks import end_checks, lost_records, unconfirmed_workers
 from loadtest.fingerprint import Calibration
 from loadtest.interrupt import Interruption
 from loadtest.items import group_of
-from loadtest.meshinfo import mesh_record, routing_record, run_mesh, try_snapshot
+from loadtest.meshinfo import routing_record, run_mesh, try_snapshot
 from loadtest.options import CanaryOptions, options_from_parsed
 from loadtest.phases import PhaseTracker
 from loadtest.records import RecordSink
+from loadtest.run_document import run_document
 from loadtest.sequential import SequentialMonitor, monitor_for
 from loadtest.worker import MSG
 from mesh.api import MeshSnapshot
@@ -422,7 +415,8 @@ class MasterSide:
         if self.exit_code:
             environment.process_exit_code = self.exit_code
 
-    def _lost(self) -> dict[str, int]:
+    def lost(self) -> dict[str, int]:
+        """Records each worker made but the master never received (by worker)."""
         assert self.sink is not None
         return lost_records(self.flushed, self.sink.stats)
 
@@ -432,7 +426,7 @@ class MasterSide:
         assert self.sink is not None
         sequential = self.sequential
         self.problems, code = end_checks(
-            self.sink.stats, notes=self.notes, lost=self._lost(), locust_requests=self.runner.stats.total.num_requests,
+            self.sink.stats, notes=self.notes, lost=self.lost(), locust_requests=self.runner.stats.total.num_requests,
             interrupted=self.status == "interrupted",
             exit_code_on_error=int(getattr(self.environment.parsed_options, "exit_code_on_error", 1) or 1),
             sequential_exit=sequential.exit_code if sequential is not None and sequential.ended else None)
@@ -481,73 +475,5 @@ class MasterSide:
 
     def document(self) -> RunDocument:
         """The run.json document (see reports/README.md)."""
-        assert self.run is not None and self.sink is not None
-        stats = self.sink.stats
-        env = self.environment
-        parsed = env.parsed_options
-        users: dict[str, dict[str, int]] = {}
-        for (protocol, group), n in sorted(self.groups.items()):
-            users.setdefault(protocol, {})[group] = n
-        cal = self.calibration
-        locust_stats = self.runner.stats.total
-        return RunDocument(
-            run_id=self.run.root.name,
-            status=self.status,
-            started_at=self.started_at,
-            ended_at=self.ended_at or None,
-            host=env.host,
-            runner="local" if self.local else "master",
-            arguments=RunArguments(
-                argv=list(sys.argv),
-                canary=self.options,
-                locust={name: _plain(getattr(parsed, name, None)) for name in (
-                    "num_users", "spawn_rate", "run_time", "processes", "expect_workers", "headless",
-                    "user_classes", "exit_code_on_error")} | {"stop_timeout": env.stop_timeout},
-                user_classes=sorted(c.__name__ for c in env.user_classes),
-            ),
-            payloads=PayloadsRecord(
-                dir=str(self.payloads.images_dir),
-                size=self.payloads.size,
-                digest=self.payloads.digest,
-                items=[PayloadRecord(id=p.id, label=p.label, sha256=dict(p.digests)) for p in self.payloads],
-            ),
-            calibration=CalibrationSummary.model_validate({
-                "file": self.run.calibration_json.name,
-                **self.calibration_origin,
-                "source": cal.meta.get("origin", cal.source),
-                "tolerance": cal.tolerance,
-                "subsets": list(cal.subsets),
-                "pairs": len(cal.pairs),
-                "usable": len(cal.usable),
-                "excluded": list(cal.warnings),
-            }),
-            models=self.models,
-            expected={group: ExpectedSplit(shares=dict(e.shares), label=e.label())
-                      for group, e in sorted(self.expected.items())},
-            users=users,
-            mesh=mesh_record(env.host, self.mesh_before, self.mesh_after, self.phases.records),
-            versions=versions(),
-            requests=RequestsRecord(
-                total=stats.rows,
-                target=self.options.requests,
-                by_outcome=dict(sorted(stats.by_outcome.items())),
-                by_subset=dict(sorted(stats.by_subset.items())),
-                locust={"requests": locust_stats.num_requests, "failures": locust_stats.num_failures},
-            ),
-            records=stats.record(dir=self.run.records.name, lost=self._lost(),
-                                 workers_flushed=sorted(self.flushed)),
-            sequential=self.sequential.record() if self.sequential is not None else None,
-            problems=list(self.problems),
-            exit_code=self.exit_code,
-            interrupted=self.interruption() if self.status == "interrupted" else None,
-        )
+        return run_document(self)
 
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
