@@ -29,17 +29,18 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM raises :class:`KeyboardInterrupt`, as Ctrl-C does."""
+def terminate_as_interrupt(raised: type[KeyboardInterrupt] = KeyboardInterrupt) -> Iterator[None]:
+    """Inside the block SIGTERM raises ``raised`` (:class:`KeyboardInterrupt`, as Ctrl-C does, or a
+    subclass for a caller that treats the two apart)."""
     if not _in_main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise raised
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:

@@ -5,7 +5,7 @@ is 200 columns wide (rich would assume 80 and fold pod and cluster names).
 :func:`run_command` parses the command line and runs the chosen function:
 a :class:`~canary.errors.CanaryError` (a usage error included: every parser
 is :class:`canary.commandline.ArgumentParser`) prints one line and exits with
-its code (3 for usage), Ctrl-C exits 130, ``--help`` exits 0.
+its code (3 for usage), Ctrl-C or SIGTERM exits 130, ``--help`` exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from canary.conventions import ExitCode
 from canary.errors import CanaryError
+from canary.interrupts import terminate_as_interrupt
 
 __all__ = ["Consoles", "consoles", "run_command"]
 
@@ -56,8 +57,9 @@ def run_command(
     """Parse ``argv`` and run ``dispatch``; returns the exit code (never raises for a user's error)."""
     io = consoles()
     try:
-        args = parser.parse_args(argv)
-        return int(dispatch(args, io))
+        with terminate_as_interrupt():  # SIGTERM cleans up and exits 130 as Ctrl-C does
+            args = parser.parse_args(argv)
+            return int(dispatch(args, io))
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else 0 if done.code is None else 3
     except CanaryError as error:

@@ -27,9 +27,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from locust.util.timespan import parse_timespan
 
 from canary.conventions import CANARY_HOME_ENV, ExitCode
 from canary.errors import CanaryError, UsageError
+from canary.interrupts import terminate_as_interrupt
 from canary.rundir.document import RunDocument, parse_run_document
 from canary.rundir.layout import RunDir, default_run_dir
 from canary.rundir.records import failure_counts, read_records
@@ -72,10 +72,6 @@ the master's wait for the workers' last records (30 s more), Locust's statistics
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM to ``canary load``: it stops Locust as Ctrl-C does."""
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
 
 
 def parse_run_time(text: str) -> int:
@@ -199,7 +195,7 @@ def run_load(
         env[CANARY_HOME_ENV] = str(Path(request.home).resolve())
     run_time = request.effective_run_time
     deadline = time.monotonic() + (parse_run_time(run_time) + grace_s if run_time else float("inf"))
-    with open(log, "wb") as out, _sigterm_as_interrupt():
+    with open(log, "wb") as out, terminate_as_interrupt(Terminated):
         # Its own session: the terminal's Ctrl-C reaches canary only, which passes it on to Locust's
         # master once; the master stops its workers, and nothing is left behind if they do not stop.
         child = subprocess.Popen(locust_argv(request, host, run.root), stdout=out, stderr=subprocess.STDOUT,
@@ -255,20 +251,6 @@ def _follow(child: subprocess.Popen[bytes], run: RunDir, progress: ProgressCallb
             code = _stop(child, signal.SIGINT, wait_s=STOP_WAIT_S)
             raise CanaryError(f"Locust {why}; stopped it (exit code {code}); see {run.root / 'locust.log'}")
         time.sleep(poll_s)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While Locust runs, SIGTERM to canary stops it as Ctrl-C does (:class:`Terminated`), instead of
-    leaving it running alone in its own session."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop(child: subprocess.Popen[bytes], sig: int, wait_s: float) -> int:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import urllib3
+import urllib3.exceptions
 from kubernetes import client, config, dynamic
 from kubernetes.config.config_exception import ConfigException
 
@@ -109,6 +111,8 @@ def open_cluster(
                     f'{target.context}`)'
                 ) from exc
         target = replace(target, auth_notes=tuple(target.redact(n) for n in notes))
+    if not configuration.verify_ssl:  # the kubeconfig's insecure-skip-tls-verify: as kubectl, no warning per request
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
     api_client = BoundedApiClient(configuration)
     api_client.connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
     api_client.read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout

@@ -237,7 +237,8 @@ def flag_help() -> str:
 def map_container_path(path: str, env: Mapping[str, str] | None = None) -> Path:
     """Map a container path through ``CANARY_VOLUME_MAP``; the longest mount wins.
 
-    Without the variable, or when no mount matches, the path is used as given.
+    Without the variable, or when no mount matches, the path is used as given. A mapped
+    path whose symbolic links lead out of its volume is a :class:`FlagError`.
     """
     environ = os.environ if env is None else env
     raw = environ.get(VOLUME_MAP_ENV, "")
@@ -261,4 +262,11 @@ def map_container_path(path: str, env: Mapping[str, str] | None = None) -> Path:
         return Path(path)
     _, mount, local = best
     relative = target.relative_to(PurePosixPath(mount))
-    return Path(local) / relative
+    mapped = Path(local) / relative
+    root, resolved = Path(local).resolve(), mapped.resolve()
+    if not resolved.is_relative_to(root):  # in a container a link cannot leave its root either
+        raise FlagError(
+            f"{path} resolves to {resolved}, outside its volume {mount} ({root}): a symbolic link in the "
+            "volume points out of it; the local mesh serves files from the volume only"
+        )
+    return mapped

@@ -45,14 +45,18 @@ class VersionStatus:
 
 
 def scan_versions(base_path: Path) -> list[int]:
-    """Numeric version directories under ``base_path`` that hold a SavedModel, ascending."""
+    """Numeric version directories under ``base_path`` that hold a SavedModel, ascending (a
+    version directory that is a link out of the base path is not one)."""
     try:
         entries = list(base_path.iterdir())
     except OSError:
         return []
     versions = []
+    base = base_path.resolve()
     for entry in entries:
-        if entry.name.isdigit() and (entry / "saved_model.pb").is_file():
+        if not entry.name.isdigit() or not entry.resolve().is_relative_to(base):
+            continue  # a version linked from outside the base path is not this model's
+        if (entry / "saved_model.pb").is_file():
             versions.append(int(entry.name))
     return sorted(versions)
 

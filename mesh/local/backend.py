@@ -224,9 +224,12 @@ class LocalMesh:
         ]
 
         current = {p.name: p for p in state.pods if procs.is_running(p.pid, p.marker)}
+        dead = [p for p in state.pods if p.name not in current]  # their kubelet is gone
+        # what a dead pod left behind goes first: its successor takes its name, marker and files
+        procs.stop(pod_processes.stop_targets(dead))
         keep = [current[p.name] for p in plans if p.name in current]
         to_start = [p for p in plans if p.name not in current]
-        to_stop = [p for p in state.pods if p.name not in {k.name for k in keep}]
+        to_stop = [p for p in current.values() if p.name not in {k.name for k in keep}]
 
         started: list[PodState] = []
         try:
@@ -255,13 +258,14 @@ class LocalMesh:
             if state.starting:  # made live, or stopped: either way no longer starting
                 state.starting = []
                 self.home.save(state)
-        procs.stop(pod_processes.stop_targets(to_stop))
+        with held_interrupts():  # the new configuration is live: the apply ends whole, old pods stopped
+            procs.stop(pod_processes.stop_targets(to_stop))
         return ApplyResult(
             version=state.version,
             files=applied,
             started=[p.name for p in started],
-            stopped=[p.name for p in to_stop],
-            unchanged=not started and not to_stop,
+            stopped=[p.name for p in [*dead, *to_stop]],
+            unchanged=not started and not to_stop and not dead,
         )
 
     def _switch(

@@ -240,7 +240,7 @@ def test_scaling_a_deployment_rolls_pods_without_dropping_requests(mesh: Running
     mesh.state = mesh_status(home=mesh.home).state
 
 
-def test_a_crashed_model_server_is_restarted_by_the_next_apply(mesh: RunningMesh) -> None:
+def test_a_pod_whose_kubelet_died_is_started_again_by_the_next_apply(mesh: RunningMesh) -> None:
     import os
     import signal
 
@@ -251,6 +251,9 @@ def test_a_crashed_model_server_is_restarted_by_the_next_apply(mesh: RunningMesh
     status = mesh_status(home=mesh.home)
     assert all(status.pods_running.values())
     assert _rest(mesh, 20, CANARY)["resnet101"] == 20
+    # the successor has the dead pod's name: cleaning up after the dead one must not stop it
+    container = mesh_status(home=mesh.home).containers[victim.name]
+    assert (container.restarts, container.last_exit) == (0, None), container
     mesh.state = status.state
 
 

@@ -190,3 +190,17 @@ def test_help_documents_the_request_size_limit() -> None:
     explained = text.split(line, 1)[1].splitlines()[1]
     assert "413" in explained and "RESOURCE_EXHAUSTED" in explained and "canary's own" in explained
     assert "--enable_signature_method_name_check=bool (default False)\n" in text
+
+
+def test_a_link_out_of_the_volume_is_refused_and_one_inside_followed(tmp_path: Path) -> None:
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    (store / "real").mkdir(parents=True)
+    outside.mkdir()
+    (store / "evil").symlink_to(outside)
+    (store / "alias").symlink_to(store / "real")
+    linked_store = tmp_path / "linked-store"
+    linked_store.symlink_to(store)  # the volume itself may be a link (the tests' model store is)
+    env = {"CANARY_VOLUME_MAP": json.dumps({"/models": str(linked_store)})}
+    assert map_container_path("/models/alias/resnet50", env) == linked_store / "alias" / "resnet50"
+    with pytest.raises(FlagError, match="outside its volume /models"):
+        map_container_path("/models/evil/resnet50", env)

@@ -85,3 +85,12 @@ def test_resolve_errors(
         manager.resolve(name, version, label)
     assert caught.value.code is code
     assert fragment in caught.value.message
+
+
+def test_a_version_linked_from_outside_the_base_path_is_not_a_version(tmp_path: Path, serving_store: Path) -> None:
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    base.mkdir()
+    shutil.copytree(serving_store / "resnet50" / "1", outside / "3")
+    shutil.copytree(serving_store / "resnet50" / "1", base / "1")
+    (base / "3").symlink_to(outside / "3")
+    assert scan_versions(base) == [1]
