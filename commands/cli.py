@@ -206,6 +206,9 @@ def _load(args: argparse.Namespace, io: Consoles) -> int:
     _print_failures(result.failures, io)
     if outcome.problem:
         io.warn(outcome.problem)
+    if run is not None and run.mesh.counters_reset:
+        io.warn("Envoy's counters were reset during the run (POST /reset_counters on its admin): the records "
+                "cannot be cross-checked against the mesh's own counts; " + "; ".join(run.mesh.counters_reset_evidence))
     if run is not None and run.interrupted is not None:
         stop = run.interrupted
         io.warn(f"the run was interrupted{f' by {stop.signal} at {stop.at}' if stop.signal else ''} after "

@@ -124,3 +124,23 @@ def test_mesh_apply_backend_kube_through_the_command(tmp_path, monkeypatch: pyte
         assert "nowhere" in capsys.readouterr().err
     finally:
         server.stop()
+
+
+def test_canary_load_says_when_the_mesh_counters_were_reset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    from canary.rundir.document import MeshRecord, RunDocument
+    from commands import loading
+    from loadtest.load import LoadResult
+
+    run = RunDocument(status="finished", mesh=MeshRecord(
+        local=True, counters_reset=True, counters_reset_evidence=["25 completed but the counters changed by +5"]))
+    run_dir = Path(str(tmp_path))
+    outcome = loading.LoadOutcome(LoadResult(exit_code=0, run_dir=run_dir, log=run_dir / "locust.log", run=run), None)
+    monkeypatch.setattr(loading, "load_and_report", lambda *_a, **_k: outcome)
+    assert cli.main(["load", "--requests", "10", "--host", "http://127.0.0.1:9"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Envoy's counters were reset during the run" in err
+    assert "25 completed but the counters changed by +5" in err
