@@ -133,6 +133,14 @@ def counts_since(
     return since
 
 
+# A reset is claimed only when more requests completed than were counted by more than this:
+# the first reading's histograms may lag its counters by the requests that completed while it
+# was taken (samples are merged per read), a few at most; a reset hides every request counted
+# before it, the whole history of the cluster.
+RESET_MARGIN = 10
+RESET_MARGIN_SHARE = 0.01
+
+
 def counters_reset(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Why Envoy's counters must have been reset between two readings (each ``{subset:
     SubsetCounters.to_dict()}``, as a snapshot keeps them), one line per cluster that shows it;
@@ -151,7 +159,7 @@ def counters_reset(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, 
         in_flight = b.get("active", 0)
         if timed < 0:  # the histogram started again: the cluster was removed and made anew since
             timed, counted, in_flight = a["timed"], a.get("requests", 0), 0
-        if timed > counted + in_flight:
+        if timed - counted - in_flight > max(RESET_MARGIN, RESET_MARGIN_SHARE * timed):
             evidence.append(
                 f"{subset or '(no subset)'} ({name}): {timed} request(s) completed (Envoy's upstream_rq_time "
                 f"histogram) but its request counter changed by {counted:+d}"

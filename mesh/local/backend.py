@@ -232,6 +232,7 @@ class LocalMesh:
         to_stop = [p for p in current.values() if p.name not in {k.name for k in keep}]
 
         started: list[PodState] = []
+        live = False  # True once the state says this apply's pods are live and must stay so
         try:
             started = self._start_pods(state, to_start)
             pods = sorted(keep + started, key=lambda p: (p.namespace, p.name))
@@ -245,14 +246,19 @@ class LocalMesh:
                     self._restore_after(error, state, *previous)
                     raise
                 if received:  # all or nothing: the configuration before this apply goes back
-                    self._restore(state, *previous)
+                    try:
+                        self._restore_after(MeshError("interrupted during the switch-over"), state, *previous)
+                    except MeshError:
+                        live = True  # the restore failed: this apply's configuration and pods stay
+                        raise
                 else:
                     state.applied.extend(applied)
                     self.home.save(state)
             if received:
                 raise KeyboardInterrupt
         except BaseException:
-            procs.stop(pod_processes.stop_targets([*started, *state.starting]))
+            with held_interrupts():  # a second Ctrl-C must not leave pods half stopped and forgotten
+                procs.stop(pod_processes.stop_targets([] if live else [*started, *state.starting]))
             raise
         finally:
             if state.starting:  # made live, or stopped: either way no longer starting

@@ -69,7 +69,8 @@ def _reap(pid: int) -> None:
 
 
 def is_running(pid: int, marker: str) -> bool:
-    """Whether ``pid`` is alive and its command line or environment contains ``marker``."""
+    """Whether ``pid`` is alive and ``marker`` is one of its arguments or the value of one of its
+    environment variables."""
     child = _children.get(pid)
     if child is not None:
         return child.poll() is None
@@ -78,9 +79,11 @@ def is_running(pid: int, marker: str) -> bool:
     try:
         if proc.joinpath("stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
             return False
-        if marker.encode() in proc.joinpath("cmdline").read_bytes():
+        needle = marker.encode()  # a whole argument, or a whole variable's value: replica 1 is not 10
+        if needle in proc.joinpath("cmdline").read_bytes().split(b"\0"):
             return True
-        return marker.encode() in proc.joinpath("environ").read_bytes()
+        suffix = b"=" + needle
+        return any(entry.endswith(suffix) for entry in proc.joinpath("environ").read_bytes().split(b"\0"))
     except OSError:
         return False
 
@@ -89,7 +92,7 @@ def stop(pids: Iterable[tuple[int, str]], grace: float = 10.0) -> None:
     """SIGTERM each (pid, marker) still running, then SIGKILL what outlives ``grace``."""
     live = [(pid, marker) for pid, marker in pids if is_running(pid, marker)]
     for pid, _ in live:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while live and time.monotonic() < deadline:
@@ -97,9 +100,9 @@ def stop(pids: Iterable[tuple[int, str]], grace: float = 10.0) -> None:
         if live:
             time.sleep(0.05)
     for pid, _ in live:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     for pid, _ in live:
         _reap(pid)

@@ -226,3 +226,35 @@ def test_pods_of_an_apply_killed_while_they_start_are_stopped_by_the_next_comman
 
 def _processes_with(markers: list[str]) -> list[str]:
     return [pid.name for pid in Path("/proc").iterdir() if pid.name.isdigit() and _carries(pid, markers)]
+
+
+def test_when_putting_the_previous_configuration_back_fails_the_live_one_keeps_its_pods(
+    mesh: RunningMesh, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from canary.errors import MeshError
+
+    mesh.apply(*WEIGHT_70)
+    changed = tmp_path / "deployment-resnet50.yaml"
+    changed.write_text(
+        default_manifests("base", "deployment-resnet50.yaml").read_text().replace('cpu: "1"', "cpu: 800m")
+    )
+    push = LocalMesh._push
+    calls: list[int] = []
+
+    def interrupt_then_fail_the_restore(self: LocalMesh, state: object, resources: object) -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("Envoy stopped answering")
+        push(self, state, resources)  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(LocalMesh, "_push", interrupt_then_fail_the_restore)
+    with pytest.raises(MeshError, match="interrupted during the switch-over; putting the configuration"):
+        LocalMesh(MeshHome(mesh.home)).apply([changed])
+    monkeypatch.undo()
+    status = mesh_status(home=mesh.home)
+    assert status.state.history[-1].restored and status.state.history[-1].failed
+    assert all(status.pods_running.values())  # the pods the state calls live were not stopped
+    assert status.state.starting == []
+    assert _canary_share(mesh) > 0.1
+    mesh_apply([default_manifests("base", "deployment-resnet50.yaml"), default_manifests(*WEIGHT_100)], home=mesh.home)

@@ -139,6 +139,10 @@ def _reading(**clusters: tuple[int, int, int]) -> dict[str, dict[str, object]]:
         ((100, 100, 0), (130, 160, 0), True),  # zeroed after 30 of them
         ((100, 98, 2), (60, 161, 0), True),
         ((0, 0, 0), (60, 60, 0), False),  # zeroed while it had counted nothing: no harm, no reset
+        ((100, 92, 0), (160, 160, 0), False),  # the first reading's histogram lagged by 8: within the margin
+        ((1000, 1000, 0), (5025, 5060, 0), False),  # 35 more timed of 4,060: within 1% (a lag under foreign traffic)
+        ((1000, 1000, 0), (4000, 5060, 0), True),  # 1,060 more timed than counted: a reset
+        ((12, 12, 0), (1, 13, 0), True),  # a reset that hid 11 requests: just beyond the margin
     ],
 )
 def test_counters_reset_when_more_requests_were_timed_than_counted(

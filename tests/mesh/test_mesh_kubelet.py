@@ -169,3 +169,20 @@ def test_a_killed_kubelet_takes_its_server_with_it(kubelet: RunningKubelet) -> N
     while procs.is_running(server, kubelet.marker) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not procs.is_running(server, kubelet.marker), "the server outlived its kubelet"
+
+
+def test_a_marker_is_a_whole_argument_or_value_not_a_part_of_one(tmp_path: Path) -> None:
+    from mesh.local import procs
+
+    code = "import time; time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code, "--pod", "home#ns/pod-10"],
+                             env={"CANARY_POD": "home#ns/web-10", "PATH": "/usr/bin:/bin"})
+    try:
+        procs._children.pop(child.pid, None)  # judged by /proc, as a process of an earlier command is
+        assert procs.is_running(child.pid, "home#ns/pod-10")
+        assert procs.is_running(child.pid, "home#ns/web-10")
+        assert not procs.is_running(child.pid, "home#ns/pod-1")  # replica 1 is not replica 10
+        assert not procs.is_running(child.pid, "home#ns/web-1")
+    finally:
+        child.kill()
+        child.wait()
