@@ -261,8 +261,11 @@ class LocalMesh:
                 procs.stop(pod_processes.stop_targets([] if live else [*started, *state.starting]))
             raise
         finally:
-            if state.starting:  # made live, or stopped: either way no longer starting
-                state.starting = []
+            # made live, or stopped: no longer starting; but when a failed restore leaves this apply
+            # live, the pods it replaced are no longer the state's: the next command stops them
+            leftover = list(to_stop) if live else []
+            if state.starting or leftover:
+                state.starting = leftover
                 self.home.save(state)
         with held_interrupts():  # the new configuration is live: the apply ends whole, old pods stopped
             procs.stop(pod_processes.stop_targets(to_stop))

@@ -154,8 +154,9 @@ class MeshState:
     pods: list[PodState] = field(default_factory=list)
     applied: list[AppliedFile] = field(default_factory=list)
     history: list[AppliedVersion] = field(default_factory=list)
-    # pods an apply has started but not yet made live: kept so that the pods of an apply killed
-    # half-way (SIGKILL) are stopped by the next command instead of running on unknown
+    # pods running that are not (or no longer) live: those an apply has started but not yet made
+    # live, and those a failed apply left behind; kept so that the next command stops them
+    # (an apply killed half-way included) instead of their running on unknown
     starting: list[PodState] = field(default_factory=list)
     format: int = STATE_FORMAT
 

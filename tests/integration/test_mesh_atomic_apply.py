@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mesh.api import default_manifests, mesh_apply, mesh_status
+from mesh.local import procs
 from mesh.local.backend import LocalMesh
 from mesh.local.state import MeshHome, interrupted_push
 from payloads import load_payloads
@@ -234,6 +235,7 @@ def test_when_putting_the_previous_configuration_back_fails_the_live_one_keeps_i
     from canary.errors import MeshError
 
     mesh.apply(*WEIGHT_70)
+    before = mesh_status(home=mesh.home).state
     changed = tmp_path / "deployment-resnet50.yaml"
     changed.write_text(
         default_manifests("base", "deployment-resnet50.yaml").read_text().replace('cpu: "1"', "cpu: 800m")
@@ -255,6 +257,10 @@ def test_when_putting_the_previous_configuration_back_fails_the_live_one_keeps_i
     status = mesh_status(home=mesh.home)
     assert status.state.history[-1].restored and status.state.history[-1].failed
     assert all(status.pods_running.values())  # the pods the state calls live were not stopped
-    assert status.state.starting == []
+    replaced = [(p.pid, p.marker) for p in before.pods if p.labels["version"] == "resnet50"]
+    assert [(p.pid, p.marker) for p in status.state.starting] == replaced  # still tracked, to be stopped
     assert _canary_share(mesh) > 0.1
     mesh_apply([default_manifests("base", "deployment-resnet50.yaml"), default_manifests(*WEIGHT_100)], home=mesh.home)
+    assert mesh_status(home=mesh.home).state.starting == []
+    # the next apply stopped them (a new pod of the base template has their name, not their pid)
+    assert not any(procs.is_running(pid, marker) for pid, marker in replaced)
