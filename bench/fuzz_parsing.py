@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ import hypothesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.serving.conftest import MODEL_NAME, free_port, start_server, wait_for_port
+from tests.serving.conftest import MODEL_NAME, free_port, serving
 from tests.serving.fuzz_kit import (
     bodies,
     check_decode,
@@ -89,26 +87,13 @@ def tiny_server() -> Iterator[int]:
     with tempfile.TemporaryDirectory(prefix="canary-fuzz-") as folder:
         store = Path(folder) / "store"
         ensure_models(store, tiny=True)
-        grpc_port, rest_port = free_port(), free_port()
         log = Path(folder) / "server.log"
-        process = start_server(
-            [f"--model_name={MODEL_NAME}", f"--model_base_path={store / 'resnet50'}",
-             f"--port={grpc_port}", f"--rest_api_port={rest_port}"],
-            {},
-            log,
-        )
-        try:
-            wait_for_port(process, grpc_port, log)
-            yield rest_port
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if "Traceback" in log.read_text():
-                print(f"the server logged a traceback:\n{log.read_text()[-3000:]}")
+        flags = [f"--model_name={MODEL_NAME}", f"--model_base_path={store / 'resnet50'}",
+                 f"--port={free_port()}", f"--rest_api_port={free_port()}"]
+        with serving(flags, {}, log) as running:
+            yield running.rest_port
+        if "Traceback" in log.read_text():
+            print(f"the server logged a traceback:\n{log.read_text()[-3000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,6 +76,25 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path, timeou
     raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()}")
 
 
+@contextlib.contextmanager
+def serving(flags: list[str], env: dict[str, str], log: Path) -> Iterator[RunningServer]:
+    """A server with ``flags`` (which must give ``--port=`` and ``--rest_api_port=``), until the block
+    ends: then SIGTERM, and SIGKILL when it outlives 30 s. The caller checks its exit."""
+    ports = {f.split("=", 1)[0]: int(f.split("=", 1)[1]) for f in flags if f.startswith(("--port=", "--rest_api_port="))}
+    process = start_server(flags, env, log)
+    try:
+        wait_for_port(process, ports["--port"], log)
+        yield RunningServer(process, ports["--port"], ports["--rest_api_port"], log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(scope="session")
 def serving_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model store with the tiny resnet50 and resnet101, exported once per session."""
@@ -90,27 +110,15 @@ def server(serving_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """The tiny resnet50 served as the manifests run it: container paths mapped by CANARY_VOLUME_MAP."""
     grpc_port, rest_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    process = start_server(
-        [
-            f"--model_name={MODEL_NAME}",
-            "--model_base_path=/models/resnet50",
-            "--port=8500",
-            "--rest_api_port=8501",
-            f"--port={grpc_port}",  # appended overrides win, as the local mesh relies on
-            f"--rest_api_port={rest_port}",
-        ],
-        {"CANARY_VOLUME_MAP": json.dumps({"/models": str(serving_store)})},
-        log,
-    )
-    try:
-        wait_for_port(process, grpc_port, log)
-        yield RunningServer(process, grpc_port, rest_port, log)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    flags = [
+        f"--model_name={MODEL_NAME}",
+        "--model_base_path=/models/resnet50",
+        "--port=8500",
+        "--rest_api_port=8501",
+        f"--port={grpc_port}",  # appended overrides win, as the local mesh relies on
+        f"--rest_api_port={rest_port}",
+    ]
+    with serving(flags, {"CANARY_VOLUME_MAP": json.dumps({"/models": str(serving_store)})}, log) as running:
+        yield running
+    process = running.process
     assert process.returncode == 0, f"server did not shut down cleanly:\n{log.read_text()}"

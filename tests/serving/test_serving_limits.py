@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving.limits import DEFAULT_MAX_REQUEST_BYTES
-from tests.serving.conftest import MODEL_NAME, RunningServer, free_port, start_server, wait_for_port
+from tests.serving.conftest import MODEL_NAME, RunningServer, free_port, serving
 
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"
 STRICT_LIMIT = 1 << 20
@@ -28,31 +26,19 @@ STRICT_TIMEOUT_S = 1.5
 @pytest.fixture(scope="module")
 def strict_server(serving_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server with a 1 MiB limit, a 1.5 s REST timeout and TF Serving's method_name check."""
-    grpc_port, rest_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("strict") / "server.log"
-    process = start_server(
-        [
-            f"--model_name={MODEL_NAME}",
-            f"--model_base_path={serving_store / 'resnet50'}",
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            f"--canary_max_request_bytes={STRICT_LIMIT}",
-            f"--rest_api_timeout_in_ms={int(STRICT_TIMEOUT_S * 1000)}",
-            "--enable_signature_method_name_check",
-        ],
-        {},
-        log,
-    )
-    try:
-        wait_for_port(process, grpc_port, log)
-        yield RunningServer(process, grpc_port, rest_port, log)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    flags = [
+        f"--model_name={MODEL_NAME}",
+        f"--model_base_path={serving_store / 'resnet50'}",
+        f"--port={free_port()}",
+        f"--rest_api_port={free_port()}",
+        f"--canary_max_request_bytes={STRICT_LIMIT}",
+        f"--rest_api_timeout_in_ms={int(STRICT_TIMEOUT_S * 1000)}",
+        "--enable_signature_method_name_check",
+    ]
+    with serving(flags, {}, log) as running:
+        yield running
+    process = running.process
     assert process.returncode == 0, f"server did not shut down cleanly:\n{log.read_text()}"
     assert "Traceback" not in log.read_text(), log.read_text()
 
