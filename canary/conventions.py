@@ -57,6 +57,7 @@ MODEL_NAME = "image_classifier"
 """The name both model versions are served under (the walkthroughs' ``MODEL_NAME``)."""
 
 DEFAULT_MODEL_VERSION = 1
+KUBE_NAMESPACE = "tf-serving"  # the model Services' namespace on a cluster (the manifests' own)
 DEFAULT_PAYLOAD_SIZE = 224
 """Pixels of the ``instances`` payloads (ResNet's input size)."""
 

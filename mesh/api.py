@@ -11,21 +11,26 @@ reach into a backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from canary.conventions import canary_home, utc_now
 from mesh.counters import counters_reset
-from mesh.kube import KubeApplyResult, KubeMesh, connect
+from mesh.kube import DynamicApi, KubeApplyResult, KubeMesh, connect
+from mesh.kube_status import KubeStatus
 from mesh.local.backend import ApplyResult, LocalMesh, MeshStatus, Progress, no_progress
 from mesh.local.state import ROUTING_KINDS, AppliedVersion, MeshHome, MeshState, routing_documents
 from mesh.query import MeshView, SubsetEndpoint, SubsetServers
+from mesh.target import KubeTarget
 
 __all__ = [
     "ROUTING_KINDS",
     "AppliedVersion",
+    "KubeStatus",
+    "KubeTarget",
     "MeshSnapshot",
     "MeshView",
     "SubsetEndpoint",
@@ -33,11 +38,18 @@ __all__ = [
     "counters_reset",
     "default_manifests",
     "kube_apply",
+    "kube_apply_documents",
+    "kube_delete",
+    "kube_pods",
+    "kube_port_forward",
+    "kube_status",
     "mesh_apply",
     "mesh_down",
     "mesh_status",
     "mesh_up",
     "model_store",
+    "reachable_servers",
+    "resolved_context",
     "routing_versions",
     "snapshot",
 ]
@@ -47,8 +59,8 @@ __all__ = [
 class MeshSnapshot:
     """The mesh as a client finds it: where to send traffic, what is applied, what it counted."""
 
-    backend: str  # "local"
-    home: str  # where the local mesh keeps its state
+    backend: str  # "local" or "kube"
+    home: str  # where the local mesh keeps its state ("" on a cluster)
     ingress_url: str
     view: MeshView
     applied: tuple[dict[str, Any], ...]  # each applied manifest file: path, sha256, objects
@@ -60,10 +72,50 @@ class MeshSnapshot:
     applied_at: str | None = None  # when that version was acknowledged by the ingress
     routing: tuple[dict[str, Any], ...] = ()  # {"source", "document"} of each routing object live now
     taken_at: str = ""  # when this snapshot was read (ISO 8601 UTC)
+    kube: KubeTarget | None = None  # the cluster, on a cluster
+    counters_from: str = "envoy"  # whose counts: "envoy", "prometheus <where>", "" (none on a cluster)
 
 
-def snapshot(*, home: Path | None = None) -> MeshSnapshot:
-    """The running local mesh now; :class:`~canary.errors.MeshNotRunningError` when none runs."""
+def _kube_snapshot(target: KubeTarget, api: DynamicApi | None = None, *,
+                   need_ingress: bool = True) -> tuple[MeshSnapshot, list[str]]:
+    """The cluster's namespace as a snapshot, and what is missing from it: why no ingress was
+    found (when not needed), why there are no counts."""
+    from mesh.kube_counts import cluster_counters
+    from mesh.kube_query import read_cluster
+
+    api = api or connect(target.context)
+    target = replace(target, context=_named_context(api))  # recorded by name: the current one may change
+    reading = read_cluster(api, target, need_ingress=need_ingress)
+    counters, source, no_counts = cluster_counters(api, target, reading.view)
+    return MeshSnapshot(
+        backend="kube", home="", ingress_url=reading.ingress_url, view=reading.view, applied=(),
+        counters=counters, running=True, applied_at=reading.applied_at, routing=reading.routing,
+        taken_at=utc_now(), kube=target, counters_from=source,
+    ), [p for p in (reading.ingress_problem, no_counts) if p]
+
+
+def _named_context(api: DynamicApi) -> str | None:
+    """The kubeconfig context ``api`` was reached by; None in a pod (its service account)."""
+    from mesh.kube_client import IN_CLUSTER
+
+    name = api.target.context
+    return None if name == IN_CLUSTER else name
+
+
+def resolved_context(target: KubeTarget) -> str | None:
+    """The context ``target`` reaches its cluster by (the kubeconfig's current one when it names
+    none); None in a pod."""
+    return _named_context(connect(target.context))
+
+
+def snapshot(*, home: Path | None = None, kube: KubeTarget | None = None,
+             need_ingress: bool = True) -> MeshSnapshot:
+    """The running local mesh now (:class:`~canary.errors.MeshNotRunningError` when none
+    runs), or with ``kube`` the cluster's namespace as its API server lists it (MeshError,
+    one line, when it cannot be read; without ``need_ingress`` an ingress that cannot be found
+    leaves ``ingress_url`` empty)."""
+    if kube is not None:
+        return _kube_snapshot(kube, need_ingress=need_ingress)[0]
     status = mesh_status(home=home)
     state = status.state
     live = next((h for h in reversed(state.history) if h.applied_at is not None), None)
@@ -82,6 +134,30 @@ def snapshot(*, home: Path | None = None) -> MeshSnapshot:
     )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def reachable_servers(mesh: MeshSnapshot, host: str | None = None, *,
+                      allow_missing: bool = False) -> Iterator[SubsetServers]:
+    """Each subset's own server, reachable from here while the block runs: on the local mesh
+    its pods' loopback ports; on a cluster a port-forward (through the API server, as
+    ``kubectl port-forward``) to one ready pod of each subset, closed when the block ends.
+    See :meth:`~mesh.query.MeshView.subset_servers` for which pod and port."""
+    if mesh.kube is None:
+        yield mesh.view.subset_servers(host, allow_missing=allow_missing)
+        return
+    from mesh.portforward import PortForwards
+
+    endpoints = mesh.view.subset_endpoints(host, allow_missing=allow_missing)
+    with PortForwards(connect(mesh.kube.context)) as forwards:
+        servers: SubsetServers = {}
+        for subset, found in endpoints.items():
+            servers[subset] = {}
+            for kind, endpoint in found.items():
+                namespace, pod = endpoint.pod.split("/", 1)
+                local = forwards.open(namespace, pod, endpoint.port)
+                servers[subset][kind] = local if endpoint.grpc else f"http://{local}"
+        yield servers
 
 
 def routing_versions(*, home: Path | None = None) -> list[AppliedVersion]:
@@ -131,6 +207,40 @@ def mesh_apply(manifests: Sequence[Path], *, home: Path | None = None, progress:
 def kube_apply(manifests: Sequence[Path], *, context: str | None = None) -> KubeApplyResult:
     """Server-side apply to the cluster of the kubeconfig's (or the given) context."""
     return KubeMesh(connect(context)).apply(manifests)
+
+
+def kube_apply_documents(documents: Sequence[dict[str, Any]], source: str, *,
+                         context: str | None = None) -> KubeApplyResult:
+    """:func:`kube_apply` of documents made in memory (``source`` names them in messages)."""
+    return KubeMesh(connect(context)).apply_documents(documents, source)
+
+
+def kube_delete(target: KubeTarget, api_version: str, kind: str, name: str) -> bool:
+    """Delete one object of the target's namespace (False: there was none)."""
+    return KubeMesh(connect(target.context)).delete(api_version, kind, target.namespace, name)
+
+
+def kube_pods(target: KubeTarget, selector: dict[str, str]) -> list[dict[str, Any]]:
+    """The pods of the target's namespace whose labels hold ``selector``."""
+    return KubeMesh(connect(target.context)).pods(target.namespace, selector)
+
+
+@contextmanager
+def kube_port_forward(target: KubeTarget, pod: str, port: int) -> Iterator[str]:
+    """``127.0.0.1:PORT`` forwarded to ``port`` of ``pod`` while the block runs."""
+    from mesh.portforward import PortForwards
+
+    with PortForwards(connect(target.context)) as forwards:
+        yield forwards.open(target.namespace, pod, port)
+
+
+def kube_status(target: KubeTarget) -> KubeStatus:
+    """``canary mesh status --kube``: the namespace, its pods by subset, the ingress, the counts."""
+    api = connect(target.context)
+    mesh, problems = _kube_snapshot(target, api, need_ingress=False)
+    return KubeStatus(context=api.target.context, server=api.target.redact(api.target.server),
+                      namespace=target.namespace, ingress_url=mesh.ingress_url, problems=tuple(problems),
+                      view=mesh.view, counters=mesh.counters, counters_from=mesh.counters_from)
 
 
 def mesh_status(*, home: Path | None = None) -> MeshStatus:

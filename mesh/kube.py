@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ from canary.errors import ManifestError, MeshError
 from mesh.kube_errors import Call, ClusterProblem, api_message
 from mesh.kubeconfig import ClusterTarget
 from mesh.manifest_fields import Target
-from mesh.manifests import kind_rank, load_manifests, validate_set
+from mesh.manifests import kind_rank, load_manifests, parse_objects, validate_set
 from mesh.model import Deployment, ManifestObject, ObjectRef, OtherObject
 
 __all__ = ["FIELD_MANAGER", "KubeApplyResult", "KubeMesh", "connect"]
@@ -50,6 +50,11 @@ class DynamicApi(Protocol):
 
     @property
     def resources(self) -> Any: ...
+
+    @property
+    def client(self) -> Any: ...  # the ``kubernetes.client.ApiClient`` under it (port-forwards)
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any: ...
 
     @property
     def target(self) -> ClusterTarget: ...
@@ -67,6 +72,10 @@ class DynamicApi(Protocol):
     ) -> Any: ...
 
     def get(
+        self, resource: Any, name: str | None = None, namespace: str | None = None, **kwargs: Any
+    ) -> Any: ...
+
+    def delete(
         self, resource: Any, name: str | None = None, namespace: str | None = None, **kwargs: Any
     ) -> Any: ...
 
@@ -186,7 +195,18 @@ class KubeMesh:
         applied then); MeshError when applying fails part-way or a Deployment
         does not roll out within ``rollout_timeout`` seconds.
         """
-        objects = sorted(load_manifests(list(paths), target=Target.CLUSTER), key=_apply_order)
+        return self.apply_objects(load_manifests(list(paths), target=Target.CLUSTER),
+                                  rollout_timeout=rollout_timeout)
+
+    def apply_documents(self, documents: Sequence[Mapping[str, Any]], source: str, *,
+                        rollout_timeout: float = 600.0) -> KubeApplyResult:
+        """:meth:`apply` of documents built in memory (``source`` names them in messages)."""
+        objects = parse_objects([(source, dict(d)) for d in documents], target=Target.CLUSTER)
+        return self.apply_objects(objects, rollout_timeout=rollout_timeout)
+
+    def apply_objects(self, objects: Sequence[ManifestObject], *, rollout_timeout: float = 600.0) -> KubeApplyResult:
+        """Validate the set, dry-run every object, then apply them in order (see :meth:`apply`)."""
+        objects = sorted(objects, key=_apply_order)
         validate_set([o for o in objects if not isinstance(o, OtherObject)], target=Target.CLUSTER)
         new_namespaces = {o.ref.name for o in objects if o.ref.kind == "Namespace"}
         for obj in objects:  # every object is checked by the API server before any is applied
@@ -260,3 +280,29 @@ class KubeMesh:
                     f"{deployment.ref.namespace} describe deployment {deployment.ref.name}`"
                 )
             self.sleep(2.0)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete one object, its dependents in the background (as ``kubectl delete``); False
+        when it did not exist."""
+        resource = self.api.resources.get(api_version=api_version, kind=kind)
+        try:
+            self.api.delete(resource, name=name, namespace=namespace or None,
+                            body={"propagationPolicy": "Background"})
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return False
+            raise self._failure(exc, Call("delete", _rbac_name(resource), namespace),
+                                f"deleting {kind}/{namespace}/{name} failed: ") from exc
+        return True
+
+    def pods(self, namespace: str, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The pods of ``namespace`` whose labels hold ``selector``, as the API server lists them."""
+        resource = self.api.resources.get(api_version="v1", kind="Pod")
+        wanted = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        try:
+            answer = self.api.get(resource, namespace=namespace, label_selector=wanted)
+        except Exception as exc:
+            raise self._failure(exc, Call("list", "pods", namespace), "listing pods failed: ") from exc
+        data = answer.to_dict() if hasattr(answer, "to_dict") else answer
+        items = [dict(item) for item in (data or {}).get("items") or ()]
+        return [p for p in items if selector.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()]

@@ -35,7 +35,7 @@ from canary.errors import MeshError
 from mesh.kube_errors import Call, ClusterProblem, api_message, cluster_problem
 from mesh.kubeconfig import DEFAULT_KUBECONFIG, ClusterTarget, load_kubeconfig
 
-__all__ = ["CONNECT_TIMEOUT", "READ_TIMEOUT", "BoundedApiClient", "ClusterClient", "open_cluster"]
+__all__ = ["CONNECT_TIMEOUT", "IN_CLUSTER", "READ_TIMEOUT", "BoundedApiClient", "ClusterClient", "open_cluster"]
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the API server
 READ_TIMEOUT = 60.0  # seconds to wait for an answer (admission webhooks may take 30)
@@ -44,6 +44,7 @@ READ_TIMEOUT = 60.0  # seconds to wait for an answer (admission webhooks may tak
 RETRIES = urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, other=0)
 
 DISCOVERY = Call("get", "the API discovery (/api, /apis)")
+IN_CLUSTER = "(in-cluster)"  # the context's name when canary runs in a pod, on its service account
 
 
 class BoundedApiClient(client.ApiClient):
@@ -145,12 +146,12 @@ def _in_cluster(configuration: client.Configuration, context: str | None) -> Clu
         except ConfigException as exc:
             raise MeshError(f"no kubeconfig at {looked}, and the in-cluster service account "
                             f"cannot be used: {exc}") from exc
-        return ClusterTarget("(in-cluster)", configuration.host, "(service account)")
+        return ClusterTarget(IN_CLUSTER, configuration.host, "(service account)")
     wanted = f' with the context "{context}"' if context else ""
     raise MeshError(
         f"no kubeconfig found{wanted}: looked at {looked}; set KUBECONFIG to your cluster's "
         "kubeconfig (e.g. `gcloud container clusters get-credentials`), or leave out "
-        "--backend kube to use the local mesh"
+        "--kube to use the local mesh"
     )
 
 

@@ -43,7 +43,7 @@ class Target(enum.Enum):
     ``LOCAL``: the local mesh. Everything it does not implement faithfully is
     refused, naming the file, the object and the field.
 
-    ``CLUSTER``: Kubernetes with Istio (``mesh apply --backend kube``).
+    ``CLUSTER``: Kubernetes with Istio (``mesh apply --kube``).
     Everything Kubernetes or Istio define is accepted; what the local mesh does
     not implement stays in the object's raw document, which is what gets
     applied, and is not modelled. Kinds the local mesh does not know become

@@ -160,7 +160,7 @@ def _server_args(
             str(deployment.ref),
             f"{_CONTAINER}.image",
             f"the local mesh runs only the tensorflow/serving image, not {container.image!r}; "
-            "use --backend kube for other images",
+            "use --kube for other images",
         )
     image_env = {**_IMAGE_ENV, **env}
     if container.command:

@@ -118,27 +118,23 @@ class MeshView:
         service = self._index.services.get(self.destination_rule(host).host)
         return service.ports if service else ()
 
-    def subset_servers(self, host: str | None = None, *, allow_missing: bool = False) -> SubsetServers:
-        """For each subset, its first ready pod's REST URL and gRPC target.
-
-        The REST port is the Service's first HTTP port, the gRPC port its
-        first gRPC port. Raises :class:`MeshError` naming the subset when one
-        has no ready pod on either; with ``allow_missing``, such subsets are left
-        out and only a mesh where no subset has a pod raises.
-        """
+    def subset_endpoints(self, host: str | None = None, *,
+                         allow_missing: bool = False) -> dict[str, dict[str, SubsetEndpoint]]:
+        """For each subset, its first ready pod on the Service's REST port and on its gRPC port
+        (``{subset: {"rest": endpoint, "grpc": endpoint}}``; see :meth:`subset_servers`)."""
         rule = self.destination_rule(host)
         ports = self.service_ports(host)
         if not ports:
             raise MeshError(f"the Service {rule.host} of the DestinationRule is not applied; apply it first")
         rest = next((p.port for p in ports if not p.is_grpc), None)
         grpc = next((p.port for p in ports if p.is_grpc), None)
-        servers: SubsetServers = {}
+        servers: dict[str, dict[str, SubsetEndpoint]] = {}
         for subset in sorted(s.name for s in rule.subsets):
-            found: dict[str, str] = {}
+            found: dict[str, SubsetEndpoint] = {}
             for kind, port in (("rest", rest), ("grpc", grpc)):
                 members = self.endpoints(subset, port, host) if port is not None else ()
                 if members:
-                    found[kind] = members[0].target
+                    found[kind] = members[0]
             if not found and allow_missing:
                 continue
             if not found:
@@ -151,3 +147,13 @@ class MeshView:
             raise MeshError(f"no subset of {rule.host} has a ready pod; check `canary mesh status`")
         return servers
 
+    def subset_servers(self, host: str | None = None, *, allow_missing: bool = False) -> SubsetServers:
+        """For each subset, its first ready pod's REST URL and gRPC target.
+
+        The REST port is the Service's first HTTP port, the gRPC port its
+        first gRPC port. Raises :class:`MeshError` naming the subset when one
+        has no ready pod on either; with ``allow_missing``, such subsets are left
+        out and only a mesh where no subset has a pod raises.
+        """
+        return {subset: {kind: endpoint.target for kind, endpoint in found.items()}
+                for subset, found in self.subset_endpoints(host, allow_missing=allow_missing).items()}

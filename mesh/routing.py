@@ -42,7 +42,7 @@ from pathlib import Path
 from canary.conventions import GRPC_PREDICT_METHOD, Cell, order_cells, rest_predict_path
 from canary.errors import ManifestError, UsageError
 from canary.stats.expectations import Expectation
-from mesh.manifests import load_manifests, parse_objects
+from mesh.manifests import Target, load_manifests, parse_objects
 from mesh.model import HTTPMatch, HTTPRoute, StringMatch, VirtualService
 
 __all__ = [
@@ -276,11 +276,15 @@ def load_virtual_service(paths: Sequence[Path]) -> VirtualService:
     return services[0]
 
 
-def recorded_virtual_service(objects: Sequence[tuple[str, object]], where: str) -> VirtualService:
+def recorded_virtual_service(objects: Sequence[tuple[str, object]], where: str, *,
+                             cluster: bool = False) -> VirtualService:
     """The one VirtualService among routing objects a run recorded (``(source, document)``
-    pairs), validated by the mesh's parser; ``where`` names the record in messages."""
+    pairs), validated by the mesh's parser (as a cluster reads it with ``cluster``: fields the
+    local mesh does not implement are kept); ``where`` names the record in messages."""
+    services_only = [(source, doc) for source, doc in objects
+                     if isinstance(doc, dict) and doc.get("kind") == "VirtualService"]
     try:
-        parsed = parse_objects(objects)
+        parsed = parse_objects(services_only, target=Target.CLUSTER if cluster else Target.LOCAL)
     except ManifestError as error:
         raise UsageError(f"{where}: the recorded routing cannot be read: {error}") from None
     services = [o for o in parsed if isinstance(o, VirtualService)]

@@ -1,5 +1,5 @@
 """Fixtures for the mesh tests: a fake Kubernetes API server on loopback, and the kube
-backend connected to it through a kubeconfig, as ``canary mesh apply --backend kube`` is."""
+backend connected to it through a kubeconfig, as ``canary mesh apply --kube`` is."""
 
 from __future__ import annotations
 

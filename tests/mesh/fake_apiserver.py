@@ -29,7 +29,7 @@ import ssl
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -204,6 +204,8 @@ class FakeApiServer:
         self.failures: dict[str, tuple[int, str, str, bool | None]] = {}
         self.required_token: str | None = None  # else any request is served
         self.rolled_out = True  # what Deployments report in their status
+        # takes over a request carrying `Upgrade: websocket` (tests/mesh/fake_portforward.py)
+        self.websocket_handler: Callable[[BaseHTTPRequestHandler], None] | None = None
         self._lock = threading.Lock()
         self._versions = 0
         for name in namespaces:
@@ -536,6 +538,9 @@ class _Handler(BaseHTTPRequestHandler):
     api: FakeApiServer
 
     def _serve(self) -> None:
+        if self.api.websocket_handler and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.close_connection = True
+            return self.api.websocket_handler(self)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         code, body = self.api.handle(

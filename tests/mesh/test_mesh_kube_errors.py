@@ -1,6 +1,6 @@
 """Cluster errors through the command, as a user meets them: one line on stderr, exit 3.
 
-``canary mesh apply --backend kube`` against a closed port, a host name that
+``canary mesh apply --kube`` against a closed port, a host name that
 does not resolve, a server that never accepts or never answers, an unknown
 context, no kubeconfig at all, a server that refuses the credentials (401),
 forbids the apply (403), fails (503) or presents a certificate the kubeconfig
@@ -30,7 +30,7 @@ from mesh.api import default_manifests
 from tests.mesh.fake_apiserver import FakeApiServer, self_signed
 
 ROUTING = default_manifests("routing", "virtualservice-weight-70.yaml")
-APPLY = ["mesh", "apply", "--backend", "kube", "-f", str(ROUTING)]
+APPLY = ["mesh", "apply", "--kube", "-f", str(ROUTING)]
 TOKEN = "s3cr3t-t0ken-0123456789"
 VS = "virtualservices.networking.istio.io"
 RBAC_DENIAL = (
@@ -223,7 +223,7 @@ def no_kubeconfig(tmp: Path, user: dict[str, str], mp: pytest.MonkeyPatch, cert:
     yield [*APPLY, "--context", "nosuch"], (
         f'no kubeconfig found with the context "nosuch": looked at ~/.kube/config '
         f"({tmp}/home/.kube/config); set KUBECONFIG to your cluster's kubeconfig (e.g. "
-        "`gcloud container clusters get-credentials`), or leave out --backend kube to use the "
+        "`gcloud container clusters get-credentials`), or leave out --kube to use the "
         "local mesh"
     )
 
