@@ -26,8 +26,9 @@ ALLOWED: dict[str, set[str]] = {
     "commands": set(PROJECT),
 }
 # finer rules: (importer prefix, imported prefix) allowed only there
-MESH_FOR_LOADTEST = ("mesh.api", "mesh.routing")  # the mesh's query API and route evaluation
-MESH_FOR_VERIFIER = ("mesh.routing", "mesh.manifests", "mesh.model")  # reading a VirtualService
+MESH_FOR_LOADTEST = ("mesh.api", "mesh.routing", "mesh.target")  # the query API, route evaluation, which cluster
+MESH_FOR_VERIFIER = ("mesh.routing", "mesh.manifests", "mesh.model",  # reading a VirtualService
+                     "mesh.prometheus")  # and the mesh's own counts, from Prometheus
 SERVING_IN_MESH = ("mesh/local/", "mesh/api.py")  # only the local backend runs model servers
 
 
@@ -56,7 +57,7 @@ def _problems(package: str) -> list[str]:
             elif package == "loadtest" and top == "mesh" and not name.startswith(MESH_FOR_LOADTEST):
                 problems.append(f"{where}: the load test asks the mesh's query API ({', '.join(MESH_FOR_LOADTEST)})")
             elif package == "verifier" and top == "mesh" and not name.startswith(MESH_FOR_VERIFIER):
-                problems.append(f"{where}: the verifier reads VirtualServices only ({', '.join(MESH_FOR_VERIFIER)})")
+                problems.append(f"{where}: the verifier reads VirtualServices and Prometheus only ({', '.join(MESH_FOR_VERIFIER)})")
             elif package == "mesh" and top == "serving" and not rel.startswith(SERVING_IN_MESH):
                 problems.append(f"{where}: only the local backend may import serving")
     return problems

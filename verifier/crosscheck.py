@@ -31,7 +31,8 @@ Envoy's counters reset during the run (``POST /reset_counters``: run.json
 alone): their after − before is no count of the run's requests, and the
 cross-check says so rather than refuting the run.
 
-The Prometheus query (HTTP API ``/api/v1/query``, evaluated at the run's end)::
+The Prometheus query (HTTP API ``/api/v1/query``, evaluated at the run's end; asked
+and read by :mod:`mesh.prometheus`, whose errors are MeshErrors, exit code 3)::
 
     sum by (destination_version) (increase(istio_requests_total{
         reporter="destination", destination_service_name="image-classifier"}[<duration>s]))
@@ -45,18 +46,23 @@ pod's ``version`` label, which the DestinationRule's subsets select on
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from canary.errors import UsageError
+from canary.errors import CanaryError, UsageError
 from canary.jsonable import jsonable
 from canary.rundir import RunDocument
+from mesh.manifests import Target, parse_objects
+from mesh.model import DestinationRule
+from mesh.prometheus import (
+    DEFAULT_SERVICE,
+    Prometheus,
+    by_subset,
+    cluster_prometheus,
+    prometheus_at,
+    window_query,
+)
 
 __all__ = [
     "DEFAULT_SERVICE",
@@ -65,13 +71,11 @@ __all__ = [
     "CrossCheckRow",
     "crosscheck",
     "mesh_counts_from_run",
-    "parse_prometheus_answer",
     "prometheus_counts",
-    "prometheus_query",
+    "prometheus_crosscheck",
     "unavailable",
 ]
 
-DEFAULT_SERVICE = "image-classifier"
 PROMETHEUS_SLACK = 0.05
 CrossStatus = Literal["agree", "mismatch", "unavailable"]
 
@@ -222,76 +226,89 @@ def mesh_counts_from_run(document: RunDocument) -> tuple[dict[str, int] | None, 
     return counts, ""
 
 
-# --- Prometheus (the one network edge) -------------------------------------------------
-
-
-def prometheus_query(window_s: float, service: str = DEFAULT_SERVICE) -> str:
-    """The PromQL for the requests per ``destination_version`` over the last ``window_s``."""
-    window = max(1, math.ceil(window_s))
-    return (
-        "sum by (destination_version) (increase(istio_requests_total{"
-        f'reporter="destination",destination_service_name="{service}"'
-        f"}}[{window}s]))"
-    )
-
-
-def parse_prometheus_answer(
-    document: Mapping[str, Any], label: str = "destination_version"
-) -> dict[str, float]:
-    """``{label value: requests}`` from an ``/api/v1/query`` answer (a vector)."""
-    if document.get("status") != "success":
-        raise UsageError(
-            f"Prometheus answered {document.get('errorType') or 'an error'}: "
-            f"{document.get('error') or document}; check the URL and the query"
-        )
-    data = document.get("data")
-    if not isinstance(data, Mapping) or data.get("resultType") != "vector":
-        raise UsageError(
-            "Prometheus' answer is not an instant vector; is --prometheus the server's base URL "
-            "(e.g. http://prometheus.istio-system:9090)?"
-        )
-    out: dict[str, float] = {}
-    for sample in data.get("result") or ():
-        try:
-            name = str(sample["metric"].get(label, ""))
-            value = float(sample["value"][1])
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-            raise UsageError(f"cannot read the Prometheus sample {sample!r}") from None
-        if math.isfinite(value):
-            out[name] = out.get(name, 0.0) + value
-    return out
+# --- Prometheus (reached through mesh.prometheus, its one owner) ------------------------
 
 
 def prometheus_counts(
-    url: str,
+    prometheus: str | Prometheus,
     *,
     window_s: float,
     at: dt.datetime,
     service: str = DEFAULT_SERVICE,
+    namespace: str | None = None,
     timeout: float = 10.0,
 ) -> tuple[dict[str, float], str]:
-    """Ask Prometheus for the requests per subset over the run; returns ``(counts, query)``."""
-    query = prometheus_query(window_s, service)
-    base = url if "://" in url else f"http://{url}"
-    params = urllib.parse.urlencode({"query": query, "time": f"{at.timestamp():.3f}"})
-    target = f"{base.rstrip('/')}/api/v1/query?{params}"
+    """Ask Prometheus (a URL, or one :mod:`mesh.prometheus` reached) for the requests per subset
+    over the run's ``window_s`` ending ``at``; returns ``(counts, query)``. MeshError (exit 3)
+    when it cannot be asked or its answer cannot be read."""
+    source = prometheus_at(prometheus, timeout) if isinstance(prometheus, str) else prometheus
+    query = window_query(window_s, service, namespace)
+    return source.query(query, at), query
+
+
+def _recorded_rule(document: RunDocument) -> DestinationRule | None:
+    """The DestinationRule of the routing the run recorded (its first phase), if any."""
+    phases = document.mesh.routing
+    docs = [(o.source, o.document) for o in phases[0].objects if o.document.get("kind") == "DestinationRule"] \
+        if phases else []
     try:
-        with urllib.request.urlopen(target, timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as error:
-        body = error.read()
-        if not body:
-            raise UsageError(f"Prometheus at {url} answered HTTP {error.code}; check --prometheus") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise UsageError(
-            f"cannot reach Prometheus at {url} ({getattr(error, 'reason', error)}); "
-            "check --prometheus (e.g. kubectl -n istio-system port-forward svc/prometheus 9090 "
-            "and --prometheus http://127.0.0.1:9090)"
-        ) from None
+        rules = [o for o in parse_objects(docs, target=Target.CLUSTER) if isinstance(o, DestinationRule)]
+    except CanaryError:
+        return None
+    return rules[0] if len(rules) == 1 else None
+
+
+def prometheus_crosscheck(
+    fingerprint: Mapping[str, int],
+    document: RunDocument,
+    url: str | None,
+    *,
+    window_s: float,
+    end: dt.datetime,
+    unattributed: int,
+    slack: float,
+    subsets: Sequence[str],
+    service: str = DEFAULT_SERVICE,
+    timeout: float = 10.0,
+) -> CrossCheck:
+    """The fingerprints against Istio's ``istio_requests_total`` over the run's window.
+
+    ``url`` given (``--prometheus``): that Prometheus; it must answer (MeshError, exit 3) and a
+    disagreement refutes. Else, for a run through a cluster, that cluster's Istio Prometheus
+    (the context and namespace run.json records), found through its API server: anything that
+    keeps it from answering, no counts for the window (not scraped yet, retention passed, model
+    pods without a sidecar) and even a disagreement make the cross-check *unavailable* with the
+    figures, never a refutation, since nobody asked for that Prometheus. Versions are mapped to
+    the recorded DestinationRule's subsets, the service is its host."""
+    mesh = document.mesh
+    rule = _recorded_rule(document)
+    if rule is not None:
+        service = rule.host.split(".")[0]
+    namespace = mesh.namespace if mesh.backend == "kube" else None
+    if url:
+        counts, query = prometheus_counts(url, window_s=window_s, at=end, service=service, namespace=namespace,
+                                          timeout=timeout)
+        return crosscheck(fingerprint, by_subset(counts, rule), unattributed=unattributed, source="prometheus",
+                          slack=slack, subsets=subsets, query=query)
+    context = f'context "{mesh.context}"' if mesh.context else "the kubeconfig's current context"
     try:
-        document = json.loads(body)
-    except ValueError:
-        raise UsageError(f"Prometheus at {url} did not answer JSON; is it the Prometheus base URL?") from None
-    if not isinstance(document, Mapping):
-        raise UsageError(f"Prometheus at {url} answered {document!r}, not a JSON object")
-    return parse_prometheus_answer(document), query
+        found = cluster_prometheus(mesh.context)
+        if found is None:
+            return unavailable(f"the run went through a cluster ({context}) with no Prometheus found (Istio's "
+                               "addon Service istio-system/prometheus); give --prometheus URL to cross-check")
+        counts, query = prometheus_counts(found, window_s=window_s, at=end, service=service, namespace=namespace,
+                                          timeout=timeout)
+    except CanaryError as error:
+        return unavailable(f"the cluster's Prometheus ({context}) cannot be asked: {error}")
+    mapped = by_subset(counts, rule)
+    if sum(mapped.values()) <= 0:
+        return unavailable(f"the cluster's Prometheus ({context}) holds no istio_requests_total for the run's "
+                           "window (not scraped yet, retention passed, or no Istio sidecar on the model pods); "
+                           "give --prometheus URL to cross-check strictly")
+    check = crosscheck(fingerprint, mapped, unattributed=unattributed, source="prometheus", slack=slack,
+                       subsets=subsets, query=query)
+    if check.status == "mismatch":
+        return unavailable(f"not used against the verdict (the cluster's Prometheus was found, not given: its "
+                           f"last scrape may trail the run): {check.reason}; give --prometheus URL to "
+                           "cross-check strictly")
+    return check

@@ -54,6 +54,7 @@ from canary.stats import (
     judge_run,
     parse_group_spec,
 )
+from mesh.prometheus import DEFAULT_SERVICE
 from mesh.routing import (
     expectations_from_manifest,
     expectations_from_virtual_service,
@@ -62,12 +63,11 @@ from mesh.routing import (
 
 from .accuracy import AccuracyReport, accuracy_report
 from .crosscheck import (
-    DEFAULT_SERVICE,
     PROMETHEUS_SLACK,
     CrossCheck,
     crosscheck,
     mesh_counts_from_run,
-    prometheus_counts,
+    prometheus_crosscheck,
     unavailable,
 )
 from .latency import DEFAULT_CONFIDENCE, DEFAULT_MARGIN, LatencyReport, latency_report, parse_margin
@@ -216,7 +216,8 @@ def _recorded(request: VerifyRequest, run: Run, window: PhaseWindow) -> Resolved
     assert window.record is not None
     where = f"{run.root}/run.json (mesh.routing, phase {window.phase})"
     try:
-        service = recorded_virtual_service([(o.source, o.document) for o in window.record.objects], where)
+        service = recorded_virtual_service([(o.source, o.document) for o in window.record.objects], where,
+                                           cluster=run.document.mesh.backend == "kube")
         found = expectations_from_virtual_service(
             service, _cell_paths(run), header=run.header, model_name=run.model_name, known_subsets=run.subsets,
         )
@@ -262,24 +263,23 @@ def _crosscheck(request: VerifyRequest, run: Run, subsets: Sequence[str]) -> Cro
                 unattributed += n
             else:
                 fingerprint[name] = fingerprint.get(name, 0) + n
-    if request.prometheus:
+    mesh = run.document.mesh
+    if request.prometheus or mesh.backend == "kube":
         window = run.duration_s
         end = run.ended_at or (
             run.started_at + dt.timedelta(seconds=window) if run.started_at and window else None
         )
         if window is None or end is None:
-            raise UsageError(
-                f"{run.root}/run.json records no start and end time, so the run's window for "
-                "--prometheus is unknown"
-            )
-        counts_mesh, query = prometheus_counts(
-            request.prometheus, window_s=window, at=end, service=request.prometheus_service,
-            timeout=request.prometheus_timeout,
-        )
+            if request.prometheus:
+                raise UsageError(
+                    f"{run.root}/run.json records no start and end time, so the run's window for "
+                    "--prometheus is unknown"
+                )
+            return unavailable("run.json records no start and end time, so the run's window is unknown")
         slack = PROMETHEUS_SLACK if request.crosscheck_slack is None else request.crosscheck_slack
-        return crosscheck(
-            fingerprint, counts_mesh, unattributed=unattributed, source="prometheus",
-            slack=slack, subsets=subsets, query=query,
+        return prometheus_crosscheck(
+            fingerprint, run.document, request.prometheus, window_s=window, end=end, unattributed=unattributed,
+            slack=slack, subsets=subsets, service=request.prometheus_service, timeout=request.prometheus_timeout,
         )
     envoy, why = mesh_counts_from_run(run.document)
     if envoy is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from canary.conventions import (
     DEFAULT_MODEL_VERSION,
     DEFAULT_PAYLOAD_SIZE,
     GROUPS,
+    KUBE_NAMESPACE,
     MODEL_NAME,
     parse_header,
 )
@@ -108,6 +110,11 @@ class CanaryOptions(Section):
     until_verified: bool = False
     from_manifest: Path | None = None
     tolerance: float = DEFAULT_TOLERANCE
+    # --kube: the cluster of a kubeconfig context (names only, never a credential)
+    kube: bool = False
+    context: str | None = None
+    namespace: str = KUBE_NAMESPACE
+    prometheus: str | None = None
 
     @field_validator("protocol")
     @classmethod
@@ -162,6 +169,27 @@ class CanaryOptions(Section):
     @classmethod
     def _path(cls, value: Any) -> Any:
         return None if value is None or not str(value).strip() else value
+
+    @field_validator("context", "prometheus", mode="before")
+    @classmethod
+    def _optional_text(cls, value: Any) -> Any:
+        return None if value is None or not str(value).strip() else str(value).strip()
+
+    @field_validator("prometheus")
+    @classmethod
+    def _prometheus(cls, value: str | None) -> str | None:
+        if value is not None and "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+            raise UsageError("--prometheus must not carry a user or password (it would be recorded in run.json); "
+                             "reach an authenticated Prometheus through `kubectl port-forward` instead")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        value = str(value).strip() or KUBE_NAMESPACE
+        if len(value) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value):
+            raise UsageError(f"--namespace {value!r} must be a Kubernetes namespace name (lower-case letters, digits, '-')")
+        return value
 
     @field_validator("expected", mode="before")
     @classmethod
@@ -291,6 +319,10 @@ class MeshRecord(Section):
     """The mesh the run went through, when canary could read it (``local``: the local mesh)."""
 
     local: bool = False
+    backend: str = ""  # "local", "kube", or "" (a host that is no mesh canary could read)
+    context: str | None = None  # on a cluster: the kubeconfig context (a name, no credential)
+    namespace: str | None = None  # on a cluster: the model Services' namespace
+    counters_from: str = ""  # whose counts: "envoy", "prometheus <where>", or ""
     home: str | None = None
     ingress_url: str | None = None
     applied: list[AppliedManifest] = Field(default_factory=list)

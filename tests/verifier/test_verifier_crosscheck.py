@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import threading
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from canary.errors import UsageError
+from canary.errors import CanaryError
 from canary.rundir import parse_run_document
 from commands.verify_split import main
 from loadtest.meshinfo import mesh_record
 from mesh.api import MeshSnapshot, MeshView
+from mesh.prometheus import prometheus_at
+from tests.mesh.fake_prometheus import FakePrometheus
+from tests.mesh.fake_prometheus import vector_by_version as _answer
 from tests.verifier.synthetic import CELLS, ONLY_50, ONLY_101, drawn_run
 from verifier.crosscheck import (
     crosscheck,
     mesh_counts_from_run,
-    parse_prometheus_answer,
     prometheus_counts,
-    prometheus_query,
 )
 
 FP = {"resnet50": 700, "resnet101": 300}
@@ -79,60 +77,14 @@ def test_mesh_counts_from_run_json() -> None:
     assert "cannot cross-check records against the mesh" in reset[1] and "9 request(s) completed" in reset[1]
 
 
-def _answer(values: dict[str, float]) -> dict:
-    return {"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"destination_version": k}, "value": [1769860800.0, str(v)]} for k, v in values.items()]}}
-
-
-def test_parse_prometheus_answer() -> None:
-    assert parse_prometheus_answer(_answer({"resnet50": 70.5, "resnet101": 29})) == {"resnet50": 70.5, "resnet101": 29.0}
-    with pytest.raises(UsageError, match="bad_data: parse error"):
-        parse_prometheus_answer({"status": "error", "errorType": "bad_data", "error": "parse error"})
-    with pytest.raises(UsageError, match="not an instant vector"):
-        parse_prometheus_answer({"status": "success", "data": {"resultType": "matrix", "result": []}})
-    assert 'reporter="destination"' in prometheus_query(12.2) and "[13s]" in prometheus_query(12.2)
-
-
-class _Prometheus:
-    """A tiny HTTP server on 127.0.0.1 answering /api/v1/query with a canned JSON body."""
-
-    def __init__(self, body: dict) -> None:
-        self.body = body
-        self.queries: list[dict[str, list[str]]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                outer.queries.append(urllib.parse.parse_qs(url.query))
-                data = json.dumps(outer.body).encode()
-                self.send_response(200 if url.path == "/api/v1/query" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def prometheus() -> Iterator[_Prometheus]:
-    server = _Prometheus(_answer({}))
+def prometheus() -> Iterator[FakePrometheus]:
+    server = FakePrometheus()
     yield server
     server.close()
 
 
-def test_prometheus_counts_over_http(prometheus: _Prometheus) -> None:
+def test_prometheus_counts_over_http(prometheus: FakePrometheus) -> None:
     prometheus.body = _answer({"resnet50": 700.0, "resnet101": 300.0})
     end = dt.datetime(2026, 1, 31, 12, 1, 0, tzinfo=dt.UTC)
     counts, query = prometheus_counts(prometheus.url + "/", window_s=59.5, at=end)
@@ -141,17 +93,19 @@ def test_prometheus_counts_over_http(prometheus: _Prometheus) -> None:
     assert asked["query"] == [query]
     assert 'destination_service_name="image-classifier"' in query and "[60s]" in query
     assert float(asked["time"][0]) == pytest.approx(end.timestamp())
+    assert prometheus_counts(prometheus_at(prometheus.url), window_s=59.5, at=end) == (counts, query)
 
 
-def test_prometheus_unreachable_is_a_usage_error() -> None:
-    server = _Prometheus(_answer({}))
+def test_prometheus_unreachable_exits_3() -> None:
+    server = FakePrometheus()
     url = server.url
     server.close()
-    with pytest.raises(UsageError, match="cannot reach Prometheus"):
+    with pytest.raises(CanaryError, match="cannot reach Prometheus") as caught:
         prometheus_counts(url, window_s=10, at=dt.datetime.now(dt.UTC), timeout=2)
+    assert caught.value.exit_code == 3
 
 
-def test_cli_cross_checks_against_prometheus(tmp_path: Path, prometheus: _Prometheus) -> None:
+def test_cli_cross_checks_against_prometheus(tmp_path: Path, prometheus: FakePrometheus) -> None:
     truth = {cell: (ONLY_101 if cell[1] == "canary" else ONLY_50) for cell in CELLS}
     root = drawn_run(tmp_path / "run", truth, 150, seed=5, mesh=None)
     focused = "default: 100/0; canary: 0/100"
@@ -216,3 +170,55 @@ def test_the_run_record_says_when_the_counters_were_reset() -> None:
         "resnet50 (c50): 200 request(s) completed (Envoy's upstream_rq_time histogram) "
         "but its request counter changed by -20"]
     assert parse_run_document({"mesh": reset.model_dump()}).mesh.counters_reset  # through run.json
+
+
+def test_a_run_through_a_cluster_is_cross_checked_against_its_istio_prometheus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No --prometheus: the cluster the run recorded (context, namespace) is asked for Istio's
+    Prometheus through its API server; without one the cross-check is unavailable, not refuted."""
+    import tempfile
+
+    from tests.mesh.fake_prometheus import ProxyingApiServer
+
+    truth = {cell: (ONLY_101 if cell[1] == "canary" else ONLY_50) for cell in CELLS}
+    cluster = {"local": False, "backend": "kube", "context": "fake", "namespace": "tf-serving"}
+    root = drawn_run(tmp_path / "run", truth, 150, seed=5, mesh=cluster)
+    focused = "default: 100/0; canary: 0/100"
+    server = ProxyingApiServer()
+    server.start()
+    try:
+        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig", "fake")))
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the client's discovery cache
+        summary = tmp_path / "s.json"
+        assert main([str(root), "--expected", focused, "--json", str(summary), "--no-write"]) == 0
+        check = json.loads(summary.read_text())["crosscheck"]
+        assert check["status"] == "unavailable" and "no Prometheus found" in check["reason"]
+        server.add_service("istio-system", "prometheus", [{"name": "http", "port": 9090}])
+        server.prometheus_body = _answer({"resnet50": 300.0, "resnet101": 298.0})
+        assert main([str(root), "--expected", focused, "--json", str(summary), "--no-write"]) == 0
+        check = json.loads(summary.read_text())["crosscheck"]
+        assert check["status"] == "agree" and check["source"] == "prometheus"
+        asked = [r.query["query"][0] for r in server.requests if r.path.endswith("/proxy/api/v1/query")]
+        assert asked and 'destination_service_namespace="tf-serving"' in asked[-1]
+        # found, not given: a disagreement (or no counts for the window) is told, never a refutation
+        server.prometheus_body = _answer({"resnet50": 420.0, "resnet101": 180.0})
+        assert main([str(root), "--expected", focused, "--json", str(summary), "--no-write"]) == 0
+        check = json.loads(summary.read_text())["crosscheck"]
+        assert check["status"] == "unavailable" and "not used against the verdict" in check["reason"]
+        assert "mesh 420 vs fingerprints" in check["reason"]
+        server.prometheus_body = _answer({})
+        assert main([str(root), "--expected", focused, "--json", str(summary), "--no-write"]) == 0
+        assert "holds no istio_requests_total" in json.loads(summary.read_text())["crosscheck"]["reason"]
+        server.prometheus_code = 503
+        assert main([str(root), "--expected", focused, "--json", str(summary), "--no-write"]) == 0
+        assert "cannot be asked" in json.loads(summary.read_text())["crosscheck"]["reason"]
+        # given: the same disagreement refutes
+        given = FakePrometheus(_answer({"resnet50": 420.0, "resnet101": 180.0}))
+        try:
+            assert main([str(root), "--expected", focused, "--prometheus", given.url, "--no-write"]) == 1
+            assert 'destination_service_namespace="tf-serving"' in given.queries[-1]["query"][0]
+        finally:
+            given.close()
+    finally:
+        server.stop()
