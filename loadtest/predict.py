@@ -35,15 +35,16 @@ from canary.conventions import GRPC_PREDICT_METHOD, MODEL_NAME, UNKNOWN, rest_pr
 from canary.errors import (
     CalibrationError,
     FingerprintError,
+    MeshError,
     PayloadError,
     RequestFailedError,
     UsageError,
 )
-from loadtest.calibration import mesh_servers, subset_answers
+from loadtest.calibration import subset_answers
 from loadtest.fingerprint import DEFAULT_TOLERANCE, attribute, build_calibration, top_k
 from loadtest.items import grpc_target
 from loadtest.meshinfo import model_metadata, run_mesh, try_snapshot
-from mesh.api import MeshSnapshot, snapshot
+from mesh.api import KubeTarget, MeshSnapshot, reachable_servers, snapshot
 from payloads import (
     REQUEST_BODY,
     class_name,
@@ -59,6 +60,7 @@ __all__ = [
     "Identification",
     "PredictInput",
     "PredictResult",
+    "ask_ingress",
     "predict",
     "read_input",
     "result_lines",
@@ -197,18 +199,16 @@ def predict(
     home: Path | None = None,
     model_name: str = MODEL_NAME,
     timeout: float = DEFAULT_TIMEOUT,
+    kube: KubeTarget | None = None,
 ) -> PredictResult:
     """Send ``request`` once through the ingress (``host``, default the running local mesh's)
     and say what answered: the ``top`` classes and the subset, by fingerprint."""
     if top < 1:
         raise UsageError(f"--top must be at least 1, got {top}")
-    mesh = snapshot(home=home) if host is None else try_snapshot(home)
+    mesh = snapshot(home=home, kube=kube) if host is None or kube else try_snapshot(home)
     url = host or (mesh.ingress_url if mesh else "")
     pairs = tuple(headers)
-    if request.protocol == "grpc":
-        exchange = _send_grpc(url, request.body, pairs, timeout)
-    else:
-        exchange = _send_rest(url, request.body, pairs, model_name, timeout)
+    exchange = _exchange(url, request.protocol, request.body, pairs, model_name, timeout)
     vector = _probabilities(exchange, request.protocol)
     identity, weights = _identify(run_mesh(url, mesh), request, vector, model_name, timeout)
     scores = tuple(ClassScore(i, _class_name(i), p) for i, p in top_k(vector, top))
@@ -226,10 +226,12 @@ def run_predict(
     headers: Sequence[tuple[str, str]] = (),
     top: int = 5,
     home: Path | None = None,
+    kube: KubeTarget | None = None,
 ) -> PredictResult:
-    """``canary predict``: :func:`read_input` then :func:`predict`."""
+    """``canary predict``: :func:`read_input` then :func:`predict` (on a cluster with ``kube``:
+    through its ingress, each subset's pod asked through a port-forward)."""
     request = read_input(path, "grpc" if grpc else "rest")
-    return predict(request, host=host, headers=headers, top=top, home=home)
+    return predict(request, host=host, headers=headers, top=top, home=home, kube=kube)
 
 
 def _send_rest(
@@ -291,6 +293,20 @@ def _send_grpc(
     return _Exchange(target, "OK", bytes(answer), elapsed)
 
 
+def ask_ingress(url: str, protocol: Protocol, body: bytes, headers: Sequence[tuple[str, str]], *,
+                model_name: str = MODEL_NAME, timeout: float = DEFAULT_TIMEOUT) -> npt.NDArray[np.float32]:
+    """Send one predict request through the ingress and return the prediction it answered.
+    :class:`RequestFailedError` when it fails or answers an error, UsageError when nothing listens."""
+    return _probabilities(_exchange(url, protocol, body, headers, model_name, timeout), protocol)
+
+
+def _exchange(url: str, protocol: Protocol, body: bytes, headers: Sequence[tuple[str, str]],
+              model_name: str, timeout: float) -> _Exchange:
+    if protocol == "grpc":
+        return _send_grpc(url, body, headers, timeout)
+    return _send_rest(url, body, headers, model_name, timeout)
+
+
 def _unreachable(where: str, why: str) -> str:
     return (
         f"nothing answers at {where} ({why}); start the local mesh (`canary mesh up`) "
@@ -334,15 +350,15 @@ def _identify(
             "cannot be asked",
         ), {}
     try:
-        endpoints = mesh_servers(mesh)
-    except CalibrationError as error:
+        with reachable_servers(mesh) as endpoints:
+            models = model_metadata(endpoints, model_name, timeout)
+            answers = subset_answers(
+                endpoints, request.body, request.protocol, model_name=model_name, timeout=timeout
+            )
+    except (CalibrationError, MeshError) as error:
         return Identification(None, reason=str(error)), {}
-    models = model_metadata(endpoints, model_name, timeout)
     weights = {s: m.weights_kind for s, m in models.items() if m.weights_kind}
     try:
-        answers = subset_answers(
-            endpoints, request.body, request.protocol, model_name=model_name, timeout=timeout
-        )
         calibration = build_calibration({_REQUEST: {request.protocol: answers}}, DEFAULT_TOLERANCE)
         found = attribute(calibration, _REQUEST, request.protocol, vector)
     except (CalibrationError, FingerprintError) as error:
