@@ -23,8 +23,10 @@ from canary.rundir.document import SequentialRecord
 from canary.rundir.layout import REPORTS_DIR
 from commands.cli_sequences import add_commands
 from commands.console import Consoles, run_command
+from commands.kube_args import add_kube, kube_of
 
 if TYPE_CHECKING:
+    from mesh.api import KubeStatus
     from mesh.local.backend import MeshStatus
 
 __all__ = ["build_parser", "main"]
@@ -48,15 +50,16 @@ def _mesh_up(args: argparse.Namespace, io: Consoles) -> int:
 def _mesh_apply(args: argparse.Namespace, io: Consoles) -> int:
     from mesh.api import kube_apply, mesh_apply
 
-    if args.backend == "kube":
-        on_cluster = kube_apply(args.filename, context=args.context)
+    if args.backend == "kube":  # the older spelling of --kube
+        args.kube = True
+    kube = kube_of(args)
+    if kube is not None:
+        on_cluster = kube_apply(args.filename, context=kube.context)
         for ref in on_cluster.applied:
             io.out.print(f"{ref} serverside-applied")
         for ref in on_cluster.rolled_out:
             io.out.print(f"{ref} rolled out")
         return 0
-    if args.context:
-        raise UsageError("--context goes with --backend kube")
     result = mesh_apply(args.filename, progress=io.progress)
     for applied in result.files:
         for obj in applied.objects:
@@ -70,8 +73,11 @@ def _mesh_apply(args: argparse.Namespace, io: Consoles) -> int:
 
 
 def _mesh_status(args: argparse.Namespace, io: Consoles) -> int:
-    from mesh.api import mesh_status
+    from mesh.api import kube_status, mesh_status
 
+    kube = kube_of(args)
+    if kube is not None:
+        return _print_kube_status(kube_status(kube), args.json, io)
     status = mesh_status()
     if args.json:
         sys.stdout.write(orjson.dumps(status.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -103,6 +109,39 @@ def _mesh_status(args: argparse.Namespace, io: Consoles) -> int:
                      "–" if c is None else str(c.restarts), last)
     io.out.print(pods)
     io.out.print(_counters_table(status))
+    return 0
+
+
+def _print_kube_status(status: KubeStatus, as_json: bool, io: Consoles) -> int:
+    from mesh.kube_status import pods_by_subset
+
+    if as_json:
+        sys.stdout.write(orjson.dumps(status.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    io.out.print(f'cluster {escape(status.server)} (context "{escape(status.context)}"), namespace '
+                 f'"{status.namespace}"; ingress {escape(status.ingress_url) or "NOT FOUND"}')
+    for problem in status.problems:
+        io.warn(problem)
+    objects = Table("kind", "namespace", "name", title="objects")
+    for obj in status.view.objects:
+        objects.add_row(obj.ref.kind, obj.ref.namespace or "-", obj.ref.name)
+    io.out.print(objects)
+    pods = Table("subset", "pod", "address", "ports", "ready", title="pods")
+    for subset, members in pods_by_subset(status.view).items():
+        for pod in members or ():
+            pods.add_row(subset or "(no subset)", pod.name, pod.address or "–",
+                         ", ".join(map(str, sorted(pod.ports))), "yes" if pod.ready else "NO")
+        if not members:
+            pods.add_row(subset, "(none)", "–", "–", "NO")
+    io.out.print(pods)
+    if not status.counters_from:
+        return 0
+    table = Table("subset", "requests", "share", "by class",
+                  title=f"requests per subset (istio_requests_total, {escape(status.counters_from)})")
+    for subset, row in status.subset_counts().items():
+        table.add_row(subset or "(no version)", str(row["requests"]), _share_text(row["share"]),
+                      ", ".join(f"{k}: {n}" for k, n in row["by_class"].items()))
+    io.out.print(table)
     return 0
 
 
@@ -152,7 +191,7 @@ def _calibrate(args: argparse.Namespace, io: Consoles) -> int:
     endpoints = dict(parse_endpoint(text) for text in args.endpoint)
     result = run_calibrate(args.out, source=args.source, protocol=args.protocol, endpoints=endpoints,
                            store=args.store, tiny=args.tiny, images_dir=args.images, size=args.size,
-                           tolerance=args.tolerance, host=args.host)
+                           tolerance=args.tolerance, host=args.host, kube=kube_of(args))
     cal = result.calibration
     table = Table("payload", "format", *(f"{s}: top-1" for s in cal.subsets), "separation", "attribution",
                   title=f"calibration from {cal.source} (tolerance {cal.tolerance:g}; separable above {2 * cal.tolerance:g})")
@@ -174,7 +213,8 @@ def _calibrate(args: argparse.Namespace, io: Consoles) -> int:
 def _predict(args: argparse.Namespace, io: Consoles) -> int:
     from loadtest.predict import result_lines, run_predict
 
-    result = run_predict(args.file, grpc=args.grpc, host=args.host, headers=args.header, top=args.top)
+    result = run_predict(args.file, grpc=args.grpc, host=args.host, headers=args.header, top=args.top,
+                         kube=kube_of(args, ingress=args.host))
     for line in result_lines(result):
         io.out.print(escape(line))
     return 0
@@ -191,8 +231,16 @@ def _load(args: argparse.Namespace, io: Consoles) -> int:
     request = LoadRequest(options=options_from_parsed(args), host=args.host, users=args.users,
                           spawn_rate=args.spawn_rate, run_time=args.run_time, processes=args.processes)
     request.validate()
+    in_cluster = None
+    if args.in_cluster:
+        from loadtest.incluster_load import InClusterLoad
+
+        given = {k: v for k, v in (("workers", args.workers), ("image", args.image)) if v is not None}
+        in_cluster = InClusterLoad(load=request, keep=args.keep, **given)
+    elif args.workers is not None or args.image is not None or args.keep:
+        raise UsageError("--workers, --image and --keep go with --in-cluster")
     with RichProgress(request, console=io.err) as bar:
-        outcome = load_and_report(request, progress=bar, warn=io.warn)
+        outcome = load_and_report(request, progress=bar, warn=io.warn, in_cluster=in_cluster)
     result = outcome.result
     run = result.run
     table = Table("subset", "requests", title=f"responses by subset ({run.status if run else 'no run.json'})")
@@ -305,12 +353,21 @@ def _add_load(add: Callable[..., argparse.ArgumentParser]) -> None:
 
     load = add("load", _load, "drive REST and gRPC predict traffic through the ingress with Locust, "
                               "attribute every response, write a run directory under reports/")
-    load.add_argument("--host", help="the ingress URL (default: the running local mesh's)")
+    load.add_argument("--host", "--ingress", help="the ingress URL (default: the running local mesh's, or with "
+                                                  "--kube the cluster's istio-ingressgateway)")
     load.add_argument("-u", "--users", type=int, default=10, help="concurrent users (default 10)")
     load.add_argument("-r", "--spawn-rate", type=float, help="users started per second (default: all at once)")
     load.add_argument("-t", "--run-time", help="how long, e.g. 60s, 5m or 1h30m (default 60s, or until --requests)")
     load.add_argument("--processes", type=int, help="Locust worker processes (default: one process)")
     add_arguments(load, locust=False)
+    load.add_argument("--in-cluster", action="store_true",
+                      help="with --kube: run Locust's master and workers as Jobs in the cluster "
+                           "(manifests/loadgen/), then fetch the run directory (default: run here)")
+    load.add_argument("--workers", type=int, help="with --in-cluster: worker pods (default 1)")
+    load.add_argument("--image", help="with --in-cluster: the load generator's image, pushed where the cluster "
+                                      "pulls from (default canary-loadgen:latest; docker/loadgen.Dockerfile)")
+    load.add_argument("--keep", action="store_true",
+                      help="with --in-cluster: leave the Jobs in the cluster afterwards (default: delete them)")
 
 
 def build_parser() -> ArgumentParser:
@@ -337,16 +394,19 @@ def build_parser() -> ArgumentParser:
     apply.add_argument("-f", "--filename", type=Path, action="append", required=True,
                        help="manifest file or directory (repeatable; required)")
     apply.add_argument("--backend", choices=["local", "kube"], default="local",
-                       help="the local mesh (default) or the cluster of your kubeconfig (server-side apply)")
-    apply.add_argument("--context", help="kubeconfig context for --backend kube (default: the current context)")
-    status = add("status", _mesh_status, "objects, processes and per-subset counters", msub)
+                       help="the older spelling: --backend kube is --kube (default local)")
+    add_kube(apply, prometheus=False, namespace=False)  # each object goes to its manifest's namespace
+    status = add("status", _mesh_status, "objects, pods and per-subset counters (of the local mesh, or with "
+                                         "--kube of the cluster)", msub)
     status.add_argument("--json", action="store_true", help="machine-readable output (default: tables)")
+    add_kube(status)
     add("down", _mesh_down, "stop everything the local mesh started", msub)
 
     calibrate = add("calibrate", _calibrate,
                     "record each subset's answers to the payloads, to tell later which subset answered")
     calibrate.add_argument("--source", choices=("mesh", "endpoints", "savedmodel"), default="mesh",
-                           help="ask the local mesh's pods directly (default mesh), given --endpoint servers, "
+                           help="ask the mesh's pods directly (default mesh: the local mesh's, or with --kube one "
+                                "pod of each subset through a port-forward), given --endpoint servers, "
                                 "or run the SavedModels in-process")
     calibrate.add_argument("--protocol", choices=("rest", "grpc", "both"), default="both",
                            help="how to ask the servers (default both, checking that they agree)")
@@ -363,6 +423,7 @@ def build_parser() -> ArgumentParser:
     calibrate.add_argument("--store", type=Path,
                            help="with --source savedmodel: the model store (default: the local mesh's)")
     calibrate.add_argument("--host", help="the DestinationRule host, when the mesh has several (default: the only one)")
+    add_kube(calibrate, prometheus=False)
 
     _add_load(add)
 
@@ -376,6 +437,7 @@ def build_parser() -> ArgumentParser:
                          help="a request header, or gRPC metadata, e.g. 'user-group: canary' (repeatable; default none)")
     predict.add_argument("--grpc", action="store_true", help="send a gRPC Predict instead of REST (default REST)")
     predict.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
+    add_kube(predict, prometheus=False)
 
     report = add("report", _report, "write summary.json, report.html (the run, over time, split, latency, accuracy, "
                                      "every check) and CSVs into a run "

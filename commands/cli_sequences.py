@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from commands.console import Consoles
+from commands.kube_args import add_kube, kube_of
 
 __all__ = ["add_commands"]
 
@@ -31,11 +32,15 @@ def _demo(args: argparse.Namespace, io: Consoles) -> int:
                                                ("max_requests", args.max_requests)) if v is not None})
     io.out.print(f"canary demo: {'tiny test models' if args.tiny else 'ResNet50 + ResNet101'}; each step "
                  f"verified at {plan.describe()}")
+    kube = kube_of(args, ingress=args.ingress)
     result = run_demo(tiny=args.tiny, port=args.port, keep=args.keep, plan=plan, weights_dir=args.weights_dir,
-                      progress=io.progress, load_progress=load_bar(io),
+                      progress=io.progress, load_progress=load_bar(io), kube=kube,
                       step_done=lambda step, total: io.out.print(step_line(step.record, total)))
     print_sequence_end(io, result, result.plan)
-    if result.kept_running:
+    if kube is not None:
+        io.out.print(f"the cluster keeps what the demo applied ({kube.describe()}): the focused routing and "
+                     "both Deployments; `canary mesh status --kube` shows them")
+    elif result.kept_running:
         io.out.print(f"the mesh is still running at {result.ingress_url}: "
                      f"locust -f loadtest/locustfile.py --host {result.ingress_url}   (web UI on :8089); "
                      "stop it with `canary mesh down`")
@@ -59,7 +64,8 @@ def _rollout(args: argparse.Namespace, io: Consoles) -> int:
     limits = GateLimits(max_error_rate=args.max_error_rate, max_latency_shift_ms=parse_duration_ms(args.max_latency_shift),
                         max_p99_ratio=args.max_p99_ratio)
     request = RolloutRequest(steps=parse_steps(args.steps), limits=limits, plan=plan,
-                             from_manifest=args.from_manifest, stable=args.stable, canary=args.canary)
+                             from_manifest=args.from_manifest, stable=args.stable, canary=args.canary,
+                             kube=kube_of(args, ingress=args.ingress))
     io.out.print(f"canary rollout: steps {args.steps} (% to the canary); each step verified at {plan.describe()}; "
                  f"gates: error rate ≤ {100 * limits.max_error_rate:g}%, latency shift ≤ "
                  f"{limits.max_latency_shift_ms:g} ms, p99 ratio ≤ ×{limits.max_p99_ratio:g}")
@@ -93,6 +99,12 @@ def _compare(args: argparse.Namespace, io: Consoles) -> int:
     return result.exit_code
 
 
+def _add_cluster(parser: argparse.ArgumentParser, *, namespace: bool = True) -> None:
+    add_kube(parser, namespace=namespace)
+    parser.add_argument("--ingress", metavar="URL", help="with --kube: the ingress URL (default: found from "
+                                                          "istio-system/istio-ingressgateway)")
+
+
 def add_commands(add: Callable[..., argparse.ArgumentParser],
                  add_tiny: Callable[[argparse.ArgumentParser], None],
                  add_port: Callable[[argparse.ArgumentParser], None],
@@ -110,6 +122,7 @@ def add_commands(add: Callable[..., argparse.ArgumentParser],
     demo.add_argument("-u", "--users", type=int, help="Locust users per step (default 8 with --tiny, 6 otherwise)")
     demo.add_argument("--max-requests", type=int,
                       help="the most requests a step may take (default 5000 with --tiny, 1500 otherwise)")
+    _add_cluster(demo, namespace=False)  # the demo's manifests name their namespace (tf-serving)
 
     rollout = add("rollout", _rollout, "progressive delivery on the running local mesh: at each step set the "
                                        "canary's weight, verify the split, gate the canary against the stable "
@@ -137,6 +150,7 @@ def add_commands(add: Callable[..., argparse.ArgumentParser],
                          help="the most requests a step may take (default 6000)")
     rollout.add_argument("--max-seconds", type=int, default=180,
                          help="the most seconds a step's load may take (default 180)")
+    _add_cluster(rollout)
 
     compare = add("compare", _compare, "compare two runs (before and after a change): latency per subset x "
                                        "protocol x format, the splits, accuracy; exit 1 when a regression "

@@ -19,7 +19,7 @@ verdict is decisive in the demo's time on a 2-core machine.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from canary.conventions import ExitCode
@@ -35,8 +35,9 @@ from commands.steps import (
     no_load_progress,
     run_step,
 )
-from mesh.api import default_manifests, mesh_down, mesh_up
+from mesh.api import KubeTarget, default_manifests, kube_delete, mesh_down, mesh_up
 from mesh.local.backend import Progress, no_progress
+from mesh.manifests import read_documents
 
 __all__ = ["CANARY_DEPLOYMENT", "DemoResult", "demo_plan", "demo_steps", "run_demo", "sequence_status"]
 
@@ -102,33 +103,47 @@ def run_demo(
     progress: Progress = no_progress,
     load_progress: LoadProgress = no_load_progress,
     step_done: StepDone | None = None,
+    kube: KubeTarget | None = None,
 ) -> DemoResult:
-    """Run the walkthrough (see the module docstring); the mesh is taken down at the end unless ``keep``."""
+    """Run the walkthrough (see the module docstring); the mesh is taken down at the end unless ``keep``.
+    With ``kube`` on that cluster: every step's manifests server-side applied (the stable-only
+    ones as step 1), each routing change watched for in the traffic; the cluster keeps them."""
     plan = plan or demo_plan(tiny)
     settings = {
         "tiny": tiny, "port": port, "plan": plan.describe(), "tolerance": plan.tolerance, "users": plan.users,
         "max_requests": plan.max_requests, "canary_share": plan.canary_share, "protocol": plan.protocol,
     }
     began = time.monotonic()
-    state = mesh_up(stable_only_manifests(), tiny=tiny, port=port, weights_dir=weights_dir, home=home,
-                    progress=progress)
+    steps = demo_steps()
+    if kube is None:
+        ingress = mesh_up(stable_only_manifests(), tiny=tiny, port=port, weights_dir=weights_dir, home=home,
+                          progress=progress).ingress_url
+    else:  # the cluster applies the stable-only manifests as step 1, and keeps what the demo applied
+        settings.update(cluster=kube.describe(), tiny=False)
+        steps[0] = replace(steps[0], apply=tuple(stable_only_manifests()))
+        canary = default_manifests("base", CANARY_DEPLOYMENT)
+        for document in read_documents(canary):  # a previous demo's canary: step 1 is the stable one alone
+            if isinstance(document, dict) and document.get("kind") == "Deployment":
+                progress(f"removing the canary Deployment {document['metadata']['name']} a previous run left")
+                kube_delete(kube, "apps/v1", "Deployment", str(document["metadata"]["name"]))
+        ingress = kube.ingress or ""
     mesh_ready_s = time.monotonic() - began
     log = StepLog("demo", settings, reports, step_done)
-    steps = demo_steps()
     try:
         for index, spec in enumerate(steps, start=1):
-            result = run_step(log.folder, index, spec, plan, home=home, progress=progress,
+            result = run_step(log.folder, index, spec, plan, home=home, progress=progress, kube=kube,
                               load_progress=load_progress, calibration=log.results[-1].calibration if log.results else None)
-            if index == 1:
+            if index == 1 and kube is None:
                 result.record.took_effect_s = round(mesh_ready_s, 3)  # the mesh's start, for the first step
             log.add(result, len(steps))
         log.document.status, log.document.exit_code = sequence_status(log.document.steps)
     finally:
         report = log.finish(_summary(log.document))
-        if not keep:
+        if not keep and kube is None:
             progress("taking the mesh down (use --keep to leave it running)")
             mesh_down(home=home)
-    return DemoResult(log.folder.root, log.document, tuple(log.results), report, plan, state.ingress_url, keep)
+    return DemoResult(log.folder.root, log.document, tuple(log.results), report, plan, ingress,
+                      keep or kube is not None)
 
 
 def _summary(document: StepsDocument) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from canary.errors import CanaryError
+from loadtest.incluster_load import InClusterLoad, run_in_cluster
 from loadtest.load import LoadRequest, LoadResult, ProgressCallback, WarnCallback, run_load
 from verifier.report_files import verify_and_report
 from verifier.report_html import REPORT_FILE
@@ -30,8 +31,12 @@ class LoadOutcome:
 
 
 def load_and_report(request: LoadRequest, *, progress: ProgressCallback | None = None,
-                    warn: WarnCallback | None = None) -> LoadOutcome:
-    result = run_load(request, progress=progress, warn=warn)
+                    warn: WarnCallback | None = None, in_cluster: InClusterLoad | None = None) -> LoadOutcome:
+    """Run the load (here, or with ``in_cluster`` as Jobs in the cluster), then write its report."""
+    if in_cluster is not None:
+        result = run_in_cluster(in_cluster, progress=progress)
+    else:
+        result = run_load(request, progress=progress, warn=warn)
     if result.run is None:
         return LoadOutcome(result, None, "Locust wrote no run.json, so there is nothing to report")
     try:

@@ -38,7 +38,7 @@ from commands.steps import (
     no_load_progress,
     run_step,
 )
-from mesh.api import MeshSnapshot, snapshot
+from mesh.api import KubeTarget, MeshSnapshot, snapshot
 from mesh.local.backend import Progress, no_progress
 from mesh.manifests import read_documents
 from mesh.model import VirtualService
@@ -76,6 +76,7 @@ class RolloutRequest:
     canary: str | None = None
     home: Path | None = None
     reports: Path = REPORTS_DIR
+    kube: KubeTarget | None = None  # a cluster instead of the local mesh
 
 
 class RolloutResult(SequenceResult):
@@ -90,7 +91,9 @@ def _virtual_service(from_manifest: Path | None, mesh: MeshSnapshot) -> tuple[di
         found = [d for d in read_documents(from_manifest) if isinstance(d, dict) and d.get("kind") == "VirtualService"]
     else:
         found = [o["document"] for o in mesh.routing if o["document"].get("kind") == "VirtualService"]
-        parsed = recorded_virtual_service([("live", d) for d in found], "the local mesh's live routing")
+        parsed = recorded_virtual_service([("live", d) for d in found],
+                                          "the cluster's live routing" if mesh.kube else "the local mesh's live routing",
+                                          cluster=mesh.kube is not None)
     return dict(found[0]), parsed
 
 
@@ -148,8 +151,8 @@ def run_rollout(
     load_progress: LoadProgress = no_load_progress,
     step_done: StepDone | None = None,
 ) -> RolloutResult:
-    """Run the rollout (see the module docstring) on the running local mesh."""
-    mesh = snapshot(home=request.home)
+    """Run the rollout (see the module docstring) on the running local mesh, or on ``request.kube``."""
+    mesh = snapshot(home=request.home, kube=request.kube)
     service, parsed = _virtual_service(request.from_manifest, mesh)
     subsets = _subsets(request, mesh, parsed)
     with_canary_weight(service, *subsets, 0)  # refuses a VirtualService with no route to change, before anything
@@ -164,7 +167,7 @@ def run_rollout(
 
     def step(index: int, name: str, title: str, percent: int) -> StepResult:
         spec = _weights_step(log.folder, index, name, title, service, subsets, percent)
-        return run_step(log.folder, index, spec, request.plan, home=request.home, progress=progress,
+        return run_step(log.folder, index, spec, request.plan, home=request.home, progress=progress, kube=request.kube,
                         load_progress=load_progress, calibration=_reusable(log.results))
 
     try:

@@ -27,8 +27,9 @@ from canary.errors import CanaryError
 from canary.rundir.document import CanaryOptions, epoch_seconds
 from canary.rundir.steps import StepRecord, StepsDir, StepsDocument, default_steps_dir
 from canary.stats import SplitPolicy
+from commands.cluster_steps import apply_on_cluster
 from loadtest.load import LoadRequest, run_load
-from mesh.api import mesh_apply, routing_versions
+from mesh.api import KubeTarget, mesh_apply, routing_versions
 from mesh.local.backend import Progress, no_progress
 from verifier.report_files import verify_and_report
 from verifier.report_steps import write_steps_html
@@ -158,13 +159,17 @@ def _took_effect(version: int, home: Path | None) -> float | None:
 
 
 def _load_request(spec: StepSpec, plan: LoadPlan, run_dir: Path, home: Path | None,
-                  calibration: Path | None) -> LoadRequest:
+                  calibration: Path | None, kube: KubeTarget | None = None) -> LoadRequest:
+    cluster: dict[str, Any] = {} if kube is None else {
+        "kube": True, "context": kube.context, "namespace": kube.namespace, "prometheus": kube.prometheus}
     options = CanaryOptions(
+        **cluster,
         calibration=calibration if spec.routing_only else None,
         protocol=plan.protocol, canary_share=plan.canary_share, requests=plan.max_requests, run_dir=run_dir,
         until_verified=True, tolerance=plan.tolerance, expected=spec.expected, from_manifest=spec.from_manifest,
     )
-    return LoadRequest(options=options, users=plan.users, run_time=f"{plan.max_seconds}s", home=home)
+    return LoadRequest(options=options, users=plan.users, run_time=f"{plan.max_seconds}s", home=home,
+                       host=kube.ingress if kube is not None else None)
 
 
 def _verdict_line(verification: Verification) -> tuple[str, list[str]]:
@@ -184,23 +189,38 @@ def run_step(
     calibration: Path | None = None,
     progress: Progress = no_progress,
     load_progress: LoadProgress = no_load_progress,
+    kube: KubeTarget | None = None,
 ) -> StepResult:
-    """Apply, load until decided, judge (see the module docstring); never raises for a failed
+    """Apply, load until decided, judge (see the module docstring); with ``kube`` on that cluster
+    (:mod:`commands.cluster_steps`: the change watched for in the traffic). Never raises for a failed
     step, only for a mesh that cannot be changed (:class:`CanaryError`). A ``routing_only`` step
     attributes with ``calibration`` (the previous step's, when it has one: the pods are the
     same, so asking them again would only cost time) instead of calibrating anew."""
     started, began = utc_now(), time.monotonic()
+    notes: tuple[str, ...] = ()
     record = StepRecord(index=index, name=spec.name, title=spec.title, applied=[str(p) for p in spec.apply],
                         canary_percent=spec.canary_percent, expected=spec.expectation,
                         tolerance=plan.tolerance, started_at=started)
-    if spec.apply:
+    if spec.apply and kube is not None:
+        on_cluster = apply_on_cluster(spec.apply, kube, calibration, deadline_s=plan.max_seconds, progress=progress)
+        seen = on_cluster.observation
+        if seen is not None:
+            record.routing_observed = seen.to_dict()
+            record.took_effect_s = round(seen.after_apply_s, 3) if seen.observed and seen.after_apply_s is not None else None
+            if not seen.observed:
+                record.status, record.exit_code = "failed", int(ExitCode.FAILED)
+                record.verdict = f"the new routing did not show in the traffic: {seen.reason}"
+                record.seconds = round(time.monotonic() - began, 3)
+                return StepResult(record, None, None, (seen.reason,))
+        notes = (on_cluster.note,) if on_cluster.note else ()
+    elif spec.apply:
         applied = mesh_apply(list(spec.apply), home=home, progress=progress)
         record.mesh_version = applied.version
         record.took_effect_s = _took_effect(applied.version, home)
     run_dir = steps.run_dir(index, spec.name)
     record.run = run_dir.name
     record.verify_command = spec.verify_command(run_dir, plan.tolerance)
-    request = _load_request(spec, plan, run_dir, home, calibration)
+    request = _load_request(spec, plan, run_dir, home, calibration, kube)
     try:
         with load_progress(request) as bar:
             load = run_load(request, progress=bar)
@@ -215,9 +235,9 @@ def run_step(
         record.status, record.exit_code = "failed", int(ExitCode.FAILED)
         record.verdict = f"the step's load test could not be judged: {error}"
         record.seconds = round(time.monotonic() - began, 3)
-        return StepResult(record, None, run_dir)
+        return StepResult(record, None, run_dir, notes)
     record.requests = load.run.requests.total if load.run is not None else 0
     record.status, record.exit_code = verification.status, verification.exit_code
     record.verdict, record.details = _verdict_line(verification)
     record.seconds = round(time.monotonic() - began, 3)
-    return StepResult(record, verification, run_dir)
+    return StepResult(record, verification, run_dir, notes)

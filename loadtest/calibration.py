@@ -41,7 +41,7 @@ from loadtest.fingerprint import (
     rest_probabilities,
 )
 from loadtest.meshinfo import same_endpoint
-from mesh.api import MeshSnapshot, model_store, snapshot
+from mesh.api import KubeTarget, MeshSnapshot, model_store, reachable_servers, snapshot
 from payloads.library import (
     DEFAULT_SIZE,
     FORMATS,
@@ -493,10 +493,12 @@ def run_calibrate(
     size: int | None = DEFAULT_SIZE,
     tolerance: float = DEFAULT_TOLERANCE,
     host: str | None = None,
+    kube: KubeTarget | None = None,
 ) -> CalibrateResult:
     """Calibrate from ``source`` and write the result to ``out`` (default ``<home>/calibration.json``).
 
-    ``mesh``: the running local mesh's pods; ``endpoints``: the given
+    ``mesh``: the running local mesh's pods (with ``kube``: one pod of each subset on the
+    cluster, through a port-forward); ``endpoints``: the given
     ``{subset: {"rest": url, "grpc": target}}``; ``savedmodel``: the
     ``model_dirs`` (default: ``<store>/<subset>`` for resnet50 and resnet101,
     the store defaulting to the local mesh's tiny or full model store).
@@ -509,6 +511,13 @@ def run_calibrate(
             model_dirs = {name: root / name for name in ("resnet50", "resnet101")}
         calibration = calibrate_savedmodels(model_dirs, payloads, tolerance=tolerance)
     elif source in ("mesh", "endpoints"):
+        if source == "mesh" and kube is not None:
+            mesh = snapshot(kube=kube, need_ingress=False)  # the pods only: the ingress is not asked
+            with reachable_servers(mesh, host) as reachable:
+                calibration = calibrate_endpoints(reachable, payloads, protocol, tolerance=tolerance)
+            found = mesh_servers(mesh, host=host)  # the pods' own addresses, not the forwards'
+            path = save_calibration(calibration, out or default_calibration_path(home))
+            return CalibrateResult(calibration, path, found)
         if source == "mesh":
             found = local_mesh_endpoints(home, host=host)
         elif endpoints:

@@ -42,8 +42,9 @@ from canary.rundir.document import RunDocument, parse_run_document
 from canary.rundir.layout import RunDir, default_run_dir
 from canary.rundir.records import failure_counts, read_records
 from loadtest.meshinfo import try_snapshot
-from loadtest.options import CanaryOptions, option_argv
+from loadtest.options import CanaryOptions, kube_target, option_argv
 from loadtest.preflight import PREFLIGHT_TIMEOUT_S, check_target, group_warning
+from loadtest.process_group import reap_group, signal_group
 from mesh.api import MeshSnapshot, snapshot
 
 __all__ = [
@@ -105,6 +106,7 @@ class LoadRequest:
             raise UsageError(f"--processes must be at least 1, got {self.processes}")
         if self.run_time is not None:
             parse_run_time(self.run_time)
+        kube_target(options)  # --context and the others go with --kube
         if options.until_verified and bool(options.expected) == bool(options.from_manifest):
             raise UsageError("--until-verified needs the expected split: --expected 70/30 or --from-manifest "
                              "manifests/routing/virtualservice-weight-70.yaml (one of them)")
@@ -129,7 +131,12 @@ class LoadResult:
 
 
 def _target(request: LoadRequest) -> tuple[str, MeshSnapshot | None]:
-    """The host to load, and the running local mesh (None when none runs)."""
+    """The host to load, and the running local mesh (None when none runs); with ``--kube``,
+    the cluster's ingress (``--host`` when given) and namespace."""
+    kube = kube_target(request.options, ingress=request.host)
+    if kube is not None:
+        mesh = snapshot(kube=kube)
+        return mesh.ingress_url, mesh
     if request.host:
         return request.host, try_snapshot(request.home)
     try:
@@ -212,7 +219,7 @@ def run_load(
             _stop(child, signal.SIGINT, wait_s=STOP_WAIT_S)
             raise
         finally:
-            _reap_group(child)
+            reap_group(child)
     document = parse_run_document(run.read_run_json(), str(run.run_json)) if run.run_json.exists() else None
     if progress is not None and (last := run.read_progress()) is not None:
         progress(last)
@@ -262,27 +269,8 @@ def _stop(child: subprocess.Popen[bytes], sig: int, wait_s: float) -> int:
     try:
         return child.wait(timeout=wait_s)
     except subprocess.TimeoutExpired:
-        _signal_group(child, signal.SIGKILL)
+        signal_group(child, signal.SIGKILL)
         return child.wait(timeout=30)
-
-
-def _reap_group(child: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    """Once Locust's master has exited, leave nothing of its group behind: a worker that missed
-    the master's quit would otherwise keep running, and join the next master on the same port.
-    The run directory is written by then, so nothing a straggler holds can still be recorded."""
-    end = time.monotonic() + grace_s
-    while time.monotonic() < end:
-        try:
-            os.killpg(child.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    _signal_group(child, signal.SIGKILL)
-
-
-def _signal_group(child: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, sig)
 
 
 class RichProgress:

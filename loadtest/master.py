@@ -45,7 +45,7 @@ from loadtest.fingerprint import Calibration
 from loadtest.interrupt import Interruption
 from loadtest.items import group_of
 from loadtest.meshinfo import routing_record, run_mesh, try_snapshot
-from loadtest.options import CanaryOptions, options_from_parsed
+from loadtest.options import CanaryOptions, kube_target, options_from_parsed
 from loadtest.phases import PhaseTracker
 from loadtest.records import RecordSink
 from loadtest.run_document import run_document
@@ -205,7 +205,7 @@ class MasterSide:
         self.started_at, self.ended_at = utc_now(), ""
         self.started_monotonic = time.monotonic()
         self._last_rows = (0, time.monotonic())
-        self.mesh_before = try_snapshot()
+        self.mesh_before = self._mesh_now()
         self.mesh_after = None
         through = run_mesh(self.environment.host, self.mesh_before)
         self.phases = PhaseTracker(routing_record(through) if through else None, through)
@@ -216,6 +216,16 @@ class MasterSide:
         if self._progress is None or self._progress.dead:
             self._progress = gevent.spawn(self._progress_loop)
         logger.info("canary: writing the run directory %s", self.run.root)
+
+    def _mesh_now(self) -> MeshSnapshot | None:
+        """The mesh the run goes through, now; None when there is none canary can read. A
+        cluster that cannot be read is one of the run's problems, not its end."""
+        try:
+            return try_snapshot(kube=kube_target(self.options, ingress=self.environment.host or None))
+        except CanaryError as error:
+            logger.warning("canary: the mesh could not be read: %s", error)
+            self.problems.append(f"the mesh could not be read: {error}")
+            return None
 
     def _sequential_monitor(self) -> SequentialMonitor | None:
         try:
@@ -356,7 +366,7 @@ class MasterSide:
         self.problems.extend(self.phases.problems)
         self.sink.flush()
         self._wait_for_locust_stats()
-        self.mesh_after = try_snapshot() if self.mesh_before is not None else None
+        self.mesh_after = self._mesh_now() if self.mesh_before is not None else None
         if self.sequential is not None:
             self.sequential.stop(self.stop_reason or ("interrupted" if status == "interrupted" else
                                                       "the test ended (--run-time or stopped)"), self._active_cells())

@@ -18,7 +18,7 @@ import orjson
 
 from canary.errors import CanaryError
 from canary.rundir.document import MeshRecord, ModelRecord, RoutingRecord
-from mesh.api import MeshSnapshot, counters_reset, snapshot
+from mesh.api import KubeTarget, MeshSnapshot, counters_reset, snapshot
 
 __all__ = [
     "mesh_record",
@@ -41,8 +41,12 @@ def same_endpoint(a: str, b: str) -> bool:
     return same_host and (pa.port or 80) == (pb.port or 80)
 
 
-def try_snapshot(home: Path | None = None) -> MeshSnapshot | None:
-    """The local mesh now, or None when none is running (or it cannot be read)."""
+def try_snapshot(home: Path | None = None, kube: KubeTarget | None = None) -> MeshSnapshot | None:
+    """The local mesh now, or None when none is running (or it cannot be read). With ``kube``,
+    the cluster's namespace, or the MeshError that says why it cannot be read (a cluster
+    was asked for by name, so its absence is no "no mesh")."""
+    if kube is not None:
+        return snapshot(kube=kube)
     try:
         return snapshot(home=home)
     except (CanaryError, OSError):
@@ -84,9 +88,13 @@ def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapsh
     recorded as such (``counters_reset``), with no ``delta``."""
     if before is None or run_mesh(host, before) is None:
         return MeshRecord(local=False)
+    if before.kube is not None:
+        return _cluster_record(before, after, routing)
     reset = counters_reset(before.counters, after.counters) if after else []
     record = MeshRecord.model_validate({
         "local": True,
+        "backend": "local",
+        "counters_from": "envoy",
         "home": before.home,
         "ingress_url": before.ingress_url,
         "applied": list(before.applied),
@@ -97,6 +105,27 @@ def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapsh
         "counters_reset_evidence": reset,
     })
     return record.model_copy(update={"delta": record.requests_during_run()})
+
+
+def _cluster_record(before: MeshSnapshot, after: MeshSnapshot | None,
+                    routing: Sequence[RoutingRecord]) -> MeshRecord:
+    """run.json's ``mesh`` for a run through a cluster's ingress: which cluster (names only),
+    its routing, and the mesh's own cumulative counts around the run when Prometheus gave
+    them (informational: Prometheus trails by a scrape, so the cross-check asks it for the
+    run's window afterwards, ``verify-split``)."""
+    kube = before.kube
+    assert kube is not None
+    return MeshRecord.model_validate({
+        "local": False,
+        "backend": "kube",
+        "context": kube.context,
+        "namespace": kube.namespace,
+        "counters_from": before.counters_from,
+        "ingress_url": before.ingress_url,
+        "counters_before": before.counters or None,
+        "counters_after": (after.counters or None) if after else None,
+        "routing": [r.model_dump() for r in (routing or [routing_record(before)])],
+    })
 
 
 def model_metadata(endpoints: Mapping[str, Mapping[str, str]], model_name: str,

@@ -12,10 +12,21 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from canary.conventions import DEFAULT_HEADER_TEXT, MODEL_NAME, parse_payload_size
+from canary.conventions import DEFAULT_HEADER_TEXT, KUBE_NAMESPACE, MODEL_NAME, parse_payload_size
+from canary.errors import UsageError
 from canary.rundir.document import LOAD_PROTOCOLS, CanaryOptions, validated
+from mesh.target import KubeTarget
 
-__all__ = ["OPTIONS", "CanaryOptions", "OptionSpec", "add_arguments", "option_argv", "options_from_parsed"]
+__all__ = [
+    "KUBE_FLAGS",
+    "OPTIONS",
+    "CanaryOptions",
+    "OptionSpec",
+    "add_arguments",
+    "kube_target",
+    "option_argv",
+    "options_from_parsed",
+]
 
 _DEFAULTS = CanaryOptions()
 
@@ -71,17 +82,31 @@ OPTIONS: tuple[OptionSpec, ...] = (
                web_ui=False),
     OptionSpec("--model-version", f"the version the versioned paths ask for (default {_default('model_version')})",
                {"type": int, "default": _DEFAULTS.model_version}, web_ui=False),
+    OptionSpec("--kube", "work on the cluster of your kubeconfig (Kubernetes with Istio) instead of the local "
+               "mesh (default off)", {"action": "store_true", "default": False}, web_ui=False),
+    OptionSpec("--context", "with --kube: the kubeconfig context (default: its current context)",
+               {"default": ""}, web_ui=False),
+    OptionSpec("--namespace", f"with --kube: the namespace of the model Services (default {KUBE_NAMESPACE})",
+               {"default": KUBE_NAMESPACE}, web_ui=False),
+    OptionSpec("--prometheus", "with --kube: Prometheus' base URL, for the mesh's own counts per subset "
+               "(default: Istio's Prometheus Service in istio-system, through the API server, if there is one)",
+               {"default": ""}, web_ui=False),
 )
 """Every canary option of the load test, defined once."""
 
 
-def add_arguments(parser: Any, *, locust: bool = True, skip: Collection[str] = ()) -> None:
+KUBE_FLAGS = ("--kube", "--context", "--namespace", "--prometheus")
+"""The options that name a cluster; every command that touches a mesh takes them."""
+
+
+def add_arguments(parser: Any, *, locust: bool = True, skip: Collection[str] = (),
+                  only: Collection[str] | None = None) -> None:
     """Add the canary options to a parser: Locust's (``init_command_line_parser``), or
     ``canary load``'s (``locust=False``: plain argparse, no web-UI flag, and an option left
     out is absent from the namespace, so :func:`options_from_parsed` can tell given from
     default). ``skip`` names flags the caller defines itself."""
     for spec in OPTIONS:
-        if spec.flag in skip:
+        if spec.flag in skip or (only is not None and spec.flag not in only):
             continue
         kwargs = dict(spec.kwargs)
         if locust:
@@ -121,3 +146,17 @@ def option_argv(options: CanaryOptions) -> list[str]:
         else:
             argv += [spec.flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return argv
+
+
+def kube_target(options: CanaryOptions, ingress: str | None = None) -> KubeTarget | None:
+    """The cluster ``--kube`` names (None without it); ``--context`` and the others without
+    ``--kube`` are a usage error."""
+    if not options.kube:
+        given = [f for f, v in (("--context", options.context), ("--prometheus", options.prometheus),
+                                ("--namespace", options.namespace != KUBE_NAMESPACE)) if v]
+        if given:
+            raise UsageError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with --kube (a cluster); "
+                             "add --kube, or leave it out for the local mesh")
+        return None
+    return KubeTarget(context=options.context, namespace=options.namespace, prometheus=options.prometheus,
+                      ingress=ingress)

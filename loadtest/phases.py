@@ -37,7 +37,8 @@ class PhaseTracker:
         self.records: list[RoutingRecord] = [start] if start is not None else []
         self._seen_version = mesh.version if mesh is not None else 0
         self._poll = poll if poll is not None else (
-            (lambda: routing_versions(home=Path(mesh.home))) if mesh is not None and start is not None else None
+            (lambda: routing_versions(home=Path(mesh.home)))
+            if mesh is not None and mesh.kube is None and start is not None else None
         )
         self._starts: list[float] = []  # push start of phases 1.. (epoch seconds)
         self._polled_at = float("inf") if self._poll is None else 0.0

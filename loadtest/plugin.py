@@ -35,7 +35,6 @@ from typing import Any
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from canary.errors import CanaryError, UsageError
-from canary.rundir.document import ModelRecord
 from canary.stats import expectations_by_group
 from loadtest.calibration import (
     calibrate_serving,
@@ -48,10 +47,10 @@ from loadtest.fingerprint import Calibration
 from loadtest.interrupt import install as install_interrupts
 from loadtest.master import MasterSide
 from loadtest.meshinfo import model_metadata, subsets_in_order, try_snapshot
-from loadtest.options import CanaryOptions, add_arguments, options_from_parsed
+from loadtest.options import CanaryOptions, add_arguments, kube_target, options_from_parsed
 from loadtest.sequential import monitor_for
 from loadtest.worker import WorkerSide
-from mesh.api import MeshSnapshot
+from mesh.api import MeshSnapshot, reachable_servers
 from payloads import PayloadSet, load_payloads
 
 __all__ = ["DRAIN_S", "WEB_HOST", "install", "on_records", "setup_environment"]
@@ -116,25 +115,25 @@ def _calibrate(options: CanaryOptions, payloads: PayloadSet, host: str | None,
         check_payloads(calibration, payloads)
         return calibration, {"given": str(options.calibration)}
     mesh = mesh_to_calibrate(host, mesh)
-    endpoints = mesh_servers(mesh, allow_missing=True)
-    missing = sorted(set(mesh.view.subsets()) - set(endpoints))
-    if missing:
-        logger.warning("canary: subset(s) %s have no ready pod, so they are not calibrated: an answer from "
-                       "them would count as unknown", ", ".join(missing))
-    logger.info("canary: calibrating against the local mesh's pods (%s)", ", ".join(sorted(endpoints)))
-    calibration, skipped = calibrate_serving(endpoints, payloads.items, options.protocol)  # type: ignore[arg-type]
+    where = "the local mesh's pods" if mesh.kube is None else f"the cluster's pods ({mesh.kube.describe()}), through port-forwards"
+    with reachable_servers(mesh, allow_missing=True) as endpoints:
+        missing = sorted(set(mesh.view.subsets()) - set(endpoints))
+        if missing:
+            logger.warning("canary: subset(s) %s have no ready pod, so they are not calibrated: an answer from "
+                           "them would count as unknown", ", ".join(missing))
+        logger.info("canary: calibrating against %s (%s)", where, ", ".join(sorted(endpoints)))
+        calibration, skipped = calibrate_serving(endpoints, payloads.items, options.protocol)  # type: ignore[arg-type]
+        models = model_metadata(endpoints, options.model_name)
     for subset, why in skipped.items():
         logger.warning("canary: subset %s left out of the calibration (its requests will fail): %s", subset, why)
-    origin: dict[str, Any] = {"given": None, "endpoints": endpoints}
+    # the pods' own addresses (a port-forward's loopback port means nothing after the run)
+    recorded = endpoints if mesh.kube is None else mesh_servers(mesh, allow_missing=True)
+    origin: dict[str, Any] = {"given": None, "endpoints": recorded, "models": models}
+    if mesh.kube is not None:
+        origin["through"] = "port-forward"
     if skipped:
         origin["skipped"] = skipped
     return calibration, origin
-
-
-def _models(origin: dict[str, Any], options: CanaryOptions) -> dict[str, ModelRecord]:
-    """Each subset's model metadata, when the calibration knows the subsets' own servers."""
-    endpoints = origin.get("endpoints")
-    return model_metadata(endpoints, options.model_name) if isinstance(endpoints, dict) else {}
 
 
 def setup_environment(environment: Any) -> None:
@@ -143,10 +142,12 @@ def setup_environment(environment: Any) -> None:
     options = options_from_parsed(environment.parsed_options)
     _select_user_classes(environment, options.protocol)
     is_worker = isinstance(runner, WorkerRunner)
-    mesh = None if is_worker else try_snapshot()  # read once: the host, the subsets, the pods to calibrate
+    kube = kube_target(options, ingress=environment.host or None)
+    mesh = None if is_worker else try_snapshot(kube=kube)  # read once: the host, the subsets, the pods to calibrate
     if not environment.host and mesh is not None:
         environment.host = mesh.ingress_url
-        logger.info("canary: no --host given; using the local mesh's ingress %s", environment.host)
+        logger.info("canary: no --host given; using the %s ingress %s",
+                    "local mesh's" if kube is None else "cluster's", environment.host)
     if not environment.stop_timeout:
         environment.stop_timeout = DRAIN_S
     payloads = load_payloads(options.payloads, size=options.payload_size)
@@ -163,7 +164,7 @@ def setup_environment(environment: Any) -> None:
         if expected:
             environment.canary_expected = expected
         master = MasterSide(environment, options, payloads, calibration, origin, on_records, expected)
-        master.models = _models(origin, options)
+        master.models = origin.pop("models", {})
         master.subsets = subsets
         master.register()
         environment.canary_master = master

@@ -66,7 +66,10 @@ class StepRecord(Section):
     exit_code: int | None = None
     requests: int = 0
     mesh_version: int | None = None  # the configuration version the step made live
-    took_effect_s: float | None = None  # from the push's start to the ingress's acknowledgement
+    # local mesh: from the push's start to the ingress's acknowledgement; on a cluster: from the
+    # apply's end to the probe that showed the new routing in the traffic (routing_observed)
+    took_effect_s: float | None = None
+    routing_observed: dict[str, Any] | None = None  # on a cluster: the change detector's observation
     started_at: str = ""
     seconds: float = 0.0
     run: str | None = None  # the step's run directory, relative to the sequence's folder

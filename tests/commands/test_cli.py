@@ -115,7 +115,7 @@ def test_mesh_apply_backend_kube_through_the_command(tmp_path, monkeypatch: pyte
     try:
         monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig", "fake")))
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the client's discovery cache
-        assert cli.main(["mesh", "apply", "--backend", "kube", "--context", "fake", "-f", str(manifest)]) == 0
+        assert cli.main(["mesh", "apply", "--kube", "--context", "fake", "-f", str(manifest)]) == 0
         assert "VirtualService/tf-serving/image-classifier serverside-applied" in capsys.readouterr().out
         applied = server.applies(dry_run=False)
         assert len(applied) == 1 and len(server.applies(dry_run=True)) == 1
