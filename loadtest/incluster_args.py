@@ -20,8 +20,8 @@ from pydantic import ConfigDict, Field
 from canary.errors import UsageError
 from canary.rundir.document import Section, validated
 
-__all__ = ["DEFAULT_MASTER", "LOCUSTFILE", "RunSettings", "locust_master_argv", "locust_worker_argv",
-           "option_value", "read_settings"]
+__all__ = ["DEFAULT_MASTER", "LOCUSTFILE", "RunSettings", "checked_settings", "locust_master_argv",
+           "locust_worker_argv", "option_value", "read_settings"]
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_MASTER = "canary-loadgen-master"  # the master's Service, unless $LOCUST_MASTER_NODE_HOST says otherwise
@@ -53,10 +53,16 @@ def read_settings(config: Path) -> RunSettings:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot read {path} ({error}); mount the run's ConfigMap at $CANARY_RUN_CONFIG") from None
-    settings: RunSettings = validated(RunSettings, data, str(path))
+    return checked_settings(data, str(path))
+
+
+def checked_settings(data: object, where: str) -> RunSettings:
+    """``data`` as settings, refusing the Locust arguments the wrapper gives itself (the local
+    command checks what it ships, the wrapper what it reads)."""
+    settings: RunSettings = validated(RunSettings, data, where)
     if owned := sorted({_flag(a) for a in settings.locust_args} & set(OWNED)):
-        raise UsageError(f"{path}: locust_args holds {', '.join(owned)}, which the in-cluster wrapper gives itself "
-                         "(for more load, run more workers); leave it out")
+        raise UsageError(f"{where}: the Locust arguments hold {', '.join(owned)}, which the in-cluster wrapper "
+                         "gives itself (for more load, run more workers); leave it out")
     return settings
 
 

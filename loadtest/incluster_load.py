@@ -44,7 +44,7 @@ from canary.rundir.layout import RunDir, default_run_dir
 from canary.rundir.records import failure_counts, read_records
 from loadtest.calibration import calibrate_serving, check_payloads, load_calibration
 from loadtest.incluster import fetch_run, results_progress, results_status, results_stop
-from loadtest.incluster_args import RunSettings
+from loadtest.incluster_args import RunSettings, checked_settings
 from loadtest.load import LoadRequest, LoadResult, parse_run_time
 from loadtest.loadgen_manifests import MASTER, RUN_ID_KEY, WORKERS, read_templates, render
 from loadtest.options import kube_target, option_argv
@@ -194,7 +194,8 @@ def run_in_cluster(request: InClusterLoad, *, cluster: LoadgenCluster | None = N
     run = RunDir(load.options.run_dir or default_run_dir())
     if run.run_json.exists():
         raise UsageError(f"{run.root} already holds a run; give a new --run-dir or leave it out")
-    files = {"settings.json": json.dumps(_settings(request, run.root.name)),
+    settings = checked_settings(_settings(request, run.root.name), "the run's settings")  # before any cluster call
+    files = {"settings.json": settings.model_dump_json(),
              "calibration.json": _calibration_text(request, kube)}
     if load.options.from_manifest is not None:
         files["from-manifest.yaml"] = Path(load.options.from_manifest).read_text(encoding="utf-8")

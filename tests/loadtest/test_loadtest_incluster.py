@@ -269,7 +269,7 @@ def _settings(tmp_path: Path, **values: Any) -> Path:
 @pytest.mark.parametrize("given", [["--processes", "2"], ["--run-dir=/x"], ["-f", "other.py"], ["--master"]])
 def test_settings_refuse_what_the_wrapper_gives(tmp_path: Path, given: list[str]) -> None:
     flag = given[0].split("=")[0]
-    with pytest.raises(UsageError, match=f"locust_args holds {flag}, which the in-cluster wrapper gives itself"):
+    with pytest.raises(UsageError, match=f"the Locust arguments hold {flag}, which the in-cluster wrapper gives itself"):
         read_settings(_settings(tmp_path, locust_args=["--headless", *given]))
 
 
@@ -428,13 +428,15 @@ def test_the_jobs_go_when_nothing_ran_and_stay_with_a_run_that_cannot_be_fetched
 @pytest.mark.parametrize(("flag", "said"), [
     ({"processes": 2}, "--processes goes with a load run here"),
     ({"prometheus": "http://127.0.0.1:9090"}, "--prometheus names a Prometheus reachable from here"),
+    ({"extra": ("--expect-workers", "3")}, "--expect-workers, which the in-cluster wrapper gives itself"),
 ])
 def test_what_cannot_travel_to_the_cluster_is_refused_first(flag: dict[str, Any], said: str, tmp_path: Path) -> None:
     from canary.rundir.document import CanaryOptions
     from loadtest.incluster_load import InClusterLoad, run_in_cluster
     from loadtest.load import LoadRequest
 
-    options = CanaryOptions(kube=True, run_dir=tmp_path / "run", **{k: v for k, v in flag.items() if k != "processes"})
-    load = LoadRequest(options=options, processes=flag.get("processes"))
+    options = CanaryOptions(kube=True, run_dir=tmp_path / "run",
+                            **{k: v for k, v in flag.items() if k not in ("processes", "extra")})
+    load = LoadRequest(options=options, processes=flag.get("processes"), extra=flag.get("extra", ()))
     with pytest.raises(UsageError, match=said):
         run_in_cluster(InClusterLoad(load=load), cluster=BrokenLoadgen(True))
