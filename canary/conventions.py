@@ -58,6 +58,8 @@ MODEL_NAME = "image_classifier"
 
 DEFAULT_MODEL_VERSION = 1
 KUBE_NAMESPACE = "tf-serving"  # the model Services' namespace on a cluster (the manifests' own)
+KUBE_CONTEXT_ENV = "CANARY_KUBE_CONTEXT"  # the configured default of --context (with --kube)
+KUBE_NAMESPACE_ENV = "CANARY_KUBE_NAMESPACE"  # the configured default of --namespace (with --kube)
 DEFAULT_PAYLOAD_SIZE = 224
 """Pixels of the ``instances`` payloads (ResNet's input size)."""
 

@@ -8,11 +8,19 @@ budget) are re-read at each test start; the rest are fixed at start-up.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from canary.conventions import DEFAULT_HEADER_TEXT, KUBE_NAMESPACE, MODEL_NAME, parse_payload_size
+from canary.conventions import (
+    DEFAULT_HEADER_TEXT,
+    KUBE_CONTEXT_ENV,
+    KUBE_NAMESPACE,
+    KUBE_NAMESPACE_ENV,
+    MODEL_NAME,
+    parse_payload_size,
+)
 from canary.errors import UsageError
 from canary.rundir.document import LOAD_PROTOCOLS, CanaryOptions, validated
 from mesh.target import KubeTarget
@@ -84,9 +92,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
                {"type": int, "default": _DEFAULTS.model_version}, web_ui=False),
     OptionSpec("--kube", "work on the cluster of your kubeconfig (Kubernetes with Istio) instead of the local "
                "mesh (default off)", {"action": "store_true", "default": False}, web_ui=False),
-    OptionSpec("--context", "with --kube: the kubeconfig context (default: its current context)",
+    OptionSpec("--context", "with --kube: the kubeconfig context (default: $CANARY_KUBE_CONTEXT, else the "
+               "kubeconfig's current context)",
                {"default": ""}, web_ui=False),
-    OptionSpec("--namespace", f"with --kube: the namespace of the model Services (default {KUBE_NAMESPACE})",
+    OptionSpec("--namespace", f"with --kube: the namespace of the model Services (default $CANARY_KUBE_NAMESPACE, "
+               f"else {KUBE_NAMESPACE})",
                {"default": KUBE_NAMESPACE}, web_ui=False),
     OptionSpec("--prometheus", "with --kube: Prometheus' base URL, for the mesh's own counts per subset "
                "(default: Istio's Prometheus Service in istio-system, through the API server, if there is one)",
@@ -150,7 +160,8 @@ def option_argv(options: CanaryOptions) -> list[str]:
 
 def kube_target(options: CanaryOptions, ingress: str | None = None) -> KubeTarget | None:
     """The cluster ``--kube`` names (None without it); ``--context`` and the others without
-    ``--kube`` are a usage error."""
+    ``--kube`` are a usage error. ``$CANARY_KUBE_CONTEXT`` and ``$CANARY_KUBE_NAMESPACE`` are
+    the configured defaults of ``--context`` and ``--namespace``."""
     if not options.kube:
         given = [f for f, v in (("--context", options.context), ("--prometheus", options.prometheus),
                                 ("--namespace", options.namespace != KUBE_NAMESPACE)) if v]
@@ -158,5 +169,12 @@ def kube_target(options: CanaryOptions, ingress: str | None = None) -> KubeTarge
             raise UsageError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with --kube (a cluster); "
                              "add --kube, or leave it out for the local mesh")
         return None
-    return KubeTarget(context=options.context, namespace=options.namespace, prometheus=options.prometheus,
-                      ingress=ingress)
+    namespace = options.namespace
+    if namespace == KUBE_NAMESPACE and os.environ.get(KUBE_NAMESPACE_ENV):
+        try:
+            namespace = CanaryOptions(namespace=os.environ[KUBE_NAMESPACE_ENV]).namespace
+        except (UsageError, ValueError) as error:
+            raise UsageError(f"${KUBE_NAMESPACE_ENV} ({os.environ[KUBE_NAMESPACE_ENV]!r}) must be a Kubernetes namespace "
+                             "name (lower-case letters, digits, '-')") from error
+    return KubeTarget(context=options.context or os.environ.get(KUBE_CONTEXT_ENV) or None, namespace=namespace,
+                      prometheus=options.prometheus, ingress=ingress)

@@ -144,3 +144,21 @@ def test_canary_load_says_when_the_mesh_counters_were_reset(
     err = " ".join(capsys.readouterr().err.split())
     assert "Envoy's counters were reset during the run" in err
     assert "25 completed but the counters changed by +5" in err
+
+
+def test_the_cluster_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from canary.errors import UsageError
+    from loadtest.options import kube_target, options_from_parsed
+
+    kube = options_from_parsed(None).model_copy(update={"kube": True})
+    assert kube_target(kube) == kube_target(kube.model_copy(update={"context": None}))
+    monkeypatch.setenv("CANARY_KUBE_CONTEXT", "prod")
+    monkeypatch.setenv("CANARY_KUBE_NAMESPACE", "models")
+    target = kube_target(kube)
+    assert target is not None and (target.context, target.namespace) == ("prod", "models")
+    given = kube_target(kube.model_copy(update={"context": "staging", "namespace": "other"}))
+    assert given is not None and (given.context, given.namespace) == ("staging", "other")  # flags win
+    assert kube_target(options_from_parsed(None)) is None  # a default names no cluster by itself
+    monkeypatch.setenv("CANARY_KUBE_NAMESPACE", "Not_A_Name")
+    with pytest.raises(UsageError, match=r"\$CANARY_KUBE_NAMESPACE"):
+        kube_target(kube)

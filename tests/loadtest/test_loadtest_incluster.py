@@ -186,6 +186,7 @@ def test_sigterm_reaches_locust_once_and_the_run_is_still_served(mesh: Mesh, tmp
     pods.start("worker", _worker_env(env, tmp_path), tmp_path / "worker.log")
     _until("60 requests were made", lambda: results_progress(url).get("requests", 0) >= 60)
     master.send_signal(signal.SIGTERM)
+    _until("the wrapper passed SIGTERM on", lambda: "SIGTERM to Locust's master" in (tmp_path / "master.log").read_text())
     assert results_stop(url)["stopping"]  # the local command's Ctrl-C as well: Locust is still signalled once
     status = _until("the run finished", lambda: (s := results_status(url))["state"] == "finished" and s)
     assert status["exit_code"] == 130, (tmp_path / "master.log").read_text()[-3000:]
