@@ -243,10 +243,11 @@ def _load(args: argparse.Namespace, io: Consoles) -> int:
         outcome = load_and_report(request, progress=bar, warn=io.warn, in_cluster=in_cluster)
     result = outcome.result
     run = result.run
-    table = Table("subset", "requests", title=f"responses by subset ({run.status if run else 'no run.json'})")
-    for subset, n in (run.requests.by_subset if run else {}).items():
-        table.add_row(subset, str(n))
-    io.out.print(table)
+    if run is not None:
+        table = Table("subset", "requests", title=f"responses by subset ({run.status})")
+        for subset, n in run.requests.by_subset.items():
+            table.add_row(subset, str(n))
+        io.out.print(table)
     if run is not None and run.sequential is not None:
         _print_sequential(run.sequential, io)
     for problem in run.problems if run else ():
@@ -257,6 +258,8 @@ def _load(args: argparse.Namespace, io: Consoles) -> int:
     if run is not None and run.mesh.counters_reset:
         io.warn("Envoy's counters were reset during the run (POST /reset_counters on its admin): the records "
                 "cannot be cross-checked against the mesh's own counts; " + "; ".join(run.mesh.counters_reset_evidence))
+    for problem in run.mesh.problems if run is not None else ():
+        io.warn(problem)
     if run is not None and run.interrupted is not None:
         stop = run.interrupted
         io.warn(f"the run was interrupted{f' by {stop.signal} at {stop.at}' if stop.signal else ''} after "
@@ -431,7 +434,8 @@ def build_parser() -> ArgumentParser:
                                        "curl step does; print the top classes and which subset answered")
     predict.add_argument("file", nargs="?", type=Path, metavar="FILE",
                          help="a JSON request body, or a JPEG sent as its b64 body (default payloads/request-body.json)")
-    predict.add_argument("--host", help="the ingress URL (default: the running local mesh's)")
+    predict.add_argument("--host", "--ingress", help="the ingress URL (default: the running local mesh's, or "
+                                                     "with --kube the cluster's istio-ingressgateway)")
     predict.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                          type=lambda text: parse_header(text, option="--header"),
                          help="a request header, or gRPC metadata, e.g. 'user-group: canary' (repeatable; default none)")

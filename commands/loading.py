@@ -15,7 +15,14 @@ from pathlib import Path
 
 from canary.errors import CanaryError
 from loadtest.incluster_load import InClusterLoad, run_in_cluster
-from loadtest.load import LoadRequest, LoadResult, ProgressCallback, WarnCallback, run_load
+from loadtest.load import (
+    LoadRequest,
+    LoadResult,
+    ProgressCallback,
+    WarnCallback,
+    run_load,
+    startup_error,
+)
 from verifier.report_files import verify_and_report
 from verifier.report_html import REPORT_FILE
 from verifier.verify import VerifyRequest
@@ -34,11 +41,12 @@ def load_and_report(request: LoadRequest, *, progress: ProgressCallback | None =
                     warn: WarnCallback | None = None, in_cluster: InClusterLoad | None = None) -> LoadOutcome:
     """Run the load (here, or with ``in_cluster`` as Jobs in the cluster), then write its report."""
     if in_cluster is not None:
-        result = run_in_cluster(in_cluster, progress=progress)
+        result = run_in_cluster(in_cluster, progress=progress, warn=warn)
     else:
         result = run_load(request, progress=progress, warn=warn)
     if result.run is None:
-        return LoadOutcome(result, None, "Locust wrote no run.json, so there is nothing to report")
+        why = startup_error(result.log)
+        return LoadOutcome(result, None, f"Locust wrote no run.json{f': {why}' if why else ''} (its log: {result.log})")
     try:
         _, written = verify_and_report(VerifyRequest(run_dir=result.run_dir, require_expectation=False))
     except CanaryError as error:

@@ -178,8 +178,8 @@ def _settings(request: InClusterLoad, run_id: str) -> dict[str, Any]:
 
 
 def run_in_cluster(request: InClusterLoad, *, cluster: LoadgenCluster | None = None,
-                   progress: ProgressCallback | None = None, poll_s: float = 1.0,
-                   grace_s: float = 60.0) -> LoadResult:
+                   progress: ProgressCallback | None = None, warn: Callable[[str], None] | None = None,
+                   poll_s: float = 1.0, grace_s: float = 60.0) -> LoadResult:
     """Run the load test in the cluster and bring its run directory home (see the module docstring).
 
     The Jobs are deleted once the run is home (or when the run never started); when following
@@ -213,12 +213,15 @@ def run_in_cluster(request: InClusterLoad, *, cluster: LoadgenCluster | None = N
             exit_code = _follow(base, progress, poll_s, grace_s)
             fetch_run(base, run.root)
     except BaseException as error:
+        kept = (f"the load generator's Jobs are kept with the run: fetch it with `kubectl -n {kube.namespace} "
+                f"port-forward job/{MASTER} 8089` and `curl -o run.tar http://127.0.0.1:8089/run.tar`, then "
+                "`curl -X POST http://127.0.0.1:8089/done`")
         if not started:
             cluster.remove()  # nothing ran, or nothing that a run keeps
         elif isinstance(error, CanaryError):
-            raise MeshError(f"{error}; the load generator's Jobs are kept with the run: fetch it with `kubectl -n "
-                            f"{kube.namespace} port-forward job/{MASTER} 8089` and `curl -o run.tar "
-                            "http://127.0.0.1:8089/run.tar`, then `curl -X POST http://127.0.0.1:8089/done`") from error
+            raise MeshError(f"{error}; {kept}") from error
+        elif warn is not None:  # a second Ctrl-C gave up waiting: the master still holds the run
+            warn(kept)
         raise
     if not request.keep:
         cluster.remove()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,6 +59,7 @@ __all__ = [
     "parse_run_time",
     "preflight",
     "run_load",
+    "startup_error",
 ]
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -73,6 +75,20 @@ the master's wait for the workers' last records (30 s more), Locust's statistics
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM to ``canary load``: it stops Locust as Ctrl-C does."""
+
+
+_CANARY_ERROR = re.compile(r"/(?:ERROR|CRITICAL)/[^:]*: canary: (.+)$")
+
+
+def startup_error(log: Path) -> str | None:
+    """The last error the load test's plugin logged (``canary: ...``), from Locust's log: why a run
+    that wrote no run.json never started (a cluster that refuses a port-forward, no ready pod ...)."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [m.group(1).strip() for m in map(_CANARY_ERROR.search, lines) if m]
+    return found[-1] if found else None
 
 
 def parse_run_time(text: str) -> int:

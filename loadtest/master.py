@@ -98,6 +98,7 @@ class MasterSide:
         self.flushed: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []  # what went wrong while running (problems add the end-of-run checks)
         self.problems: list[str] = []
+        self.mesh_problems: list[str] = []  # what could not be read of the mesh (run.json mesh.problems)
         self.exit_code: int | None = None
         self.models: dict[str, ModelRecord] = {}  # subset -> its server's model metadata
         self.subsets: list[str] | None = None  # the mesh's subsets, stable first (for --until-verified)
@@ -194,7 +195,7 @@ class MasterSide:
         self.sink = RecordSink(self.run.records)
         self.ledger = Ledger(self.options.requests) if self.options.requests else None
         self.enrolled, self.groups, self.flushed = Counter(), Counter(), {}
-        self.notes, self.problems = [], []
+        self.notes, self.problems, self.mesh_problems = [], [], []
         self.finalized = self.stopping = self.finalizing = False
         self.signalled = None
         self._final.clear()
@@ -219,12 +220,12 @@ class MasterSide:
 
     def _mesh_now(self) -> MeshSnapshot | None:
         """The mesh the run goes through, now; None when there is none canary can read. A
-        cluster that cannot be read is one of the run's problems, not its end."""
+        cluster that cannot be read is said in run.json's ``mesh.problems``, and ends nothing."""
         try:
             return try_snapshot(kube=kube_target(self.options, ingress=self.environment.host or None))
         except CanaryError as error:
             logger.warning("canary: the mesh could not be read: %s", error)
-            self.problems.append(f"the mesh could not be read: {error}")
+            self.mesh_problems.append(f"the mesh could not be read: {error}")
             return None
 
     def _sequential_monitor(self) -> SequentialMonitor | None:
@@ -363,7 +364,7 @@ class MasterSide:
                 self.runner.stop(send_stop_to_client=False)  # spawn no more: a worker that quits is not replaced
         self._collect_from_workers()
         self._poll_phases(everything=True)
-        self.problems.extend(self.phases.problems)
+        self.mesh_problems.extend(self.phases.problems)
         self.sink.flush()
         self._wait_for_locust_stats()
         self.mesh_after = self._mesh_now() if self.mesh_before is not None else None

@@ -81,15 +81,15 @@ def run_mesh(host: str | None, mesh: MeshSnapshot | None) -> MeshSnapshot | None
 
 
 def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapshot | None,
-                routing: Sequence[RoutingRecord] = ()) -> MeshRecord:
+                routing: Sequence[RoutingRecord] = (), problems: Sequence[str] = ()) -> MeshRecord:
     """run.json's ``mesh`` section: the manifests applied, the routing of each phase and the
     mesh's counters around the run, when the run's host is the local mesh's ingress;
     ``local: false`` otherwise. Counters reset during the run (``POST /reset_counters``) are
     recorded as such (``counters_reset``), with no ``delta``."""
     if before is None or run_mesh(host, before) is None:
-        return MeshRecord(local=False)
+        return MeshRecord(local=False, problems=list(problems))
     if before.kube is not None:
-        return _cluster_record(before, after, routing)
+        return _cluster_record(before, after, routing).model_copy(update={"problems": list(problems)})
     reset = counters_reset(before.counters, after.counters) if after else []
     record = MeshRecord.model_validate({
         "local": True,
@@ -103,6 +103,7 @@ def mesh_record(host: str | None, before: MeshSnapshot | None, after: MeshSnapsh
         "routing": [r.model_dump() for r in (routing or [routing_record(before)])],
         "counters_reset": bool(reset),
         "counters_reset_evidence": reset,
+        "problems": list(problems),
     })
     return record.model_copy(update={"delta": record.requests_during_run()})
 

@@ -124,8 +124,11 @@ def _calibrate(options: CanaryOptions, payloads: PayloadSet, host: str | None,
         logger.info("canary: calibrating against %s (%s)", where, ", ".join(sorted(endpoints)))
         calibration, skipped = calibrate_serving(endpoints, payloads.items, options.protocol)  # type: ignore[arg-type]
         models = model_metadata(endpoints, options.model_name)
+    skipped = {**{subset: "no ready pod serves it, so it cannot be asked (an answer from it counts as unknown)"
+                  for subset in missing}, **skipped}
     for subset, why in skipped.items():
-        logger.warning("canary: subset %s left out of the calibration (its requests will fail): %s", subset, why)
+        if subset not in missing:
+            logger.warning("canary: subset %s left out of the calibration (its requests will fail): %s", subset, why)
     # the pods' own addresses (a port-forward's loopback port means nothing after the run)
     recorded = endpoints if mesh.kube is None else mesh_servers(mesh, allow_missing=True)
     origin: dict[str, Any] = {"given": None, "endpoints": recorded, "models": models}

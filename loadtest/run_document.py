@@ -71,7 +71,7 @@ def run_document(side: MasterSide) -> RunDocument:
         expected={group: ExpectedSplit(shares=dict(e.shares), label=e.label())
                   for group, e in sorted(side.expected.items())},
         users=users,
-        mesh=mesh_record(env.host, side.mesh_before, side.mesh_after, side.phases.records),
+        mesh=mesh_record(env.host, side.mesh_before, side.mesh_after, side.phases.records, side.mesh_problems),
         versions=versions(),
         requests=RequestsRecord(
             total=stats.rows,

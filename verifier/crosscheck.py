@@ -288,6 +288,10 @@ def prometheus_crosscheck(
     if url:
         counts, query = prometheus_counts(url, window_s=window_s, at=end, service=service, namespace=namespace,
                                           timeout=timeout)
+        if sum(counts.values()) <= 0 < sum(fingerprint.values()):  # no telemetry is no evidence of routing
+            return unavailable(f"Prometheus at {url} holds no istio_requests_total for the run's {window_s:.0f} s "
+                               "window (a window shorter than its scrape interval, retention passed, another "
+                               "service name, or no Istio sidecar on the model pods); nothing to cross-check")
         return crosscheck(fingerprint, by_subset(counts, rule), unattributed=unattributed, source="prometheus",
                           slack=slack, subsets=subsets, query=query)
     context = f'context "{mesh.context}"' if mesh.context else "the kubeconfig's current context"

@@ -334,6 +334,9 @@ class MeshRecord(Section):
     # means nothing; why the mesh's histograms say so, one line per cluster
     counters_reset: bool = False
     counters_reset_evidence: list[str] = Field(default_factory=list)
+    # what could not be read of the mesh during the run (a cluster that stopped answering, the local
+    # mesh's routing history): the records stand, the mesh's side of them is incomplete
+    problems: list[str] = Field(default_factory=list)
 
     def requests_during_run(self) -> dict[str, int] | None:
         """Requests per subset over the run: ``delta``, else after − before; None when unknown

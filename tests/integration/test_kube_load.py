@@ -39,6 +39,7 @@ def cluster(mesh: RunningMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     mesh.apply(*WEIGHT_70)
     server = FakeApiServer(CLUSTER_RESOURCES)
     forwards = FakePortForward(server)
+    forwards.server = server  # type: ignore[attr-defined]  # the tests change the cluster through it
     server.start()
     try:
         config = server.write_kubeconfig(tmp_path / "kubeconfig", "fake")
@@ -78,3 +79,21 @@ def test_canary_load_on_a_cluster_calibrates_through_port_forwards(
     assert cluster.streams >= 4  # each subset's REST and gRPC port, at least once
     assert document.requests.total == 300 and document.requests.by_outcome.get("attributed") == 300
     assert verify_split([str(run), "--expected", "70/30", "--tolerance", "0.1", "--no-write"]) == 0
+
+
+def test_a_subset_with_no_ready_pod_is_left_out_of_the_calibration_and_said(
+    mesh: RunningMesh, cluster: FakePortForward, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    run = tmp_path / "run"
+    for key, pod in cluster.server.objects.items():  # the fake API server the port-forwards hang on
+        if key[1] == "pods" and pod["metadata"]["labels"]["version"] == "resnet101":
+            pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    code = cli.main(["load", "--kube", "--host", mesh.url, "--requests", "60", "-u", "2", "-t", "60s",
+                     "--run-dir", str(run)])
+    assert code == 1  # resnet101's answers (30% of the default group) cannot be attributed
+    document = json.loads((run / "run.json").read_text())
+    assert set(document["calibration"]["endpoints"]) == {"resnet50"}
+    assert document["calibration"]["skipped"]["resnet101"].startswith("no ready pod serves it")
+    assert document["requests"]["by_outcome"]["attributed"] + document["requests"]["by_outcome"]["unknown"] == 60

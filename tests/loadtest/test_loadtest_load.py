@@ -137,3 +137,19 @@ def test_the_progress_bar_shows_once_locust_starts() -> None:
         bar(STARTING)
         bar({"requests": 4, "failed": 1, "unknown": 0, "by_subset": {"resnet50": 3}})
     assert "4 requests (1 failed, 0 unknown) resnet50 3" in out.getvalue()
+
+
+def test_why_a_run_never_started_is_read_from_locusts_log(tmp_path: Path) -> None:
+    from loadtest.load import startup_error
+
+    log = tmp_path / "locust.log"
+    log.write_text(
+        "[2026-12-01 05:00:00,000] host/INFO/locust.main: Starting Locust 2.47.0\n"
+        "[2026-12-01 05:00:01,000] host/ERROR/loadtest.plugin: canary: subset resnet50 is no good\n"
+        '[2026-12-01 05:00:02,000] host/ERROR/loadtest.plugin: canary: pods "p" is forbidden: User "u" cannot '
+        'create resource "pods/portforward" in the namespace "tf-serving"\n')
+    assert startup_error(log) == ('pods "p" is forbidden: User "u" cannot create resource "pods/portforward" in '
+                                  'the namespace "tf-serving"')
+    log.write_text("[2026-12-01 05:00:00,000] host/INFO/locust.main: Starting Locust 2.47.0\n")
+    assert startup_error(log) is None
+    assert startup_error(tmp_path / "absent.log") is None

@@ -218,6 +218,10 @@ def test_a_run_through_a_cluster_is_cross_checked_against_its_istio_prometheus(
         try:
             assert main([str(root), "--expected", focused, "--prometheus", given.url, "--no-write"]) == 1
             assert 'destination_service_namespace="tf-serving"' in given.queries[-1]["query"][0]
+            given.body = _answer({})  # given, but with nothing for the window: no evidence either way
+            assert main([str(root), "--expected", focused, "--prometheus", given.url, "--json", str(summary),
+                         "--no-write"]) == 0
+            assert "holds no istio_requests_total" in json.loads(summary.read_text())["crosscheck"]["reason"]
         finally:
             given.close()
     finally:
