@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import os
+import re
 from pathlib import Path
 
 from canary.errors import UsageError
@@ -33,6 +34,7 @@ __all__ = [
     "Cell",
     "ExitCode",
     "canary_home",
+    "check_dns_label",
     "order_cells",
     "parse_header",
     "parse_payload_size",
@@ -151,3 +153,15 @@ def utc_now() -> str:
 def utc_iso(epoch: float) -> str:
     """Epoch seconds in the format of :func:`utc_now`."""
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def check_dns_label(value: str) -> str:
+    """Why ``value`` is not an RFC 1123 label (namespace, port and subset names), or ""."""
+    if len(value) > 63:
+        return "at most 63 characters"
+    if not _DNS_LABEL.match(value):
+        return "lower-case alphanumerics or '-', starting and ending with an alphanumeric"
+    return ""

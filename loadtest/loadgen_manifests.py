@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from canary.conventions import check_dns_label
 from canary.errors import ManifestError, UsageError
 from mesh.api import default_manifests
 
@@ -68,7 +69,6 @@ MAX_RUN_FILES_BYTES = 1 << 20
 names and contents in UTF-8 (a little stricter than the API server)."""
 
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 # The order a cluster needs them in (``mesh.manifests.KIND_ORDER``, which ``canary mesh apply
 # --kube`` follows too): identities and config, access rules, the Service, the Jobs.
@@ -209,13 +209,13 @@ def _plain(value: Any) -> Any:
 
 
 def _check_run(*, run_id: str, image: str, workers: int, namespace: str) -> None:
-    problem = _dns_label_problem(run_id) if isinstance(run_id, str) else "not a string"
+    problem = check_dns_label(run_id) if isinstance(run_id, str) else "not a string"
     if problem:
         raise UsageError(
             f"run id {run_id!r} cannot label Kubernetes objects ({problem}): "
             f"give a DNS label, e.g. {_as_label(run_id)!r}"
         )
-    problem = _dns_label_problem(namespace) if isinstance(namespace, str) else "not a string"
+    problem = check_dns_label(namespace) if isinstance(namespace, str) else "not a string"
     if problem:
         raise UsageError(f"namespace {namespace!r} is not a namespace name ({problem})")
     problem = image_problem(image) if isinstance(image, str) else "not a string"
@@ -230,15 +230,6 @@ def _check_run(*, run_id: str, image: str, workers: int, namespace: str) -> None
 
 def _apply_rank(kind: str) -> int:
     return APPLY_ORDER.index(kind) if kind in APPLY_ORDER else len(APPLY_ORDER)
-
-
-def _dns_label_problem(value: str) -> str:
-    """Why ``value`` is not an RFC 1123 label (a namespace's name, a label value here), or ""."""
-    if len(value) > 63:
-        return "at most 63 characters"
-    if not _DNS_LABEL.match(value):
-        return "lower-case alphanumerics or '-', starting and ending with an alphanumeric"
-    return ""
 
 
 def _as_label(text: object) -> str:

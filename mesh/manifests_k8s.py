@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from canary.conventions import check_dns_label
 from mesh.manifest_fields import Node
 from mesh.model import (
     ConfigMap,
@@ -33,22 +34,12 @@ __all__ = [
     "port_reference",
 ]
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 # The protocols of Service and container ports Kubernetes knows; the local mesh routes TCP.
 PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")  # the local mesh's; + ExternalName
-
-
-def check_dns_label(value: str) -> str:
-    """Why ``value`` is not an RFC 1123 label (namespace, port and subset names), or ""."""
-    if len(value) > 63:
-        return "at most 63 characters"
-    if not _DNS_LABEL.match(value):
-        return "lower-case alphanumerics or '-', starting and ending with an alphanumeric"
-    return ""
 
 
 def metadata_labels(root: Node) -> dict[str, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from canary.conventions import (
     GROUPS,
     KUBE_NAMESPACE,
     MODEL_NAME,
+    check_dns_label,
     parse_header,
 )
 from canary.errors import UsageError
@@ -187,7 +187,7 @@ class CanaryOptions(Section):
     @classmethod
     def _namespace(cls, value: str) -> str:
         value = str(value).strip() or KUBE_NAMESPACE
-        if len(value) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value):
+        if check_dns_label(value):
             raise UsageError(f"--namespace {value!r} must be a Kubernetes namespace name (lower-case letters, digits, '-')")
         return value
 
