@@ -26,21 +26,16 @@ from mesh.prometheus import (
 from mesh.query import MeshView
 from mesh.target import KubeTarget
 
-__all__ = ["cluster_counters", "subset_of_version"]
+__all__ = ["cluster_counters"]
 
 _LABELS = ("destination_version", "response_code")
-
-
-def subset_of_version(view: MeshView) -> dict[str, str]:
-    """``{pod version label: subset}`` for the subsets that select on ``version``."""
-    return version_subsets(view.destination_rule())
 
 
 def _counts(prometheus: Prometheus, view: MeshView, namespace: str) -> dict[str, dict[str, Any]]:
     rule = view.destination_rule()
     service = rule.host.split(".")[0]
     by_class = requests_by_class(prometheus.query_by(total_query(service, namespace), _LABELS))
-    subsets = subset_of_version(view)
+    subsets = version_subsets(rule)
     counters: dict[str, dict[str, Any]] = {}
     for (version, klass), value in sorted(by_class.items()):
         subset = subsets.get(version, version)

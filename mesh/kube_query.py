@@ -21,7 +21,7 @@ from typing import Any
 
 from canary.errors import MeshError
 from mesh.kube import DynamicApi
-from mesh.kube_errors import Call
+from mesh.kube_errors import Call, api_message
 from mesh.kube_view import (
     INGRESS_NAMESPACE,
     INGRESS_SERVICE,
@@ -59,7 +59,6 @@ class ClusterReading:
     ingress_url: str
     routing: tuple[dict[str, Any], ...]  # {"source", "document"} of each routing object
     applied_at: str | None  # when a routing object was last written (managedFields)
-    routing_version: str  # the routing objects' resourceVersions: changes with any of them
     ingress_problem: str = ""  # why no ingress URL was found (only when not required)
 
 
@@ -74,8 +73,6 @@ class _Reader:
 
     def _fail(self, exc: BaseException, call: Call) -> MeshError:
         problem = self.api.problem(exc, call)
-        from mesh.kube_errors import api_message
-
         said = problem.message if problem else self.api.target.redact(api_message(exc))
         return MeshError(f"reading the mesh from the cluster failed ({call.text}): {said}")
 
@@ -155,7 +152,5 @@ def read_cluster(api: DynamicApi, target: KubeTarget, *, need_ingress: bool = Tr
             problem = str(error)
     ordered = sorted(routing_objects, key=lambda o: (str(o.get("kind")), str((o.get("metadata") or {}).get("name"))))
     routing = tuple({"source": f"cluster:{namespace}", "document": live_document(o)} for o in ordered)
-    version = ",".join(f"{o.get('kind')}/{(o.get('metadata') or {}).get('name')}@"
-                       f"{(o.get('metadata') or {}).get('resourceVersion', '')}" for o in ordered)
     return ClusterReading(view=view, ingress_url=url.rstrip("/"), routing=routing,
-                          applied_at=applied_at(ordered), routing_version=version, ingress_problem=problem)
+                          applied_at=applied_at(ordered), ingress_problem=problem)
