@@ -6,7 +6,8 @@ overrides appended at the end, so flags parse as the real binary parses them:
 ``--name=value`` (or ``--name value``), booleans as ``--name``,
 ``--name=true|false`` or ``--noname``, and a repeated flag's last value wins.
 Flags the real server has but that mean nothing here are accepted and
-ignored; an unknown flag is an error. Flags named ``canary_*`` are this
+ignored (:attr:`ServerFlags.ignored` names those given, and the server logs
+them); an unknown flag is an error. Flags named ``canary_*`` are this
 server's own (see :func:`flag_help`).
 
 ``CANARY_VOLUME_MAP`` (a JSON object: container mount path -> local
@@ -55,14 +56,19 @@ _FLAGS: dict[str, tuple[str, object]] = {
     "monitoring_config_file": ("str", ""),
     "grpc_max_threads": ("int", 0),
     "enable_signature_method_name_check": ("bool", False),
+    "enable_serialization_as_tensor_content": ("bool", False),
+    "model_config_file": ("str", ""),
+    "model_config_file_poll_wait_seconds": ("int", 0),
+    "allow_version_labels_for_unavailable_models": ("bool", False),
     "version": ("bool", False),
     # canary's own.
     "canary_max_request_bytes": ("int", DEFAULT_MAX_REQUEST_BYTES),
     # Accepted for compatibility; they change nothing here.
     "enable_batching": ("bool", False),
     "batching_parameters_file": ("str", ""),
-    "allow_version_labels_for_unavailable_models": ("bool", False),
-    "model_config_file_poll_wait_seconds": ("int", 0),
+    "enable_per_model_batching_parameters": ("bool", False),
+    "num_request_iterations_for_warmup": ("int", 0),
+    "xla_gpu_compilation_enabled": ("bool", False),
     "num_load_threads": ("int", 0),
     "num_unload_threads": ("int", 0),
     "max_num_load_retries": ("int", 5),
@@ -83,12 +89,10 @@ _FLAGS: dict[str, tuple[str, object]] = {
     "skip_initialize_tpu": ("bool", False),
     "enable_grpc_healthcheck_service": ("bool", False),
     # Real flags this server cannot honour: refused with a reason.
-    "model_config_file": ("str", ""),
     "ssl_config_file": ("str", ""),
     "use_alts_credentials": ("bool", False),
 }
 _UNSUPPORTED = {
-    "model_config_file": "serve one model with --model_name and --model_base_path instead",
     "ssl_config_file": "the local mesh speaks plaintext on loopback; terminate TLS at the ingress",
     "use_alts_credentials": "the local mesh speaks plaintext on loopback",
 }
@@ -133,8 +137,13 @@ class ServerFlags:
     monitoring_config_file: str = ""
     grpc_max_threads: int = 0
     enable_signature_method_name_check: bool = False
+    enable_serialization_as_tensor_content: bool = False
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: int = 0
+    allow_version_labels_for_unavailable_models: bool = False
     version: bool = False
     canary_max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    ignored: tuple[str, ...] = ()  # flags given that are accepted for compatibility and change nothing here
 
 
 def parse_flags(argv: Sequence[str]) -> ServerFlags:
@@ -172,7 +181,10 @@ def parse_flags(argv: Sequence[str]) -> ServerFlags:
         if values.get(name) not in (None, "", False):
             raise FlagError(f"--{name} is not supported by canary's model server: {reason}")
     known = set(ServerFlags.__dataclass_fields__)
-    flags = ServerFlags(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
+    ignored = tuple(sorted(name for name in values if name not in known))
+    flags = ServerFlags(
+        **{k: v for k, v in values.items() if k in known}, ignored=ignored  # type: ignore[arg-type]
+    )
     _validate(flags)
     return flags
 
@@ -194,10 +206,10 @@ def _convert(name: str, kind: str, text: str) -> object:
 def _validate(flags: ServerFlags) -> None:
     if flags.version:
         return
-    if not flags.model_base_path:
+    if not flags.model_base_path and not flags.model_config_file:
         raise FlagError(
-            "--model_base_path is required: the directory holding numbered version "
-            "directories (<base>/1/saved_model.pb)"
+            "--model_base_path (the directory holding numbered version directories, <base>/1/saved_model.pb) "
+            "or --model_config_file (TF Serving's ModelServerConfig in text format) is required"
         )
     for name in ("port", "rest_api_port"):
         port = getattr(flags, name)
@@ -227,7 +239,8 @@ def flag_help() -> str:
     """One line per accepted flag, for ``--help``."""
     lines = ["usage: python -m serving.server --model_base_path=DIR [--model_name=NAME] [flags]", ""]
     for name, (kind, default) in _FLAGS.items():
-        note = " (not supported)" if name in _UNSUPPORTED else ""
+        known = name in ServerFlags.__dataclass_fields__
+        note = " (not supported)" if name in _UNSUPPORTED else "" if known else " (accepted, ignored here)"
         lines.append(f"  --{name}={kind} (default {default!r}){note}")
         if name in _HELP:
             lines.append(f"      {_HELP[name]}")

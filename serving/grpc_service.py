@@ -58,12 +58,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata over one model manager."""
 
     def __init__(
-        self, manager: ModelManager, metrics: Metrics, executor: Executor, *, check_method_name: bool = False
+        self,
+        manager: ModelManager,
+        metrics: Metrics,
+        executor: Executor,
+        *,
+        check_method_name: bool = False,
+        tensor_content: bool = False,
     ) -> None:
         self._manager = manager
         self._metrics = metrics
         self._executor = executor
         self._check_method_name = check_method_name
+        self._tensor_content = tensor_content  # --enable_serialization_as_tensor_content
 
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
@@ -203,6 +210,7 @@ def add_services(
     executor: Executor,
     *,
     check_method_name: bool = False,
+    tensor_content: bool = False,
 ) -> None:
     """Register PredictionService and ModelService on ``server``.
 
@@ -210,7 +218,9 @@ def add_services(
     except that undecodable request bytes reach the method as an
     :class:`_Undecodable`, answered INTERNAL.
     """
-    prediction = PredictionServicer(manager, metrics, executor, check_method_name=check_method_name)
+    prediction = PredictionServicer(
+        manager, metrics, executor, check_method_name=check_method_name, tensor_content=tensor_content
+    )
     server.add_generic_rpc_handlers(
         (
             _handlers(prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"], prediction),

@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s", stream=sys.stderr
     )
     _keep_freed_memory()
+    if flags.ignored:
+        log.info("accepted for compatibility with tensorflow_model_server, ignored here: %s",
+                 ", ".join(f"--{name}" for name in flags.ignored))
     try:
         return asyncio.run(serve(flags, base_path, metrics_path=metrics_path))
     except ServingError as error:
@@ -152,7 +155,14 @@ async def _run_servers(
             ("grpc.so_reuseport", 0),  # a port clash must fail, not share the port
         ]
     )
-    add_services(server, manager, metrics, executor, check_method_name=flags.enable_signature_method_name_check)
+    add_services(
+        server,
+        manager,
+        metrics,
+        executor,
+        check_method_name=flags.enable_signature_method_name_check,
+        tensor_content=flags.enable_serialization_as_tensor_content,
+    )
     try:
         grpc_port = server.add_insecure_port(f"{host}:{flags.port}")
         if flags.grpc_socket_path:
