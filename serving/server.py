@@ -7,14 +7,23 @@ Takes tensorflow_model_server's flags (see :mod:`serving.flags`)::
 
 and serves the newest version under the base path over gRPC
 (PredictionService, ModelService) and REST, in one asyncio event loop, with
-inference in a small thread pool. As TF Serving does, it opens its ports
-only once the first version is AVAILABLE (REST first, then gRPC, so a
-tcpSocket readiness probe on the gRPC port means both answer). SIGTERM or
-SIGINT stops accepting, lets requests in flight finish, and exits 0.
+inference in a small thread pool. ``--model_config_file`` (TF Serving's
+ModelServerConfig in text format, see :mod:`serving.model_config`) serves
+several models instead, each with its version policy and version labels;
+``--model_name``/``--model_base_path`` are then not used, and
+``--model_config_file_poll_wait_seconds`` > 0 re-reads the file that often
+(a file that does not parse, or a config TF Serving would refuse, is logged
+and the config in force kept). Every ``--file_system_poll_wait_seconds``
+each model's base path is scanned for new and removed versions.
 
-Exit codes: 0 after a clean shutdown, 1 when the model cannot be loaded or a
-port cannot be bound, 2 for bad flags. Listens on ``$CANARY_BIND_HOST``
-(default 127.0.0.1: the local mesh is loopback only).
+As TF Serving does, it opens its ports only once every model's first version
+is AVAILABLE (REST first, then gRPC, so a tcpSocket readiness probe on the
+gRPC port means both answer). SIGTERM or SIGINT stops accepting, lets
+requests in flight finish, and exits 0.
+
+Exit codes: 0 after a clean shutdown, 1 when a model cannot be loaded or a
+port cannot be bound, 2 for bad flags or a bad model config file. Listens on
+``$CANARY_BIND_HOST`` (default 127.0.0.1: the local mesh is loopback only).
 """
 
 from __future__ import annotations
@@ -30,13 +39,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from canary.errors import ServingError
 from serving.flags import FlagError, ServerFlags, flag_help, map_container_path, parse_flags
 from serving.metrics import PROMETHEUS_PATH, Metrics
-from serving.registry import ModelManager
+from serving.model_config import ModelConfigError, ServerConfig, parse_config_text, single_model
+from serving.served_models import ServedModels
+from serving.status import RequestError
 
 __all__ = ["BIND_HOST_ENV", "main", "serve"]
 
@@ -58,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if flags.version:
             print("TensorFlow ModelServer: canary (TF Serving-compatible)")
             return 0
-        base_path = map_container_path(flags.model_base_path)
+        config = _model_config(flags)
         metrics_path = _metrics_path(flags.monitoring_config_file)
     except FlagError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -71,14 +81,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("accepted for compatibility with tensorflow_model_server, ignored here: %s",
                  ", ".join(f"--{name}" for name in flags.ignored))
     try:
-        return asyncio.run(serve(flags, base_path, metrics_path=metrics_path))
+        return asyncio.run(serve(flags, config, metrics_path=metrics_path))
+    except FlagError as error:  # a model config TF Serving would refuse
+        log.error("%s", error)
+        return error.exit_code
     except ServingError as error:
         log.error("%s", error)
         return 1
 
 
-async def serve(flags: ServerFlags, base_path: Path, *, metrics_path: str = PROMETHEUS_PATH) -> int:
-    """Load the model, serve REST and gRPC until a stop signal; returns the exit code."""
+def _model_config(flags: ServerFlags) -> ServerConfig:
+    """The models to serve: ``--model_config_file`` when given (TF Serving's server.cc), else the one model."""
+    if not flags.model_config_file:
+        return single_model(flags.model_name, flags.model_base_path)
+    return read_model_config(flags.model_config_file)
+
+
+def read_model_config(container_path: str) -> ServerConfig:
+    """Read and parse a ModelServerConfig text file (a container path); ModelConfigError (exit 2) if bad."""
+    local = map_container_path(container_path)
+    try:
+        text = local.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        shown = container_path if str(local) == container_path else f"{container_path} (local {local})"
+        raise ModelConfigError(f"cannot read --model_config_file {shown}: {reason}") from error
+    return parse_config_text(text, container_path)
+
+
+async def serve(flags: ServerFlags, config: ServerConfig, *, metrics_path: str = PROMETHEUS_PATH) -> int:
+    """Load the models, serve REST and gRPC until a stop signal; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -88,16 +120,16 @@ async def serve(flags: ServerFlags, base_path: Path, *, metrics_path: str = PROM
     workers = flags.rest_api_num_threads if flags.rest_api_num_threads > 0 else min(16, max(2, os.cpu_count() or 2))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
     try:
-        manager = ModelManager(
-            flags.model_name,
-            base_path,
-            shown_base_path=flags.model_base_path,
+        models = ServedModels(
+            config,
+            map_path=map_container_path,
             tags=flags.saved_model_tags,
             warmup=flags.enable_model_warmup,
+            allow_unavailable_labels=flags.allow_version_labels_for_unavailable_models,
         )
-        manager.check_base_path()  # fail fast, before TensorFlow takes seconds to import
+        models.check()  # fail fast, before TensorFlow takes seconds to import
         _configure_tensorflow(flags)
-        loading: asyncio.Future[Any] = loop.run_in_executor(loader, manager.load_initial)
+        loading: asyncio.Future[Any] = loop.run_in_executor(loader, models.load_initial)
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
@@ -105,8 +137,8 @@ async def serve(flags: ServerFlags, base_path: Path, *, metrics_path: str = PROM
             loading.cancel()
             return 0
         stopping.cancel()
-        loading.result()  # raises ServingError when the model cannot be loaded
-        return await _run_servers(flags, manager, executor, loader, stop, metrics_path)
+        loading.result()  # raises ServingError when a model cannot be loaded
+        return await _run_servers(flags, models, executor, loader, stop, metrics_path)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
         loader.shutdown(wait=False, cancel_futures=True)
@@ -114,7 +146,7 @@ async def serve(flags: ServerFlags, base_path: Path, *, metrics_path: str = PROM
 
 async def _run_servers(
     flags: ServerFlags,
-    manager: ModelManager,
+    models: ServedModels,
     executor: ThreadPoolExecutor,
     loader: ThreadPoolExecutor,
     stop: asyncio.Event,
@@ -131,7 +163,7 @@ async def _run_servers(
     runner: web.AppRunner | None = None
     if flags.rest_api_port:
         rest = RestApi(
-            manager,
+            models,
             metrics,
             executor,
             timeout_ms=flags.rest_api_timeout_in_ms,
@@ -157,7 +189,7 @@ async def _run_servers(
     )
     add_services(
         server,
-        manager,
+        models,
         metrics,
         executor,
         check_method_name=flags.enable_signature_method_name_check,
@@ -174,12 +206,23 @@ async def _run_servers(
     await server.start()
     log.info("Running gRPC ModelServer at %s:%d ...", host, grpc_port)
     _freeze_heap()
-    poller = asyncio.create_task(_poll(manager, loader, flags.file_system_poll_wait_seconds))
+    frozen = [models.generation]  # the served versions the frozen heap holds (both pollers re-freeze)
+    pollers = [asyncio.create_task(_poll(models, loader, flags.file_system_poll_wait_seconds, frozen))]
+    if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
+        pollers.append(
+            asyncio.create_task(
+                _poll_config(
+                    models, loader, flags.model_config_file, flags.model_config_file_poll_wait_seconds, frozen
+                )
+            )
+        )
     await stop.wait()
     log.info("shutting down: finishing requests in flight")
-    poller.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await poller
+    for poller in pollers:
+        poller.cancel()
+    for poller in pollers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
     await asyncio.gather(
         server.stop(_SHUTDOWN_GRACE_S),
         runner.cleanup() if runner is not None else asyncio.sleep(0),
@@ -188,22 +231,50 @@ async def _run_servers(
     return 0
 
 
-async def _poll(manager: ModelManager, loader: ThreadPoolExecutor, seconds: int) -> None:
-    """Look for new versions every ``seconds`` (TF Serving: 0 or less polls no more)."""
+async def _poll(models: ServedModels, loader: ThreadPoolExecutor, seconds: int, frozen: list[int]) -> None:
+    """Look for new and removed versions every ``seconds`` (TF Serving: 0 or less polls no more)."""
     if seconds <= 0:
         return
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(seconds)
-        before = manager.current
         try:
-            await loop.run_in_executor(loader, manager.poll_once)
+            await loop.run_in_executor(loader, models.poll_once)
         except Exception:  # keep polling whatever one scan ran into
-            log.exception("looking for new versions of %s failed", manager.name)
+            log.exception("looking for new versions failed")
             continue
-        if manager.current is not before:
-            gc.unfreeze()  # let the replaced version be collected, then freeze the new one
-            _freeze_heap()
+        _refreeze_if_changed(models, frozen)
+
+
+async def _poll_config(
+    models: ServedModels, loader: ThreadPoolExecutor, path: str, seconds: int, frozen: list[int]
+) -> None:
+    """Re-read ``--model_config_file`` every ``seconds`` and apply it (TF Serving's
+    ``PollFilesystemAndReloadConfig``: a file that does not parse or a config refused is logged, and
+    the config in force kept)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            config = read_model_config(path)
+        except FlagError as error:
+            log.error("Failed to read ModelServerConfig file: %s", error)
+            continue
+        try:
+            await loop.run_in_executor(loader, models.reload, config)
+        except RequestError as error:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", error.message)
+        except Exception:  # keep polling whatever one reload ran into
+            log.exception("reloading --model_config_file %s failed", path)
+        _refreeze_if_changed(models, frozen)
+
+
+def _refreeze_if_changed(models: ServedModels, frozen: list[int]) -> None:
+    """Re-freeze the heap when the served versions changed (a poll, a reload, a HandleReloadConfigRequest)."""
+    if models.generation != frozen[0]:
+        frozen[0] = models.generation
+        gc.unfreeze()  # let the replaced versions be collected, then freeze the new ones
+        _freeze_heap()
 
 
 def _configure_tensorflow(flags: ServerFlags) -> None:

@@ -122,3 +122,15 @@ def server(serving_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield running
     process = running.process
     assert process.returncode == 0, f"server did not shut down cleanly:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="session")
+def half_plus_two_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TF Serving's half_plus_two, exported once per session: ``<store>/half_plus_two`` holds the tf1-style
+    versions 00000123 (b=2) and 00000124 (b=3); ``<store>/half_plus_two_tf2/00000123`` the tf2 style (b=2)."""
+    from tests.serving.half_plus_two import export_half_plus_two
+
+    store = tmp_path_factory.mktemp("half-plus-two")
+    export_half_plus_two(store / "half_plus_two", versions=("00000123", "00000124"), b=(2.0, 3.0))
+    export_half_plus_two(store / "half_plus_two_tf2", style="tf2")
+    return store
