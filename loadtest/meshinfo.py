@@ -131,10 +131,14 @@ def _cluster_record(before: MeshSnapshot, after: MeshSnapshot | None,
 
 def model_metadata(endpoints: Mapping[str, Mapping[str, str]], model_name: str,
                    timeout: float = 10.0) -> dict[str, ModelRecord]:
-    """Each subset's model, as its own server describes it (REST ``/v1/models/<name>/metadata``).
+    """Each subset's model, as its own server describes it.
 
-    ``canary_model`` is the export's record (architecture, ``weights``: seeded
-    or imagenet). A server that cannot say gets ``error``.
+    The version comes from TF Serving's REST metadata
+    (``/v1/models/<name>/metadata``); ``canary_model``, the export's record
+    (architecture, ``weights``: seeded or imagenet), from canary's model
+    server at ``/canary/v1/models/<name>``. A server without that path (real
+    TF Serving answers 404) gives ``canary_model`` None; a server that cannot
+    say which version it serves gets ``error``.
     """
     found: dict[str, ModelRecord] = {}
     for subset, endpoint in sorted(endpoints.items()):
@@ -144,16 +148,23 @@ def model_metadata(endpoints: Mapping[str, Mapping[str, str]], model_name: str,
         parts = urlsplit(url)
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
         try:
-            conn.request("GET", f"/v1/models/{model_name}/metadata")
-            response = conn.getresponse()
-            body = response.read()
-            if response.status != 200:
-                raise OSError(f"HTTP {response.status}")
-            doc: Any = orjson.loads(body)
-            found[subset] = ModelRecord(endpoint=url, version=doc.get("model_spec", {}).get("version"),
-                                        canary_model=doc.get("metadata", {}).get("canary_model"))
+            status, doc = _get_json(conn, f"/v1/models/{model_name}/metadata")
+            if status != 200:
+                raise OSError(f"HTTP {status}")
+            version = doc.get("model_spec", {}).get("version")
+            status, record = _get_json(conn, f"/canary/v1/models/{model_name}")
+            canary_model = record.get("canary_model") if status == 200 else None
+            found[subset] = ModelRecord(endpoint=url, version=version, canary_model=canary_model)
         except (OSError, http.client.HTTPException, orjson.JSONDecodeError, AttributeError, ValueError) as error:
             found[subset] = ModelRecord(endpoint=url, error=f"{type(error).__name__}: {error}")
         finally:
             conn.close()
     return found
+
+
+def _get_json(conn: http.client.HTTPConnection, path: str) -> tuple[int, Any]:
+    """``GET path`` on ``conn``: the status, and the JSON body of a 200 (else None)."""
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    return response.status, orjson.loads(body) if response.status == 200 else None

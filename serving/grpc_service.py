@@ -3,9 +3,12 @@
 ``PredictionService``: Predict and GetModelMetadata; Classify, Regress and
 MultiInference answer what TF Serving answers on predict-only signatures
 (:mod:`serving.inference`). ``ModelService``: GetModelStatus
-(HandleReloadConfigRequest answers UNIMPLEMENTED). Tensors are decoded
-zero-copy from ``tensor_content`` and outputs encoded the same way; only the
-model itself runs in a worker thread.
+and HandleReloadConfigRequest (a ModelServerConfig applied as TF Serving's
+ServerCore::ReloadConfig applies it, see :mod:`serving.served_models`). Tensors are decoded
+zero-copy from ``tensor_content``; outputs fill TF Serving's typed fields
+(``float_val``...), or ``tensor_content`` with
+``--enable_serialization_as_tensor_content=true`` (:mod:`serving.tensor_proto`);
+only the model itself runs in a worker thread.
 
 A request whose bytes do not decode as its message is answered INTERNAL, as
 grpc C++ answers it for TF Serving (include/grpcpp/impl/proto_utils.h,
@@ -17,6 +20,7 @@ exception; an oversize one is refused by grpc itself (RESOURCE_EXHAUSTED,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -42,11 +46,12 @@ from tensorflow_serving.apis import (
 
 from serving.inference import Method, classify_or_regress, multi_inference
 from serving.metrics import Metrics
-from serving.registry import ModelManager
-from serving.responses import metadata_response, status_response
-from serving.servable import Servable
+from serving.model_config import ModelConfigError, from_proto
+from serving.responses import check_metadata_fields, metadata_response, status_response
+from serving.servable import Servable, check_input_aliases
+from serving.served_models import ServedModels
 from serving.status import Code, RequestError, from_exception
-from serving.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
+from serving.tensor_proto import fill_tensor_proto, tensor_proto_to_ndarray
 
 __all__ = ["ModelServicer", "PredictionServicer", "add_services"]
 
@@ -59,7 +64,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def __init__(
         self,
-        manager: ModelManager,
+        manager: ServedModels,
         metrics: Metrics,
         executor: Executor,
         *,
@@ -92,14 +97,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         servable = _resolve(self._manager, request.model_spec)
         signature = servable.signature(request.model_spec.signature_name)
+        check_input_aliases(signature, request.inputs.keys())  # before the output filter, as TF Serving
         inputs = {alias: tensor_proto_to_ndarray(tensor) for alias, tensor in request.inputs.items()}
-        unknown = [alias for alias in inputs if alias not in signature.inputs]
-        if unknown:
-            raise RequestError(
-                Code.INVALID_ARGUMENT,
-                f"input tensor alias not found in signature: {unknown[0]}. Inputs expected to be in the "
-                f"set {{{','.join(sorted(signature.inputs))}}}.",
-            )
         wanted = list(request.output_filter) or list(signature.outputs)
         seen: set[str] = set()
         for alias in wanted:
@@ -113,20 +112,26 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise RequestError(Code.INVALID_ARGUMENT, f"duplicate output tensor alias: {alias}")
             seen.add(alias)
         loop = asyncio.get_running_loop()
-        outputs, seconds = await loop.run_in_executor(self._executor, servable.run, signature, inputs)
+        outputs, seconds = await loop.run_in_executor(
+            self._executor, functools.partial(servable.run, signature, inputs, consume=True)
+        )
+        del inputs
         self._metrics.record_runtime(servable.name, "Predict", seconds * 1e6)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature.name
         for alias in wanted:
-            response.outputs[alias].CopyFrom(ndarray_to_tensor_proto(outputs[alias]))
+            fill_tensor_proto(response.outputs[alias], outputs[alias], tensor_content=self._tensor_content)
         return response
 
     async def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         def answer() -> Any:
+            if not request.HasField("model_spec"):
+                raise RequestError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+            check_metadata_fields(list(request.metadata_field))  # before the model, as TF Serving checks
             servable = _resolve(self._manager, request.model_spec)
             return metadata_response(servable, list(request.metadata_field))
 
@@ -177,9 +182,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus over one model manager."""
+    """GetModelStatus and HandleReloadConfigRequest over the served models (model_service_impl.cc)."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
+    def __init__(self, manager: ServedModels, metrics: Metrics) -> None:
         self._manager = manager
         self._metrics = metrics
 
@@ -187,11 +192,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
         def answer() -> Any:
-            spec = request.model_spec
-            if not spec.name:
-                raise RequestError(Code.INVALID_ARGUMENT, "Missing ModelSpec name")
-            if spec.version_label:
-                _resolve(self._manager, spec)  # raises: no labels here
+            if not request.HasField("model_spec"):
+                raise RequestError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+            spec = request.model_spec  # TF Serving reads its name and version only, never version_label
             version = spec.version.value if spec.HasField("version") else None
             return status_response(self._manager.status(spec.name, version))
 
@@ -199,13 +202,37 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     async def HandleReloadConfigRequest(
         self, request: model_management_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext
-    ) -> Any:
-        await _unimplemented(context, "HandleReloadConfigRequest")
+    ) -> model_management_pb2.ReloadConfigResponse:
+        """Apply a ModelServerConfig as TF Serving's ServerCore::ReloadConfig does; its status is the answer's."""
+        try:
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise RequestError(
+                    Code.INVALID_ARGUMENT,
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                    "Only ModelConfigList is currently supported",
+                )
+            for index, entry in enumerate(request.config.model_config_list.config):
+                log.info("Config entry index: %d path: %s name: %s platform: %s",
+                         index, entry.base_path, entry.name, entry.model_platform)
+            try:
+                config = from_proto(request.config, "ReloadConfigRequest.config")
+            except ModelConfigError as error:
+                raise RequestError(error.code, error.message) from None
+            await asyncio.get_running_loop().run_in_executor(None, self._manager.reload, config)
+        except Exception as error:
+            failure = _failure(error)
+            log.error("ReloadConfig failed: %s", failure.message)
+            await _abort(context, failure)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = 0
+        for name in request.metric_names:  # TF Serving's own counters are not kept here: no increase
+            response.metric.add(name=name, int64_value_increase=0)
+        return response
 
 
 def add_services(
     server: grpc.aio.Server,
-    manager: ModelManager,
+    manager: ServedModels,
     metrics: Metrics,
     executor: Executor,
     *,
@@ -277,7 +304,7 @@ def _decoded_only(
     return behaviour
 
 
-def _resolve(manager: ModelManager, spec: Any) -> Servable:
+def _resolve(manager: ServedModels, spec: Any) -> Servable:
     version = spec.version.value if spec.HasField("version") else None
     label = spec.version_label or None
     if version is not None and label is not None:

@@ -11,9 +11,9 @@ them again. This module builds none, in two steps:
    number as TF Serving's parser reads it (rapidjson with
    ``kParseNanAndInfFlag``: exponents, ``NaN``, ``Infinity``, ``-Infinity``,
    ``Inf``), whitespace may sit between tokens, and the brackets must form a
-   rectangular array, whose dims come from the brackets and commas alone. A
-   caller can refuse a body of the wrong shape from
-   :attr:`NumericArray.shape` before any value is computed.
+   rectangular array, whose dims come from the brackets and commas alone
+   (:attr:`NumericArray.shape`). Its shape is not checked against the
+   signature: as in TF Serving, the model decides what it accepts.
 2. :meth:`NumericArray.values` parses the numbers on demand, a chunk at a
    time, straight into the dtype the signature wants (``numpy.fromstring``:
    C ``strtod``/``strtoll``; a float32 is the double rounded to float, as TF

@@ -14,7 +14,10 @@ from serving.servable import Servable
 from serving.status import Code, RequestError
 
 __all__ = [
+    "CANARY_MODEL_FIELD",
     "SIGNATURE_DEF_FIELD",
+    "canary_model_json",
+    "check_metadata_fields",
     "metadata_json",
     "metadata_response",
     "status_json",
@@ -64,14 +67,7 @@ def metadata_response(servable: Servable, fields: Sequence[str]) -> Any:
     from google.protobuf import struct_pb2
     from tensorflow_serving.apis import get_model_metadata_pb2
 
-    if not fields:
-        raise RequestError(Code.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
-    for name in fields:
-        if name not in (SIGNATURE_DEF_FIELD, CANARY_MODEL_FIELD):
-            raise RequestError(
-                Code.INVALID_ARGUMENT,
-                f"Metadata field {name} is not supported (use '{SIGNATURE_DEF_FIELD}' or '{CANARY_MODEL_FIELD}')",
-            )
+    check_metadata_fields(fields)
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = servable.name
     response.model_spec.version.value = servable.version
@@ -84,12 +80,36 @@ def metadata_response(servable: Servable, fields: Sequence[str]) -> Any:
     return response
 
 
+def check_metadata_fields(fields: Sequence[str]) -> None:
+    """Refuse a metadata request as TF Serving does, before the model is looked up."""
+    if not fields:
+        raise RequestError(Code.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
+    for name in fields:
+        if name not in (SIGNATURE_DEF_FIELD, CANARY_MODEL_FIELD):
+            raise RequestError(
+                Code.INVALID_ARGUMENT,
+                f"Metadata field {name} is not supported (use '{SIGNATURE_DEF_FIELD}' or '{CANARY_MODEL_FIELD}')",
+            )
+
+
 def metadata_json(servable: Servable) -> dict[str, Any]:
-    """REST metadata: model_spec, the SignatureDefMap JSON, and ``canary_model``."""
+    """REST metadata exactly as TF Serving answers it: ``model_spec`` and ``metadata.signature_def``."""
     return {
-        "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
-        "metadata": {
-            SIGNATURE_DEF_FIELD: servable.metadata_json(),
-            CANARY_MODEL_FIELD: servable.model_info,
-        },
+        "model_spec": _model_spec_json(servable),
+        "metadata": {SIGNATURE_DEF_FIELD: servable.metadata_json()},
     }
+
+
+def canary_model_json(servable: Servable) -> dict[str, Any]:
+    """This server's own record of a version (``GET /canary/v1/models/<name>[/versions/<v>]``).
+
+    ``{"model_spec": {...}, "canary_model": {...}}``: the export's
+    canary_model.json (architecture, weights, seed), or null when the
+    version has none. TF Serving serves no such path (it answers 404), so
+    TF Serving's own answers stay exactly its own.
+    """
+    return {"model_spec": _model_spec_json(servable), CANARY_MODEL_FIELD: servable.model_info}
+
+
+def _model_spec_json(servable: Servable) -> dict[str, Any]:
+    return {"name": servable.name, "signature_name": "", "version": str(servable.version)}

@@ -2,7 +2,10 @@
 
 ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict`` (row or
 columnar JSON), ``GET /v1/models/{name}[/versions/{v}]`` (status),
-``GET .../metadata``, and the Prometheus page. Paths match TF Serving's
+``GET .../metadata``, and the Prometheus page; beside them, this server's
+own record of a version (the export's canary_model.json) at
+``GET /canary/v1/models/{name}[/versions/{v}|/labels/{l}]``, a path TF
+Serving does not serve (it answers 404 there). Paths match TF Serving's
 regular expressions (case-insensitive); errors answer ``{"error": "..."}``
 with TF Serving's HTTP status for the canonical code. ``:classify`` and
 ``:regress`` answer what TF Serving answers on predict-only signatures (see
@@ -31,10 +34,12 @@ from aiohttp import web
 from serving.inference import Method, check_examples_body, classify_or_regress
 from serving.limits import DEFAULT_MAX_REQUEST_BYTES, RELEASE_AFTER_BYTES, read_body, release_memory
 from serving.metrics import PROMETHEUS_PATH, Metrics
-from serving.registry import ModelManager
-from serving.responses import metadata_json, status_json
+from serving.responses import canary_model_json, metadata_json, status_json
+from serving.servable import Servable
+from serving.served_models import ServedModels
+from serving.signatures import DEFAULT_SIGNATURE
 from serving.status import Code, RequestError, from_exception, http_status
-from serving.tensors import decode_json_request, encode_json_response
+from serving.tensors import TensorSpec, decode_json_request, encode_json_response
 
 __all__ = ["RestApi"]
 
@@ -48,15 +53,16 @@ _STATUS_RE = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
+_CANARY_RE = re.compile(r"/canary/v1/models/([^/:]+)(?:/versions/(\d+))?(?:/labels/([^/:]+))?", re.IGNORECASE)
 _JSON = "application/json"
 
 
 class RestApi:
-    """Request handling for one model manager; :meth:`app` builds the aiohttp application."""
+    """Request handling over the served models; :meth:`app` builds the aiohttp application."""
 
     def __init__(
         self,
-        manager: ModelManager,
+        manager: ServedModels,
         metrics: Metrics,
         executor: Executor,
         *,
@@ -89,6 +95,12 @@ class RestApi:
             )
         if request.method == "OPTIONS" and self._cors:
             return self._with_cors(web.Response(status=204))
+        canary = _CANARY_RE.fullmatch(path) if request.method == "GET" else None
+        if canary is not None:  # this server's own record of a version: a path TF Serving does not serve
+            try:
+                return await self._timed(unquote(canary.group(1)), "GetModelMetadata", lambda: self._canary(canary))
+            except RequestError as error:
+                return self._error(error)
         if not path.lower().startswith("/v1/"):
             return self._error(
                 RequestError(
@@ -178,13 +190,16 @@ class RestApi:
         self, body: bytearray, name: str, version: int | None, label: str | None, deadline: float | None
     ) -> bytes:
         servable = self._manager.resolve(name, version, label)
-        decoded = decode_json_request(body, lambda signature: servable.signature(signature).inputs)
+        decoded = decode_json_request(body, functools.partial(_signature_inputs, servable))
+        del body[:]  # decoded into new arrays: free the request's bytes before the model runs
         signature = servable.signature(decoded.signature_name)
         if deadline is not None and time.monotonic() > deadline:
             raise _timed_out(self._timeout)  # the answer is no longer awaited: do not run the model
-        outputs, seconds = servable.run(signature, decoded.inputs)
+        inputs, fmt = decoded.inputs, decoded.format
+        del decoded  # run() frees each array once it is a tensor
+        outputs, seconds = servable.run(signature, inputs, consume=True)
         self._metrics.record_runtime(name, "Predict", seconds * 1e6)
-        return encode_json_response(outputs, decoded.format)
+        return encode_json_response(outputs, fmt)
 
     def _examples_sync(self, body: bytearray, name: str, version: int | None, label: str | None, method: Method) -> bytes:
         signature_name = check_examples_body(body)
@@ -192,13 +207,20 @@ class RestApi:
         classify_or_regress(servable, method, signature_name, check_method_name=self._check_method_name)
 
     def _status(self, name: str, version: int | None, label: str | None) -> bytes:
-        if label is not None:
-            self._manager.resolve(name, None, label)  # raises: no labels here
+        # TF Serving's GetModelStatus reads only the name and version: a label lists every version
+        # (get_model_status_impl.cc), whether or not the label exists.
+        del label
         return orjson.dumps(status_json(self._manager.status(name, version)))
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
         servable = self._manager.resolve(name, version, label)
         return orjson.dumps(metadata_json(servable))
+
+    def _canary(self, match: re.Match[str]) -> bytes:
+        name, version_text, label = match.groups()
+        version = _version(version_text)
+        _no_version_and_label(version, label)
+        return orjson.dumps(canary_model_json(self._manager.resolve(unquote(name), version, _label(label))))
 
     async def _timed(self, name: str, api: str, produce: Callable[[], bytes]) -> web.Response:
         started = time.perf_counter()
@@ -241,6 +263,14 @@ def _answer(produce: Callable[[], bytes]) -> bytes | RequestError:
         return produce()
     except RequestError as error:
         return error.with_traceback(None)
+
+
+def _signature_inputs(servable: Servable, name: str) -> dict[str, TensorSpec]:
+    """The inputs of signature ``name``, looked up as TF Serving's REST handler does (GetInfoMap)."""
+    key = name or DEFAULT_SIGNATURE
+    if key not in servable.signatures:
+        raise RequestError(Code.INVALID_ARGUMENT, f'Serving signature name: "{key}" not found in signature def')
+    return servable.signature(key).inputs
 
 
 def _timed_out(timeout: float | None) -> RequestError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,9 @@ from canary.errors import ServingError
 from serving.export import read_model_info
 from serving.signatures import DEFAULT_SIGNATURE
 from serving.status import Code, RequestError, from_exception
-from serving.tensors import DType, TensorSpec, check_input
+from serving.tensors import DType, TensorSpec
 
-__all__ = ["Servable", "Signature", "load_servable"]
+__all__ = ["Servable", "Signature", "check_input_aliases", "load_servable"]
 
 log = logging.getLogger("serving.servable")
 _PREDICT_METHOD = "tensorflow/serving/predict"
@@ -65,15 +65,32 @@ class Servable:
             )
         return found
 
-    def run(self, signature: Signature, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], float]:
-        """Run ``signature``; returns numpy outputs and the seconds spent in the model."""
+    def run(
+        self, signature: Signature, inputs: Mapping[str, Any], *, consume: bool = False
+    ) -> tuple[dict[str, Any], float]:
+        """Run ``signature``; returns numpy outputs and the seconds spent in the model.
+
+        ``consume=True``: the caller hands the dict ``inputs`` over; each array
+        in it is replaced by its tensor as soon as TensorFlow has copied it, so
+        that the array's memory is free before the model runs.
+        """
         _check_inputs(signature, inputs)
         started = time.perf_counter()
+        refusal = None
         try:
-            results = signature.function(**inputs)
+            if consume and isinstance(inputs, dict):
+                import tensorflow as tf
+
+                for alias in list(inputs):
+                    inputs[alias] = tf.convert_to_tensor(inputs[alias])
+            results = _call(signature.function, inputs)
             outputs = {alias: np.asarray(tensor) for alias, tensor in results.items()}
         except Exception as error:  # TF op errors carry their own code; the rest are internal
-            raise from_exception(error) from None
+            refusal = _model_refused(signature, inputs, error)
+        if refusal is not None:
+            # raised here, out of the except block: no __context__ keeping TF's error, its
+            # traceback and the tensors its frames hold alive with the answer
+            raise refusal
         return outputs, time.perf_counter() - started
 
     def metadata_json(self) -> dict[str, Any]:
@@ -89,9 +106,11 @@ class Servable:
         return self._metadata_json
 
 
-def _check_inputs(signature: Signature, inputs: Mapping[str, Any]) -> None:
-    expected, given = set(signature.inputs), set(inputs)
-    if expected != given:
+def check_input_aliases(signature: Signature, aliases: Collection[str]) -> None:
+    """Refuse inputs that are not the signature's, as TF Serving's PreProcessPrediction does:
+    a different count first (VerifyRequestInputsSize), then an unknown alias (GetInputValues)."""
+    expected, given = set(signature.inputs), set(aliases)
+    if len(expected) != len(given):
         raise RequestError(
             Code.INVALID_ARGUMENT,
             f"input size does not match signature: {len(given)}!={len(expected)} "
@@ -99,6 +118,17 @@ def _check_inputs(signature: Signature, inputs: Mapping[str, Any]) -> None:
             f"Sent extra: {{{','.join(sorted(given - expected))}}}. "
             f"Missing but required: {{{','.join(sorted(expected - given))}}}.",
         )
+    unknown = sorted(given - expected)
+    if unknown:
+        raise RequestError(
+            Code.INVALID_ARGUMENT,
+            f"input tensor alias not found in signature: {unknown[0]}. Inputs expected to be in the "
+            f"set {{{','.join(sorted(expected))}}}.",
+        )
+
+
+def _check_inputs(signature: Signature, inputs: Mapping[str, Any]) -> None:
+    check_input_aliases(signature, inputs.keys())
     for alias, spec in signature.inputs.items():
         array = inputs[alias]
         if spec.dtype is not DType.DT_STRING and array.dtype != spec.dtype.numpy:
@@ -106,7 +136,51 @@ def _check_inputs(signature: Signature, inputs: Mapping[str, Any]) -> None:
                 Code.INVALID_ARGUMENT,
                 f"Expects arg '{alias}' to be {spec.dtype.short} but {_dtype_name(array)} is provided",
             )
-        check_input(array, spec)
+
+
+def _call(function: Any, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Run a loaded signature function on ``inputs``, whatever their shapes.
+
+    TF Serving feeds the tensors to the graph and lets its ops decide
+    (TF Serving's own REST example sends half_plus_two, declared x [-1,1], a
+    rank-1 ``[1.0, 2.0, 5.0]``). A loaded function refuses a numpy array whose
+    shape is not the declared one while binding it to its TensorSpec, but
+    takes the same values as a tensor and runs them: the ops decide. Dtypes
+    were checked by the caller.
+    """
+    import tensorflow as tf
+
+    return function(**{alias: tf.convert_to_tensor(value) for alias, value in inputs.items()})
+
+
+def _model_refused(signature: Signature, inputs: Mapping[str, Any], error: Exception) -> RequestError:
+    """The status for ``error`` raised by the model, naming each input whose shape is not the declared one."""
+    failure = from_exception(error)
+    if not isinstance(getattr(error, "error_code", None), int):  # not a TF op error: ours, or internal
+        return failure
+    odd = [
+        _shape_hint(alias, tuple(inputs[alias].shape), spec.shape)
+        for alias, spec in sorted(signature.inputs.items())
+        if spec.shape is not None and not _fits(tuple(inputs[alias].shape), spec.shape)
+    ]
+    if not odd:
+        return failure
+    return RequestError(failure.code, f"{failure.message} (the model refused {'; '.join(odd)})")
+
+
+def _shape_hint(alias: str, shape: tuple[int, ...], declared: tuple[int, ...]) -> str:
+    hint = f"input '{alias}': the signature declares shape {_dims(declared)} (-1: any size) but got {_dims(shape)}"
+    if len(declared) == len(shape) + 1:
+        hint += ", missing the batch dimension? In row format each element of 'instances' is one example"
+    return hint
+
+
+def _fits(shape: tuple[int, ...], declared: tuple[int, ...]) -> bool:
+    return len(shape) == len(declared) and all(d in (-1, n) for d, n in zip(declared, shape, strict=True))
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _dtype_name(array: Any) -> str:

@@ -3,11 +3,14 @@
 * REST: a predict body (row format ``instances`` or columnar ``inputs``,
   ``{"b64": ...}`` for bytes) becomes one ndarray per signature input; outputs
   become ``{"predictions": ...}`` or ``{"outputs": ...}``.
-* gRPC: ``TensorProto`` to and from ndarray (``tensor_content`` when present).
 
-Nothing here touches a model; every malformed request raises
-:class:`serving.status.RequestError` with INVALID_ARGUMENT and a message
-that names the offending part and says what was expected.
+The gRPC ``TensorProto`` conversions live in :mod:`serving.tensor_proto`.
+
+Nothing here touches a model, and nothing here refuses a tensor for its
+shape: as in TF Serving, the model decides (:meth:`serving.servable.Servable.run`).
+Every malformed request raises :class:`serving.status.RequestError` with
+INVALID_ARGUMENT and a message that names the offending part and says what
+was expected.
 """
 
 from __future__ import annotations
@@ -31,16 +34,11 @@ __all__ = [
     "DType",
     "JsonRequest",
     "TensorSpec",
-    "check_input",
-    "check_shape",
     "decode_json_request",
     "encode_json_response",
-    "ndarray_to_tensor_proto",
-    "tensor_proto_to_ndarray",
 ]
 
 Array = npt.NDArray[Any]
-_MAX_VALUE_ELEMENTS = 1 << 28  # repeated *_val fields broadcast: refuse absurd shapes before allocating
 RequestFormat = Literal["row", "columnar"]
 _NUMBERS_FOR_STRINGS = (
     '{alias}: expecting strings for a string input, got numbers (send text, or bytes as {{"b64": "<base64>"}})'
@@ -98,7 +96,6 @@ _NUMPY: dict[DType, np.dtype[Any]] = {
     DType.DT_UINT32: np.dtype(np.uint32),
     DType.DT_UINT64: np.dtype(np.uint64),
 }
-_FROM_NUMPY = {dtype: dt for dt, dtype in _NUMPY.items() if dt is not DType.DT_STRING}
 _SHORT = {DType.DT_FLOAT: "float", DType.DT_HALF: "half"}
 
 
@@ -130,8 +127,9 @@ def decode_json_request(
 
     ``inputs_for`` raises RequestError for an unknown signature, exactly as
     TF Serving looks the signature up before it reads the tensors. A tensor
-    sent as one plain numeric array is checked against its input's shape and
-    type before any value is parsed (see :mod:`serving.jsonarray`).
+    sent as one plain numeric array is checked against its input's type
+    before any value is parsed (see :mod:`serving.jsonarray`); its shape is
+    the model's business.
     """
     try:
         fast = split_predict_body(body) if body and not body.isspace() else None
@@ -172,10 +170,10 @@ def decode_json_request(
 
 
 def _numeric_input(numeric: NumericArray, spec: TensorSpec) -> Array | None:
-    """The input ``spec`` from a checked numeric array: type, then shape, then values.
+    """The input ``spec`` from a checked numeric array: type, then values.
 
-    Type and shape are refused before a single value is parsed; ``None``
-    when an integer needs more than int64 (the general path then reads it).
+    A wrong type is refused before a single value is parsed; ``None`` when an
+    integer needs more than int64 (the general path then reads it).
     """
     target = spec.dtype.numpy
     if target.kind == "O":
@@ -187,7 +185,6 @@ def _numeric_input(numeric: NumericArray, spec: TensorSpec) -> Array | None:
             f"{spec.alias}: expecting integers for a {spec.dtype.short} input, got decimals "
             f"(for example {numeric.first_decimal()})"
         )
-    check_shape(numeric.shape, spec)
     try:
         return numeric.values(target)
     except OverflowError as error:
@@ -306,7 +303,7 @@ def _strings(value: Any, spec: TensorSpec, *, batched: bool) -> Array:
         elif depth != len(shape):
             raise _invalid(_explain(value, spec, batched=batched))
         elif isinstance(item, str):
-            flat.append(item.encode())
+            flat.append(item.encode("utf-8", "surrogateescape"))  # rapidjson keeps bytes that are not UTF-8
         elif _is_b64(item):
             flat.append(_b64decode(item["b64"]))
         else:
@@ -387,25 +384,6 @@ def _invalid(message: str) -> RequestError:
     return RequestError(Code.INVALID_ARGUMENT, message)
 
 
-def check_input(array: Array, spec: TensorSpec) -> None:
-    """Raise INVALID_ARGUMENT unless ``array`` fits the signature input ``spec``."""
-    check_shape(array.shape, spec)
-
-
-def check_shape(got: tuple[int, ...], spec: TensorSpec) -> None:
-    """Raise INVALID_ARGUMENT unless a tensor of shape ``got`` fits the input ``spec``."""
-    if spec.shape is None:
-        return
-    expected = spec.shape
-    if len(expected) != len(got) or any(e not in (-1, g) for e, g in zip(expected, got, strict=True)):
-        hint = ""
-        if len(expected) == len(got) + 1:
-            hint = " (missing the batch dimension? in row format each element of 'instances' is one example)"
-        raise _invalid(
-            f"input '{spec.alias}' expects shape {_dims(expected)} (-1: any size) but got {_dims(got)}{hint}"
-        )
-
-
 # ---------------------------------------------------------------- REST out
 
 
@@ -450,53 +428,3 @@ def _jsonable(name: str, array: Array) -> Any:
         return data.decode("utf-8", errors="replace")
 
     return convert(array.tolist())
-
-
-# -------------------------------------------------------------------- gRPC
-
-
-def tensor_proto_to_ndarray(proto: Any) -> Array:
-    """A ``TensorProto`` as an ndarray; zero-copy from ``tensor_content`` when present."""
-    try:
-        dtype = DType(proto.dtype)
-    except ValueError:
-        raise _invalid(f"unsupported tensor dtype number {proto.dtype}") from None
-    if proto.tensor_shape.unknown_rank:
-        raise _invalid("tensor shape has unknown rank: set tensor_shape.dim")
-    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
-    if proto.tensor_content and dtype is not DType.DT_STRING:
-        np_dtype = dtype.numpy
-        expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
-        if len(proto.tensor_content) != expected:
-            raise _invalid(
-                f"tensor_content has {len(proto.tensor_content)} bytes but shape {_dims(shape)} of "
-                f"{dtype.short} needs {expected}"
-            )
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape)
-    if int(np.prod(shape, dtype=np.float64)) > _MAX_VALUE_ELEMENTS:
-        raise _invalid(f"tensor of shape {_dims(shape)} is too large to send as repeated values; use tensor_content")
-    from tensorflow import make_ndarray  # lazy: only the *_val path needs TensorFlow
-
-    try:
-        array: Array = make_ndarray(proto)
-    except (ValueError, TypeError) as error:
-        raise _invalid(f"malformed TensorProto: {error}") from None
-    return array
-
-
-def ndarray_to_tensor_proto(array: Array) -> Any:
-    """An ndarray as a ``TensorProto`` (``tensor_content`` for numbers, ``string_val`` for bytes)."""
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
-
-    shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(n)) for n in array.shape]
-    )
-    if array.dtype.kind in "OSU":
-        values = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1).tolist()]
-        return tensor_pb2.TensorProto(dtype=DType.DT_STRING, tensor_shape=shape, string_val=values)
-    dtype = _FROM_NUMPY.get(array.dtype)
-    if dtype is None:
-        raise RequestError(Code.INTERNAL, f"cannot encode output of numpy type {array.dtype}")
-    return tensor_pb2.TensorProto(
-        dtype=dtype, tensor_shape=shape, tensor_content=np.ascontiguousarray(array).tobytes()
-    )

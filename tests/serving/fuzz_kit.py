@@ -25,7 +25,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from serving.status import Code, RequestError
-from serving.tensors import DType, JsonRequest, TensorSpec, check_input, decode_json_request
+from serving.tensors import DType, JsonRequest, TensorSpec, decode_json_request
 
 __all__ = [
     "CLIENT_CODES",
@@ -184,11 +184,11 @@ def check_paths_agree(array_text: bytes, key: str, signature: str) -> str:
 
 
 def _outcome(body: bytes) -> Any:
-    """The one input tensor, checked against its signature as the servable checks it; or the refusal's code."""
+    """The one input tensor (of whatever shape: the model decides), or the refusal's code."""
     try:
         request = decode_json_request(body, lookup)
         (alias, array), = request.inputs.items()
-        check_input(array, lookup(request.signature_name)[alias])
+        assert array.dtype == lookup(request.signature_name)[alias].dtype.numpy, (alias, array.dtype)
         return array
     except RequestError as error:
         return error.code

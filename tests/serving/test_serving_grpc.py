@@ -62,7 +62,9 @@ def test_predict_fills_model_spec_and_matches_rest(
     assert response.model_spec.version.value == 1
     assert response.model_spec.signature_name == "serving_default"
     output = response.outputs["probabilities"]
-    assert output.tensor_content  # encoded compactly
+    # TF Serving's default (Tensor::AsProtoField): the typed field, no tensor_content
+    assert not output.tensor_content and len(output.float_val) == 1000
+    assert [d.size for d in output.tensor_shape.dim] == [1, 1000]
     probabilities = tf.make_ndarray(output)
     assert probabilities.shape == (1, 1000) and probabilities.dtype == np.float32
     assert abs(float(probabilities.sum()) - 1.0) < 1e-4
@@ -105,7 +107,12 @@ def errors() -> list[tuple[str, predict_pb2.PredictRequest, grpc.StatusCode, str
     no_inputs.model_spec.name = MODEL_NAME
     cases.append(("no inputs", no_inputs, grpc.StatusCode.INVALID_ARGUMENT, "Missing but required: {input_image}"))
     cases.append(("dtype", request(IMAGE.astype(np.float64)), grpc.StatusCode.INVALID_ARGUMENT, "to be float but float64"))
-    cases.append(("shape", request(IMAGE[0]), grpc.StatusCode.INVALID_ARGUMENT, "expects shape [-1,-1,-1,3]"))
+    # a shape the model refuses: TF's message, then the input, the shape sent and the declared one
+    cases.append(("rank", request(IMAGE[0]), grpc.StatusCode.INVALID_ARGUMENT, "input must be 4-dimensional[224,224,3]"))
+    cases.append((
+        "rank hint", request(IMAGE[0]), grpc.StatusCode.INVALID_ARGUMENT,
+        "(the model refused input 'input_image': the signature declares shape [-1,-1,-1,3] (-1: any size) but got [224,224,3]",
+    ))
     signature = request()
     signature.model_spec.signature_name = "nope"
     cases.append(("signature", signature, grpc.StatusCode.FAILED_PRECONDITION, '"nope" not found'))
@@ -155,6 +162,14 @@ def test_get_model_metadata(prediction: prediction_service_pb2_grpc.PredictionSe
     with pytest.raises(grpc.RpcError) as caught:
         prediction.GetModelMetadata(message)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # TF Serving (get_model_metadata_impl.cc) checks the request before looking the model up
+    message.model_spec.name = "ghost"
+    with pytest.raises(grpc.RpcError) as caught:
+        prediction.GetModelMetadata(message)
+    assert caught.value.details() == "GetModelMetadataRequest must specify at least one metadata_field"
+    with pytest.raises(grpc.RpcError) as caught:
+        prediction.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"]))
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
 
 
 def test_get_model_status(models: model_service_pb2_grpc.ModelServiceStub) -> None:
@@ -209,7 +224,10 @@ def test_classify_regress_and_multi_inference_answer_as_tf_serving(
         grpc.StatusCode.UNIMPLEMENTED, "Unsupported signature method_name: tensorflow/serving/predict"
     )
     reload = refused(models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())
-    assert reload.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert (reload.code(), reload.details()) == (  # model_service_impl.cc: an empty config is no ModelConfigList
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently supported",
+    )
 
 
 @pytest.mark.parametrize("method", ["PredictionService/Predict", "PredictionService/Classify", "ModelService/GetModelStatus"])

@@ -104,9 +104,34 @@ def test_model_metadata(server: RunningServer) -> None:
     assert [d["size"] for d in default["inputs"]["input_image"]["tensor_shape"]["dim"]] == ["-1", "-1", "-1", "3"]
     assert signatures["serving_preprocess"]["inputs"]["bytes_inputs"]["dtype"] == "DT_STRING"
     assert list(default["outputs"]) == ["probabilities"]
-    assert answer["metadata"]["canary_model"]["weights"] == "seeded"
-    assert answer["metadata"]["canary_model"]["architecture"] == "TinyResNet"
+    # exactly TF Serving's keys (testdata/half_plus_two_model_metadata.json): nothing of canary's own
+    assert set(answer) == {"model_spec", "metadata"}
+    assert set(answer["metadata"]) == {"signature_def"}
+    assert set(answer["metadata"]["signature_def"]) == {"signature_def"}
     assert call(server, "GET", f"/v1/models/{MODEL_NAME}/versions/1/metadata")[0] == 200
+
+
+@pytest.mark.parametrize("path", [f"/canary/v1/models/{MODEL_NAME}", f"/canary/v1/models/{MODEL_NAME}/versions/1"])
+def test_canary_model_record_has_its_own_path(server: RunningServer, path: str) -> None:
+    status, answer = call(server, "GET", path)
+    assert status == 200, answer
+    assert answer["model_spec"] == {"name": MODEL_NAME, "signature_name": "", "version": "1"}
+    assert answer["canary_model"]["weights"] == "seeded"
+    assert answer["canary_model"]["architecture"] == "TinyResNet"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "fragment"),
+    [
+        ("/canary/v1/models/ghost", 404, "Latest(ghost)"),
+        (f"/canary/v1/models/{MODEL_NAME}/versions/9", 404, "Specific(image_classifier, 9)"),
+        (f"/canary/v1/models/{MODEL_NAME}/versions/1/labels/x", 400, "cannot be supplied"),
+        ("/canary/v1/other", 404, "/v1/models/<name>"),
+    ],
+)
+def test_canary_model_record_errors(server: RunningServer, path: str, status: int, fragment: str) -> None:
+    got, answer = call(server, "GET", path)
+    assert got == status and fragment in answer["error"], answer
 
 
 ERRORS = [
@@ -116,10 +141,12 @@ ERRORS = [
     ("POST", f"/v1/models/{MODEL_NAME}:predict", b"{oops", 400, "JSON Parse error"),
     ("POST", f"/v1/models/{MODEL_NAME}:predict", b"", 400, "document is empty"),
     ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": []}, 400, "No values in 'instances'"),
-    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [[[1, 2]]]}, 400, "expects shape [-1,-1,-1,3]"),
-    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"inputs": [[1, 2, 3]]}, 400, "expects shape [-1,-1,-1,3]"),
+    # shapes the model refuses: TF's own message, then which input differs from the declared shape
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [[[1, 2]]]}, 400, "input must be 4-dimensional"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [[[1, 2]]]}, 400, "(the model refused input 'input_image': the signature declares shape [-1,-1,-1,3] (-1: any size) but got [1,1,2], missing the batch dimension?"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"inputs": [[1, 2, 3]]}, 400, "declares shape [-1,-1,-1,3] (-1: any size) but got [1,3])"),
     ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [[[["a", "b", "c"]]]]}, 400, "is not of expected type: float"),
-    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"signature_name": "nope", "instances": [[[[1, 2, 3]]]]}, 400, 'Serving signature key "nope" not found'),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"signature_name": "nope", "instances": [[[[1, 2, 3]]]]}, 400, 'Serving signature name: "nope" not found in signature def'),
     ("POST", f"/v1/models/{MODEL_NAME}:predict", {"signature_name": "serving_preprocess", "instances": [{"b64": "bm90IGEganBlZw=="}]}, 400, "Unknown image file format"),
     # TF Serving on predict-only signatures (classifier.cc / regressor.cc PreProcess*, json_tensor.cc)
     ("POST", f"/v1/models/{MODEL_NAME}:classify", {"examples": [{}]}, 400, "No classification inputs found in SignatureDef: "),
@@ -136,7 +163,7 @@ ERRORS = [
     ("GET", "/v1/models/other", None, 404, "Could not find any versions of model other"),
     ("GET", f"/v1/models/{MODEL_NAME}/versions/2", None, 404, "Could not find version 2 of model image_classifier"),
     ("GET", f"/v1/models/{MODEL_NAME}/versions/2/metadata", None, 404, "Specific(image_classifier, 2)"),
-    ("GET", f"/v1/models/{MODEL_NAME}/labels/stable", None, 400, "Unrecognized servable version label: stable"),
+    ("GET", f"/v1/models/{MODEL_NAME}/labels/stable/metadata", None, 400, "Unrecognized servable version label: stable"),
     ("GET", "/healthz", None, 404, "/v1/models/<name>"),
 ]
 
@@ -151,6 +178,11 @@ def test_errors_map_to_tf_serving_status_codes(
     assert set(answer) == {"error"}
     assert fragment in answer["error"]
     assert server.process.poll() is None
+
+
+def test_status_by_label_lists_every_version_as_tf_serving_does(server: RunningServer) -> None:
+    # get_model_status_impl.cc reads the model's name and version only: a label changes nothing.
+    assert call(server, "GET", f"/v1/models/{MODEL_NAME}/labels/stable") == call(server, "GET", f"/v1/models/{MODEL_NAME}")
 
 
 def test_prometheus_metrics_count_requests(server: RunningServer) -> None:
