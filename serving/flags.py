@@ -250,8 +250,10 @@ def flag_help() -> str:
 def map_container_path(path: str, env: Mapping[str, str] | None = None) -> Path:
     """Map a container path through ``CANARY_VOLUME_MAP``; the longest mount wins.
 
-    Without the variable, or when no mount matches, the path is used as given. A mapped
-    path whose symbolic links lead out of its volume is a :class:`FlagError`.
+    Without the variable the path is used as given. With it, a path under none of the
+    mounts, or whose symbolic links lead out of its volume, is a :class:`FlagError`: a
+    pod reads files from its volumes only (this also holds the base paths a
+    ``--model_config_file`` names, which the local mesh cannot check in the manifest).
     """
     environ = os.environ if env is None else env
     raw = environ.get(VOLUME_MAP_ENV, "")
@@ -272,7 +274,10 @@ def map_container_path(path: str, env: Mapping[str, str] | None = None) -> Path:
             if best is None or depth > best[0]:
                 best = (depth, mount, local)
     if best is None:
-        return Path(path)
+        raise FlagError(
+            f"{path} lies under none of the pod's volumes ({', '.join(sorted(mounts)) or 'none'}): the local "
+            "mesh serves files from the pod's volumes only; mount the model store there or use a path under it"
+        )
     _, mount, local = best
     relative = target.relative_to(PurePosixPath(mount))
     mapped = Path(local) / relative
