@@ -1,8 +1,9 @@
 """TF Serving's gRPC services on grpc.aio.
 
-``PredictionService``: Predict and GetModelMetadata; Classify, Regress and
-MultiInference answer what TF Serving answers on predict-only signatures
-(:mod:`serving.inference`). ``ModelService``: GetModelStatus
+``PredictionService``: Predict (any signature, as TF Serving's
+predict_util.cc) and GetModelMetadata; Classify, Regress and MultiInference
+run classify/regress signatures on tf.Examples as TF Serving does
+(:mod:`serving.inference`, :mod:`serving.examples`). ``ModelService``: GetModelStatus
 and HandleReloadConfigRequest (a ModelServerConfig applied as TF Serving's
 ServerCore::ReloadConfig applies it, see :mod:`serving.served_models`). Tensors are decoded
 zero-copy from ``tensor_content``; outputs fill TF Serving's typed fields
@@ -44,9 +45,16 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.inference import Method, classify_or_regress, multi_inference
+from serving.inference import (
+    Method,
+    examples_signature,
+    fill_model_spec,
+    plan_multi_inference,
+    run_examples,
+    run_multi_inference,
+)
 from serving.metrics import Metrics
-from serving.model_config import ModelConfigError, from_proto
+from serving.model_config import ModelConfigError, ServerConfig, from_proto
 from serving.responses import check_metadata_fields, metadata_response, status_response
 from serving.servable import Servable, check_input_aliases
 from serving.served_models import ServedModels
@@ -154,10 +162,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             if not request.HasField("model_spec"):
                 raise RequestError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
-            servable = _resolve(self._manager, request.model_spec)
-            classify_or_regress(
-                servable, method, request.model_spec.signature_name, check_method_name=self._check_method_name
+            spec = request.model_spec
+            servable = _resolve(self._manager, spec)
+            signature = examples_signature(
+                servable, method, spec.signature_name, check_method_name=self._check_method_name
             )
+            loop = asyncio.get_running_loop()
+            result, seconds = await loop.run_in_executor(
+                self._executor, functools.partial(run_examples, servable, signature, method, request.input)
+            )
+            self._metrics.record_runtime(servable.name, api, seconds * 1e6)
+            response = (
+                classification_pb2.ClassificationResponse() if method == "classify" else regression_pb2.RegressionResponse()
+            )
+            fill_model_spec(response.model_spec, name, spec.signature_name, servable.version)
+            response.result.CopyFrom(result)
+            return response
         except Exception as error:
             failure = _failure(error)
             code = failure.code
@@ -169,24 +189,44 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def MultiInference(
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.MultiInferenceResponse:
-        def answer() -> Any:
+        # TF Serving counts no request and records no runtime for MultiInference; its latency is kept here.
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        started = time.perf_counter()
+        code = Code.OK
+        try:
             first = request.tasks[0].model_spec if request.tasks else None
-            multi_inference(
+            servable, tasks = plan_multi_inference(
                 [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in request.tasks],
                 lambda: _resolve(self._manager, first) if first is not None else self._manager.resolve(""),
                 check_method_name=self._check_method_name,
             )
-
-        name = request.tasks[0].model_spec.name if request.tasks else ""
-        return await _timed(self._metrics, name, "MultiInference", context, answer)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, functools.partial(run_multi_inference, servable, tasks, request.input)
+            )
+        except Exception as error:
+            failure = _failure(error)
+            code = failure.code
+            await _abort(context, failure)
+        finally:
+            self._metrics.record_latency(name, "MultiInference", _ENTRYPOINT, code, (time.perf_counter() - started) * 1e6)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus and HandleReloadConfigRequest over the served models (model_service_impl.cc)."""
 
-    def __init__(self, manager: ServedModels, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        manager: ServedModels,
+        metrics: Metrics,
+        reload: Callable[[ServerConfig], Awaitable[None]] | None = None,
+    ) -> None:
         self._manager = manager
         self._metrics = metrics
+        self._reload = reload or self._reload_in_a_thread
+
+    async def _reload_in_a_thread(self, config: ServerConfig) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._manager.reload, config)
 
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
@@ -218,7 +258,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 config = from_proto(request.config, "ReloadConfigRequest.config")
             except ModelConfigError as error:
                 raise RequestError(error.code, error.message) from None
-            await asyncio.get_running_loop().run_in_executor(None, self._manager.reload, config)
+            await self._reload(config)
         except Exception as error:
             failure = _failure(error)
             log.error("ReloadConfig failed: %s", failure.message)
@@ -238,8 +278,13 @@ def add_services(
     *,
     check_method_name: bool = False,
     tensor_content: bool = False,
+    reload: Callable[[ServerConfig], Awaitable[None]] | None = None,
 ) -> None:
     """Register PredictionService and ModelService on ``server``.
+
+    ``reload`` applies a HandleReloadConfigRequest's config (the server's own, which
+    runs it beside its pollers and re-freezes the heap after); by default a thread
+    runs :meth:`ServedModels.reload`.
 
     The handlers are those the generated ``add_*Servicer_to_server`` register,
     except that undecodable request bytes reach the method as an
@@ -251,7 +296,7 @@ def add_services(
     server.add_generic_rpc_handlers(
         (
             _handlers(prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"], prediction),
-            _handlers(model_service_pb2.DESCRIPTOR.services_by_name["ModelService"], ModelServicer(manager, metrics)),
+            _handlers(model_service_pb2.DESCRIPTOR.services_by_name["ModelService"], ModelServicer(manager, metrics, reload)),
         )
     )
 
@@ -345,13 +390,3 @@ def _failure(error: Exception) -> RequestError:
 async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> NoReturn:
     await context.abort(grpc.StatusCode[error.code.name], error.message)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
-
-
-async def _unimplemented(context: grpc.aio.ServicerContext, method: str) -> NoReturn:
-    await _abort(
-        context,
-        RequestError(
-            Code.UNIMPLEMENTED,
-            f"{method} is not supported by canary's model server; use Predict, GetModelMetadata or GetModelStatus",
-        ),
-    )

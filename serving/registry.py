@@ -6,8 +6,11 @@ base path is a version when its name parses as a 64-bit integer as
 ``absl::SimpleAtoi`` parses it (``00000123`` is version 123); when two
 names give one number (``1`` and ``01``), the last in byte order wins and a
 warning is logged. Here a version directory must also hold
-``saved_model.pb`` (a version still being written is not one yet), and one
-that is a link out of the base path is not this model's.
+``saved_model.pb`` (so a directory made before its files is not one yet;
+write a new version under another name and rename it into place, as a
+load that fails on half-copied variables is not tried again while the
+version stays), and one that is a link out of the base path is not this
+model's.
 
 The model's ``model_version_policy`` (latest N, all, specific) picks the
 versions to serve; :meth:`ModelManager.sync` (run at start, on every
@@ -90,10 +93,19 @@ def version_dirs(base_path: Path, warned: set[tuple[int, str, str]] | None = Non
     found: dict[int, str] = {}
     for entry in entries:
         version = parse_version(entry.name)
-        if version is None or not entry.resolve().is_relative_to(base):
-            continue  # a version linked from outside the base path is not this model's
-        if not any((entry / name).is_file() for name in _SAVED_MODEL_FILES):
-            continue  # not (yet) a SavedModel
+        if version is None:
+            continue
+        try:
+            if not entry.resolve().is_relative_to(base):
+                continue  # a version linked from outside the base path is not this model's
+            if not any((entry / name).is_file() for name in _SAVED_MODEL_FILES):
+                continue  # not (yet) a SavedModel
+        except (OSError, RuntimeError) as error:  # a link loop, an unreadable entry: not a version
+            if warned is None or (version, entry.name, "") not in warned:
+                log.warning("%s is not a version directory (%s): remove or fix it", entry, error)
+                if warned is not None:
+                    warned.add((version, entry.name, ""))
+            continue
         previous = found.get(version)
         if previous is not None and (warned is None or (version, entry.name, previous) not in warned):
             log.warning(

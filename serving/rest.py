@@ -8,8 +8,8 @@ own record of a version (the export's canary_model.json) at
 Serving does not serve (it answers 404 there). Paths match TF Serving's
 regular expressions (case-insensitive); errors answer ``{"error": "..."}``
 with TF Serving's HTTP status for the canonical code. ``:classify`` and
-``:regress`` answer what TF Serving answers on predict-only signatures (see
-:mod:`serving.inference`). JSON decoding, inference and encoding run
+``:regress`` run classify/regress signatures on tf.Examples as TF Serving
+does (:mod:`serving.inference`, :mod:`serving.examples`). JSON decoding, inference and encoding run
 together in a worker thread; the event loop only moves bytes.
 
 Bodies are bounded (:mod:`serving.limits`): over ``--canary_max_request_bytes``
@@ -31,7 +31,8 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from serving.inference import Method, check_examples_body, classify_or_regress
+from serving.examples import examples_body, result_json
+from serving.inference import Method, classify_or_regress
 from serving.limits import DEFAULT_MAX_REQUEST_BYTES, RELEASE_AFTER_BYTES, read_body, release_memory
 from serving.metrics import PROMETHEUS_PATH, Metrics
 from serving.responses import canary_model_json, metadata_json, status_json
@@ -55,6 +56,7 @@ _STATUS_RE = re.compile(
 )
 _CANARY_RE = re.compile(r"/canary/v1/models/([^/:]+)(?:/versions/(\d+))?(?:/labels/([^/:]+))?", re.IGNORECASE)
 _JSON = "application/json"
+_INT64_LIMIT = 2**63
 
 
 class RestApi:
@@ -161,7 +163,7 @@ class RestApi:
                 produce = functools.partial(self._predict_sync, body, name, version, label, deadline)
             else:
                 kind: Method = "classify" if method == "classify" else "regress"
-                produce = functools.partial(self._examples_sync, body, name, version, label, kind)
+                produce = functools.partial(self._examples_sync, body, name, version, label, kind, deadline)
             del body  # the worker holds it while it needs it
             work = loop.run_in_executor(self._executor, _answer, produce)
             del produce
@@ -189,9 +191,16 @@ class RestApi:
     def _predict_sync(
         self, body: bytearray, name: str, version: int | None, label: str | None, deadline: float | None
     ) -> bytes:
-        servable = self._manager.resolve(name, version, label)
-        decoded = decode_json_request(body, functools.partial(_signature_inputs, servable))
+        resolved: list[Servable] = []
+
+        def inputs_for(signature_name: str) -> dict[str, TensorSpec]:
+            # resolved once the body is known to be JSON: TF Serving parses before it looks the model up
+            resolved.append(self._manager.resolve(name, version, label))
+            return _signature_inputs(resolved[0], signature_name)
+
+        decoded = decode_json_request(body, inputs_for)
         del body[:]  # decoded into new arrays: free the request's bytes before the model runs
+        servable = resolved[0]
         signature = servable.signature(decoded.signature_name)
         if deadline is not None and time.monotonic() > deadline:
             raise _timed_out(self._timeout)  # the answer is no longer awaited: do not run the model
@@ -201,10 +210,20 @@ class RestApi:
         self._metrics.record_runtime(name, "Predict", seconds * 1e6)
         return encode_json_response(outputs, fmt)
 
-    def _examples_sync(self, body: bytearray, name: str, version: int | None, label: str | None, method: Method) -> bytes:
-        signature_name = check_examples_body(body)
+    def _examples_sync(
+        self, body: bytearray, name: str, version: int | None, label: str | None, method: Method, deadline: float | None
+    ) -> bytes:
+        signature_name, request_input = examples_body(body)  # the whole body first, as TF Serving reads it
+        del body[:]  # decoded into Examples: free the request's bytes before the model runs
         servable = self._manager.resolve(name, version, label)
-        classify_or_regress(servable, method, signature_name, check_method_name=self._check_method_name)
+        if deadline is not None and time.monotonic() > deadline:
+            raise _timed_out(self._timeout)  # the answer is no longer awaited: do not run the model
+        result, seconds = classify_or_regress(
+            servable, method, signature_name, request_input, check_method_name=self._check_method_name
+        )
+        del request_input
+        self._metrics.record_runtime(name, "Classify" if method == "classify" else "Regress", seconds * 1e6)
+        return result_json(result)
 
     def _status(self, name: str, version: int | None, label: str | None) -> bytes:
         # TF Serving's GetModelStatus reads only the name and version: a label lists every version
@@ -281,9 +300,12 @@ def _version(text: str | None) -> int | None:
     if not text:
         return None
     try:
-        return int(text)
+        version = int(text)
     except ValueError:
-        raise RequestError(Code.INVALID_ARGUMENT, f"Failed to convert version: {text} to numeric.") from None
+        version = _INT64_LIMIT
+    if version >= _INT64_LIMIT:  # TF Serving's ParseModelInfo reads an int64 (absl::SimpleAtoi)
+        raise RequestError(Code.INVALID_ARGUMENT, f"Failed to convert version: {text} to numeric.")
+    return version
 
 
 def _label(text: str | None) -> str | None:

@@ -21,12 +21,11 @@ from canary.errors import ServingError
 from serving.export import read_model_info
 from serving.signatures import DEFAULT_SIGNATURE
 from serving.status import Code, RequestError, from_exception
-from serving.tensors import DType, TensorSpec
+from serving.tensors import DType, TensorSpec, shape_text
 
 __all__ = ["Servable", "Signature", "check_input_aliases", "load_servable"]
 
 log = logging.getLogger("serving.servable")
-_PREDICT_METHOD = "tensorflow/serving/predict"
 
 
 @dataclass(frozen=True)
@@ -169,7 +168,7 @@ def _model_refused(signature: Signature, inputs: Mapping[str, Any], error: Excep
 
 
 def _shape_hint(alias: str, shape: tuple[int, ...], declared: tuple[int, ...]) -> str:
-    hint = f"input '{alias}': the signature declares shape {_dims(declared)} (-1: any size) but got {_dims(shape)}"
+    hint = f"input '{alias}': the signature declares shape {shape_text(declared)} (-1: any size) but got {shape_text(shape)}"
     if len(declared) == len(shape) + 1:
         hint += ", missing the batch dimension? In row format each element of 'instances' is one example"
     return hint
@@ -177,10 +176,6 @@ def _shape_hint(alias: str, shape: tuple[int, ...], declared: tuple[int, ...]) -
 
 def _fits(shape: tuple[int, ...], declared: tuple[int, ...]) -> bool:
     return len(shape) == len(declared) and all(d in (-1, n) for d, n in zip(declared, shape, strict=True))
-
-
-def _dims(shape: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _dtype_name(array: Any) -> str:
@@ -209,7 +204,7 @@ def load_servable(name: str, version: int, path: Path, *, tags: str = "serve", w
         raise ServingError(f"loading model {name} version {version} from {path} failed: {error}") from error
     signatures = {}
     for key, definition in signature_defs.items():
-        function = loaded.signatures.get(key) if definition.method_name == _PREDICT_METHOD else None
+        function = loaded.signatures.get(key)  # Predict runs any signature, as TF Serving's predict_util.cc
         signatures[key] = Signature(
             name=key,
             inputs={alias: _spec(alias, info) for alias, info in definition.inputs.items()},

@@ -81,10 +81,6 @@ class ServedModels:
         """Counts the changes of the served versions (the server re-freezes its heap after one)."""
         return self._generation
 
-    def manager(self, name: str) -> ModelManager | None:
-        """The manager of model ``name`` (a model removed from the config keeps its, with every version END)."""
-        return self._managers.get(name)
-
     def check(self) -> None:
         """Fail fast, before TensorFlow loads: the start-up config's checks, its labels and that each
         base path has a version to serve. ModelConfigError (exit 2) or ServingError (exit 1)."""
@@ -118,7 +114,10 @@ class ServedModels:
         with self._apply_lock:
             changed = False
             for model in self._config.models or ():
-                changed = self._managers[model.name].poll_once() or changed
+                try:
+                    changed = self._managers[model.name].poll_once() or changed
+                except Exception:  # one model's trouble never stops the others' polls
+                    log.exception("looking for new versions of %s failed", model.name)
             if changed:
                 self._generation += 1
             return changed
@@ -157,6 +156,12 @@ class ServedModels:
 
     def _apply(self, config: ServerConfig, *, first: bool) -> None:
         with self._apply_lock:
+            if config.models is None and self._config.models is not None:  # ServerCore::ReloadConfig
+                raise RequestError(
+                    Code.FAILED_PRECONDITION,
+                    "Cannot transition to requested config. It is only legal to transition from one "
+                    "ModelConfigList to another.",
+                )
             if config.models is None:
                 log.info("Taking no action for empty config.")
                 return
@@ -194,6 +199,9 @@ class ServedModels:
                     errors = managers[model.name].sync()
                 except ServingError as missing:  # its base path is missing
                     errors = [missing]
+                except Exception as error:  # never leave the others unsynced
+                    log.exception("loading versions of %s failed", model.name)
+                    errors = [ServingError(f"loading versions of {model.name} failed: {error}")]
                 for failure in errors:
                     log.error("%s", failure)
                 if errors:
@@ -233,16 +241,18 @@ class ServedModels:
         return labels
 
     def _not_available(self, names: list[str], failures: Mapping[str, list[ServingError]]) -> str:
-        """TF Serving's ``WaitUntilModelsAvailable`` error text."""
+        """TF Serving's ``WaitUntilModelsAvailable`` error text: each model's newest failed version.
+
+        A model with no version at all fails here with the reason, where TF Serving would wait for one."""
         parts: list[str] = []
         for name in names:
             manager = self._managers[name]
             failed = [s for s in manager.states().values() if s.state is State.END and s.error is not None]
-            if failed:
-                parts.extend(
-                    f"{{{{name: {name} version: {s.version}}} due to error: {s.error.code.name}: {s.error.message}}}, "
-                    for s in sorted(failed, key=lambda s: -s.version)
-                    if s.error is not None
+            newest = max(failed, key=lambda s: s.version, default=None)  # one entry per model, as TF Serving
+            if newest is not None and newest.error is not None:
+                parts.append(
+                    f"{{{{name: {name} version: {newest.version}}} due to error: "
+                    f"{newest.error.code.name}: {newest.error.message}}}, "
                 )
             else:
                 parts.append(f"{{{{name: {name}}} due to error: {_no_version(manager, failures.get(name))}}}, ")

@@ -5,7 +5,8 @@ Takes tensorflow_model_server's flags (see :mod:`serving.flags`)::
     python -m serving.server --model_name=image_classifier \\
         --model_base_path=/models/resnet50 --port=8500 --rest_api_port=8501
 
-and serves the newest version under the base path over gRPC
+and serves the versions under the base path that the version policy picks
+(the newest one by default, as TF Serving's "latest") over gRPC
 (PredictionService, ModelService) and REST, in one asyncio event loop, with
 inference in a small thread pool. ``--model_config_file`` (TF Serving's
 ModelServerConfig in text format, see :mod:`serving.model_config`) serves
@@ -187,6 +188,14 @@ async def _run_servers(
             ("grpc.so_reuseport", 0),  # a port clash must fail, not share the port
         ]
     )
+    frozen = [models.generation]  # the served versions the frozen heap holds (every reload re-freezes)
+
+    async def reload(config: ServerConfig) -> None:  # HandleReloadConfigRequest, beside the pollers
+        try:
+            await asyncio.get_running_loop().run_in_executor(loader, models.reload, config)
+        finally:
+            _refreeze_if_changed(models, frozen)
+
     add_services(
         server,
         models,
@@ -194,6 +203,7 @@ async def _run_servers(
         executor,
         check_method_name=flags.enable_signature_method_name_check,
         tensor_content=flags.enable_serialization_as_tensor_content,
+        reload=reload,
     )
     try:
         grpc_port = server.add_insecure_port(f"{host}:{flags.port}")
@@ -206,7 +216,6 @@ async def _run_servers(
     await server.start()
     log.info("Running gRPC ModelServer at %s:%d ...", host, grpc_port)
     _freeze_heap()
-    frozen = [models.generation]  # the served versions the frozen heap holds (both pollers re-freeze)
     pollers = [asyncio.create_task(_poll(models, loader, flags.file_system_poll_wait_seconds, frozen))]
     if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
         pollers.append(

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.status import Code, RequestError
-from serving.tensors import DType
+from serving.tensors import DType, shape_text
 
 __all__ = [
     "decode_string_list",
@@ -82,12 +82,12 @@ def tensor_proto_to_ndarray(proto: Any) -> Array:
         expected = count * np_dtype.itemsize
         if len(proto.tensor_content) != expected:
             raise _invalid(
-                f"tensor_content has {len(proto.tensor_content)} bytes but shape {_dims(shape)} of "
+                f"tensor_content has {len(proto.tensor_content)} bytes but shape {shape_text(shape)} of "
                 f"{dtype.short} needs {expected}"
             )
         return np.frombuffer(proto.tensor_content, dtype=np_dtype.newbyteorder("<")).reshape(shape)
     if int(np.prod(shape, dtype=np.float64)) > _MAX_VALUE_ELEMENTS:
-        raise _invalid(f"tensor of shape {_dims(shape)} is too large to send as repeated values; use tensor_content")
+        raise _invalid(f"tensor of shape {shape_text(shape)} is too large to send as repeated values; use tensor_content")
     from tensorflow import make_ndarray  # lazy: only the *_val path needs TensorFlow
 
     try:
@@ -173,10 +173,6 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
-
-
-def _dims(shape: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _invalid(message: str) -> RequestError:

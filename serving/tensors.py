@@ -36,6 +36,7 @@ __all__ = [
     "TensorSpec",
     "decode_json_request",
     "encode_json_response",
+    "shape_text",
 ]
 
 Array = npt.NDArray[Any]
@@ -343,7 +344,7 @@ def _explain(value: Any, spec: TensorSpec, *, batched: bool) -> str:
             if shape != first:
                 return (
                     f"Failed to process element: {index} of 'instances' list. Error: Expecting shape "
-                    f"{_dims(first)} but got: {_dims(shape)}. Every instance must have the same shape."
+                    f"{shape_text(first)} but got: {shape_text(shape)}. Every instance must have the same shape."
                 )
     return (
         f"{spec.alias}: the value is not a rectangular list of {expected} values "
@@ -376,7 +377,8 @@ def _json_shape(value: Any) -> list[int]:
     return shape
 
 
-def _dims(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[int]) -> str:
+    """A shape as TF Serving's messages print it: ``[-1,224,224,3]``."""
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 

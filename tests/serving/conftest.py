@@ -134,3 +134,6 @@ def half_plus_two_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_half_plus_two(store / "half_plus_two", versions=("00000123", "00000124"), b=(2.0, 3.0))
     export_half_plus_two(store / "half_plus_two_tf2", style="tf2")
     return store
+
+
+from tests.serving.tfs_compat_kit import classic, configured, servers  # noqa: E402,F401  (session fixtures)

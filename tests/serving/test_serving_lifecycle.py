@@ -48,7 +48,8 @@ def test_hot_swap_then_graceful_shutdown(tmp_path: Path, serving_store: Path) ->
         assert port_open(rest_port)  # REST opens before gRPC
         assert get(f"{rest}/canary/v1/models/m")["canary_model"]["seed"] == 50
 
-        shutil.copytree(serving_store / "resnet101" / "1", base / "2")
+        shutil.copytree(serving_store / "resnet101" / "1", base / ".incoming")  # not a version name
+        (base / ".incoming").rename(base / "2")  # a new version appears whole
         deadline = time.monotonic() + 30
         states: list[tuple[str, str]] = []
         while time.monotonic() < deadline:
