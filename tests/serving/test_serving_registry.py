@@ -299,3 +299,36 @@ def test_labels_for_versions_not_available_need_the_flag(tmp_path: Path, half_pl
     models.reload(ServerConfig((one("a", a, both, canary=124, next=125),)))
     error = refused(models.resolve, "a", None, "next")
     assert (error.code, error.message) == (Code.NOT_FOUND, "Servable not found for request: Specific(a, 125)")
+
+
+def test_a_link_loop_named_like_a_version_stops_no_poll(
+    tmp_path: Path, half_plus_two_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    put(half_plus_two_store, 123, a / "1")
+    put(half_plus_two_store, 123, b / "1")
+    models = ServedModels(ServerConfig((one("a", a), one("b", b))), warmup=False)
+    models.load_initial()
+    (a / "5").symlink_to(a / "x")  # a loop: resolving it raises RuntimeError on Python 3.11
+    (a / "x").symlink_to(a / "5")
+    put(half_plus_two_store, 124, b / "2")
+    assert models.poll_once() is True  # model a's loop did not keep b from its new version
+    assert (y(models, "a"), y(models, "b")) == ((1, 2.5), (2, 3.5))
+    assert "is not a version directory" in caplog.text and "remove or fix it" in caplog.text
+    c = tmp_path / "c"
+    put(half_plus_two_store, 123, c / "1")
+    (c / "9").symlink_to(c / "9")
+    models.reload(ServerConfig((one("a", a), one("b", b), one("c", c))))  # applied whole
+    assert y(models, "c") == (1, 2.5)
+
+
+def test_emptying_the_config_is_refused_as_server_core_refuses_it(tmp_path: Path, half_plus_two_store: Path) -> None:
+    put(half_plus_two_store, 123, tmp_path / "a" / "1")
+    models = ServedModels(ServerConfig((one("a", tmp_path / "a"),)), warmup=False)
+    models.load_initial()
+    error = refused(models.reload, ServerConfig(None))
+    assert (error.code, error.message) == (
+        Code.FAILED_PRECONDITION,
+        "Cannot transition to requested config. It is only legal to transition from one ModelConfigList to another.",
+    )
+    assert y(models, "a") == (1, 2.5)  # the config in force is kept
