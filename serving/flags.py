@@ -237,7 +237,11 @@ def _suggest(name: str) -> str:
 
 def flag_help() -> str:
     """One line per accepted flag, for ``--help``."""
-    lines = ["usage: python -m serving.server --model_base_path=DIR [--model_name=NAME] [flags]", ""]
+    lines = [
+        "usage: python -m serving.server --model_base_path=DIR [--model_name=NAME] [flags]",
+        "       python -m serving.server --model_config_file=FILE [flags]",
+        "",
+    ]
     for name, (kind, default) in _FLAGS.items():
         known = name in ServerFlags.__dataclass_fields__
         note = " (not supported)" if name in _UNSUPPORTED else "" if known else " (accepted, ignored here)"

@@ -267,8 +267,8 @@ def _parse_error(error: Any, source: str) -> str:
     if unknown is not None:
         hint = _field_hint(unknown.group(1), unknown.group(2))
     where = f"{source}:{line}:{column}" if line else source
-    return (
-        f"{where}: {reason}{hint} The file must be TF Serving's ModelServerConfig in protobuf text format, "
+    return (  # TF Serving's ParseProtoTextFile says "Error parsing text-format <message type>"
+        f"Error parsing text-format tensorflow.serving.ModelServerConfig: {where}: {reason}{hint} The file must be TF Serving's ModelServerConfig in protobuf text format, "
         f"e.g. {_EXAMPLE}"
     )
 

@@ -10,9 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +42,17 @@ class RunningServer:
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+
+def http_call(server: RunningServer, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    """``method path`` on the server's REST port: the HTTP status and the answer (JSON parsed, else text)."""
+    request = urllib.request.Request(server.rest + path, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, raw, kind = response.status, response.read(), response.headers.get_content_type()
+    except urllib.error.HTTPError as error:
+        status, raw, kind = error.code, error.read(), error.headers.get_content_type()
+    return status, (json.loads(raw) if kind == "application/json" else raw.decode())
 
 
 def free_port() -> int:

@@ -8,8 +8,6 @@ TF Serving feeds the tensors to the model and lets its ops decide; its own first
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.servable import load_servable
 from serving.status import Code, RequestError
-from tests.serving.conftest import RunningServer, free_port, serving
+from tests.serving.conftest import RunningServer, free_port, http_call, serving
 from tests.serving.half_plus_two import export_half_plus_two
 
 
@@ -64,14 +62,7 @@ def test_the_signature_runs_on_any_shape_its_ops_accept(exported: Path, style: s
 
 
 def rest(server: RunningServer, body: Any) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        f"{server.rest}/v1/models/half_plus_two:predict", data=json.dumps(body).encode(), method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return http_call(server, "POST", "/v1/models/half_plus_two:predict", json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(

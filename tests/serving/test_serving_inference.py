@@ -44,7 +44,7 @@ from serving.inference import (
 from serving.servable import Servable, Signature, load_servable
 from serving.status import Code, RequestError
 from serving.tensors import DType, TensorSpec
-from tests.serving.conftest import RunningServer, free_port, serving
+from tests.serving.conftest import RunningServer, free_port, http_call, serving
 from tests.serving.half_plus_two import export_half_plus_two
 
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -307,12 +307,7 @@ def hp2_server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def rest(server: RunningServer, verb: str, body: Any) -> tuple[int, Any]:
-    request = urllib.request.Request(f"{server.rest}/v1/models/{NAME}:{verb}", data=json.dumps(body).encode(), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return http_call(server, "POST", f"/v1/models/{NAME}:{verb}", json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,11 @@ def test_no_list_and_an_empty_list_differ() -> None:
     [
         (
             'model_config_list {\n  config {\n    nme: "x"\n  }\n}',
-            ["models.config:3:5: ", 'has no field named "nme". Did you mean "name"?', "protobuf text format"],
+            [
+                "Error parsing text-format tensorflow.serving.ModelServerConfig: models.config:3:5: ",
+                'has no field named "nme". Did you mean "name"?',
+                "protobuf text format",
+            ],
         ),
         ('model_config_list {\n  config { name: "x" \n', ["models.config:2:", 'Expected "}"']),
         ("model_config_list { config { name: 3 } }", ["models.config:1:", "Expected string"]),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import numpy as np
@@ -14,16 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.seed import gke_body
 from tests.serving.conftest import GRACE_HOPPER, MODEL_NAME, RunningServer
-
-
-def call(server: RunningServer, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(server.rest + path, data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            status, raw, kind = response.status, response.read(), response.headers.get_content_type()
-    except urllib.error.HTTPError as error:
-        status, raw, kind = error.code, error.read(), error.headers.get_content_type()
-    return status, (json.loads(raw) if kind == "application/json" else raw.decode())
+from tests.serving.conftest import http_call as call
 
 
 def predict(server: RunningServer, payload: Any, path: str = f"/v1/models/{MODEL_NAME}:predict") -> tuple[int, Any]:

@@ -34,8 +34,6 @@ import json
 import shutil
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +44,7 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
 )
 
-from tests.serving.conftest import free_port, start_server, wait_for_port
+from tests.serving.conftest import RunningServer, free_port, http_call, start_server, wait_for_port
 
 RPC_TIMEOUT = 20.0
 HTTP_TIMEOUT = 20.0
@@ -61,16 +59,7 @@ SIGNATURE_KEYS = {
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 
 
-@dataclass(frozen=True)
-class Server:
-    process: subprocess.Popen[bytes]
-    grpc_port: int
-    rest_port: int
-    log: Path
-
-    @property
-    def rest(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+Server = RunningServer  # the conftest's server subprocess
 
 
 @dataclass(frozen=True)
@@ -189,22 +178,12 @@ def configured(servers: Servers) -> Server:
     return servers.configured
 
 
-def call(
-    server: Server, path: str, body: object = None, *, raw: bytes | None = None
-) -> tuple[int, Any]:
+def call(server: Server, path: str, body: object = None, *, raw: bytes | None = None) -> tuple[int, Any]:
     """GET (no body) or POST ``path``; the HTTP status and the JSON answer, errors included."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(
-        server.rest + path, data=data, method="GET" if data is None else "POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-            assert response.headers.get_content_type() == "application/json"
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        text = error.read()
-        assert error.headers.get_content_type() == "application/json", text
-        return error.code, json.loads(text)
+    status, answer = http_call(server, "GET" if data is None else "POST", path, data)
+    assert not isinstance(answer, str), f"not JSON: {answer!r}"  # TF Serving answers JSON, errors too
+    return status, answer
 
 
 def error_of(answer: Any) -> str:
