@@ -60,8 +60,9 @@ RESERVED_ENV_NAMES: Mapping[str, str] = {
 }
 
 # tensorflow_model_server's flags that name a file or folder (serving/flags.py has them
-# all; the server reads --model_base_path and --monitoring_config_file through the
-# volume map and refuses --model_config_file and --ssl_config_file, the rest it ignores).
+# all; the server reads --model_base_path, --model_config_file (and the base paths in it)
+# and --monitoring_config_file through the volume map and refuses --ssl_config_file; the
+# rest it ignores).
 MAPPED_PATH_FLAGS = (
     "model_base_path",
     "model_config_file",
