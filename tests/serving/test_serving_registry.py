@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -332,3 +333,46 @@ def test_emptying_the_config_is_refused_as_server_core_refuses_it(tmp_path: Path
         "Cannot transition to requested config. It is only legal to transition from one ModelConfigList to another.",
     )
     assert y(models, "a") == (1, 2.5)  # the config in force is kept
+
+
+def test_lookups_never_fail_while_reloads_change_versions_and_labels(tmp_path: Path, half_plus_two_store: Path) -> None:
+    """Managers and labels are swapped whole: a request resolving during a reload sees one config or the other."""
+    import threading
+
+    a = tmp_path / "a"
+    put(half_plus_two_store, 123, a / "123")
+    put(half_plus_two_store, 124, a / "124")
+    both = VersionPolicy("specific", versions=(123, 124))
+    configs = [
+        ServerConfig((one("a", a, both, stable=123),)),
+        ServerConfig((one("a", a, VersionPolicy("all"), stable=124),)),
+        ServerConfig((one("a", a, both, stable=124), one("b", a, VersionPolicy("latest")))),
+    ]
+    models = ServedModels(ServerConfig((one("a", a, both),)), warmup=False)
+    models.load_initial()
+    models.reload(configs[0])
+    failures: list[BaseException] = []
+    done = threading.Event()
+    lookups = [0]
+
+    def lookup() -> None:
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline and lookups[0] < 2_000_000:
+            try:
+                assert models.resolve("a").version == 124
+                assert models.resolve("a", label="stable").version in (123, 124)
+            except BaseException as error:  # every failure is the finding
+                failures.append(error)
+                return
+            lookups[0] += 1
+
+    reader = threading.Thread(target=lookup)
+    reader.start()
+    try:
+        for round_ in range(12):
+            models.reload(configs[round_ % len(configs)])
+    finally:
+        done.set()
+        reader.join(timeout=30)
+    assert not failures, failures[0]
+    assert lookups[0] > 100  # the lookups really ran beside the reloads
