@@ -33,7 +33,8 @@ BIG = "Number too big to be stored in double."
 CASES = [
     # (body, rapidjson's text, offset)
     (b"   ", EMPTY, 3),  # only whitespace: the empty check of ParseJson is for zero bytes
-    (b"x", EMPTY, 0),  # no value can start with x: the Start state reports an empty document
+    (b"x", VALUE, 0),  # x is a number token to rapidjson's Tokenize: ParseNumber refuses it
+    (b" ]", EMPTY, 1),  # ] } , and : start no value: the iterative parser's Start state reports an empty document
     (b"{not json", NAME, 1),
     (b"{1:2}", NAME, 1),
     (b"{", NAME, 1),
@@ -77,7 +78,7 @@ CASES = [
     (b'{"a": 1e}', EXPONENT, 8),
     (b'{"a": 1e+', EXPONENT, 9),
     (b'{"a": 1e400}', BIG, 6),
-    (b"\xff", EMPTY, 0),
+    (b"\xff", VALUE, 0),
     ('{"\u00e9\u20ac": x}'.encode(), VALUE, 10),  # offsets count bytes, not characters
 ]
 
@@ -107,6 +108,7 @@ def test_zero_bytes_are_tf_servings_own_empty_check() -> None:
         (b'{"a": 1}{"b": 2}', {"a": 1}),
         (b'{"a": 1}\x00junk', {"a": 1}),
         (b'{"a": "\xff\xfe"}', {"a": "\udcff\udcfe"}),  # not UTF-8: rapidjson keeps the bytes
+        (b'{"\xff": -Inf} \xfe', {"\udcff": -math.inf}),
     ],
 )
 def test_what_rapidjson_reads_is_read(body: bytes, doc: dict) -> None:
