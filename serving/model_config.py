@@ -103,11 +103,6 @@ class ModelConfig:
     policy: VersionPolicy = field(default_factory=VersionPolicy)
     labels: tuple[tuple[str, int], ...] = ()  # sorted (label, version) pairs
 
-    @property
-    def label_map(self) -> dict[str, int]:
-        """``version_labels`` as a dict."""
-        return dict(self.labels)
-
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -115,10 +110,6 @@ class ServerConfig:
     then takes no action), and an empty tuple for an empty list (which serves no models)."""
 
     models: tuple[ModelConfig, ...] | None
-
-    def model(self, name: str) -> ModelConfig | None:
-        """The config of model ``name``, if listed."""
-        return next((m for m in self.models or () if m.name == name), None)
 
 
 def single_model(name: str, base_path: str) -> ServerConfig:

@@ -77,12 +77,7 @@ class Servable:
         started = time.perf_counter()
         refusal = None
         try:
-            if consume and isinstance(inputs, dict):
-                import tensorflow as tf
-
-                for alias in list(inputs):
-                    inputs[alias] = tf.convert_to_tensor(inputs[alias])
-            results = _call(signature.function, inputs)
+            results = signature.function(**_as_tensors(inputs, consume=consume))
             outputs = {alias: np.asarray(tensor) for alias, tensor in results.items()}
         except Exception as error:  # TF op errors carry their own code; the rest are internal
             refusal = _model_refused(signature, inputs, error)
@@ -137,8 +132,8 @@ def _check_inputs(signature: Signature, inputs: Mapping[str, Any]) -> None:
             )
 
 
-def _call(function: Any, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Run a loaded signature function on ``inputs``, whatever their shapes.
+def _as_tensors(inputs: Mapping[str, Any], *, consume: bool) -> Mapping[str, Any]:
+    """``inputs`` as tensors, converted once; with ``consume`` in place, each array freed once copied.
 
     TF Serving feeds the tensors to the graph and lets its ops decide
     (TF Serving's own REST example sends half_plus_two, declared x [-1,1], a
@@ -149,7 +144,11 @@ def _call(function: Any, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
     """
     import tensorflow as tf
 
-    return function(**{alias: tf.convert_to_tensor(value) for alias, value in inputs.items()})
+    if consume and isinstance(inputs, dict):
+        for alias in list(inputs):
+            inputs[alias] = tf.convert_to_tensor(inputs[alias])
+        return inputs
+    return {alias: tf.convert_to_tensor(value) for alias, value in inputs.items()}
 
 
 def _model_refused(signature: Signature, inputs: Mapping[str, Any], error: Exception) -> RequestError:

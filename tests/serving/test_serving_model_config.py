@@ -60,7 +60,7 @@ def test_the_documented_example_parses() -> None:
             ModelConfig(name="resnet", base_path="/models/resnet"),
         )
     )
-    assert config.models is not None and config.models[0].label_map == {"stable": 42, "canary": 43}
+    assert config.models is not None and dict(config.models[0].labels) == {"stable": 42, "canary": 43}
     validate(config)
     assert from_proto(to_proto(config)) == config
 
