@@ -222,6 +222,11 @@ def test_grpc_errors(classic_channel: grpc.Channel) -> None:
 
 def test_ignored_tf_serving_flags_are_accepted(configured: Server) -> None:
     assert configured.process.poll() is None, configured.log.read_text()
+    said = configured.log.read_text()
+    assert "ignored here: " in said
+    for flag in ("--enable_per_model_batching_parameters", "--num_request_iterations_for_warmup",
+                 "--xla_gpu_compilation_enabled", "--grpc_channel_arguments"):
+        assert flag in said.split("ignored here: ", 1)[1].splitlines()[0], said
 
 
 def test_rest_versions_answer_their_own_b(configured: Server) -> None:
